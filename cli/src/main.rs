@@ -1,0 +1,177 @@
+//! `ember`: the host runner. A thin user of `ember-core`'s public API, like any customer's code.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use ember_core::Model;
+use quantize_tool::AlignedBytes;
+use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+
+#[derive(Parser)]
+#[command(name = "ember", version, about = "Run .ember diffusion models on this machine's CPU")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// One U-Net evaluation: IN.safetensors (`sample` f32 [1,C,H,W], `timestep` f32|i64 [1], optional
+    /// `class_labels` i64 [1]) -> OUT.safetensors (`sample` f32 [1,C_out,H,W]).
+    Forward {
+        /// The model blob.
+        #[arg(long)]
+        model: PathBuf,
+        /// Input tensors.
+        #[arg(long)]
+        inputs: PathBuf,
+        /// Output file (written atomically).
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Time one forward pass on seeded random input: median and min milliseconds, MACs/s.
+    Bench {
+        /// The model blob.
+        #[arg(long)]
+        model: PathBuf,
+        /// Timed iterations (after 2 warm-up runs).
+        #[arg(long, default_value_t = 20)]
+        iters: usize,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn load_model(path: &Path) -> Result<AlignedBytes, String> {
+    AlignedBytes::read(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn tensor_f32(st: &SafeTensors<'_>, name: &str, path: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>, String> {
+    let t = match st.tensor(name) {
+        Ok(t) => t,
+        Err(_) => return Ok(None),
+    };
+    let d = t.data();
+    let v: Vec<f32> = match t.dtype() {
+        Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        Dtype::F64 => d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32).collect(),
+        Dtype::I64 => d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32).collect(),
+        Dtype::I32 => d.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32).collect(),
+        other => return Err(format!("{path}: tensor `{name}` has dtype {other:?}; expected f32 or an integer type")),
+    };
+    Ok(Some((t.shape().to_vec(), v)))
+}
+
+fn forward(model: &Path, inputs: &Path, output: &Path) -> Result<(), String> {
+    let blob = load_model(model)?;
+    let m = Model::parse(blob.as_slice()).map_err(|e| format!("{}: {e}", model.display()))?;
+    let info = *m.info();
+    let ip = inputs.display().to_string();
+    let raw = std::fs::read(inputs).map_err(|e| format!("{ip}: {e}"))?;
+    let st = SafeTensors::deserialize(&raw).map_err(|e| format!("{ip}: malformed safetensors: {e}"))?;
+    let (shape, sample) =
+        tensor_f32(&st, "sample", &ip)?.ok_or_else(|| format!("{ip}: missing tensor `sample` (f32 [1,C,H,W])"))?;
+    let want = [1, info.in_channels as usize, info.height as usize, info.width as usize];
+    if shape != want && shape != want[1..] {
+        return Err(format!("{ip}: `sample` has shape {shape:?}, the model takes {want:?}"));
+    }
+    if st.tensor("sample").map(|t| t.dtype()).ok() != Some(Dtype::F32) {
+        return Err(format!("{ip}: `sample` must be f32"));
+    }
+    let (tshape, t) = tensor_f32(&st, "timestep", &ip)?.ok_or_else(|| format!("{ip}: missing tensor `timestep` ([1])"))?;
+    if t.len() != 1 {
+        return Err(format!("{ip}: `timestep` has shape {tshape:?}; expected [1] (batch 1)"));
+    }
+    let label = match tensor_f32(&st, "class_labels", &ip)? {
+        None => None,
+        Some((s, v)) => {
+            if v.len() != 1 {
+                return Err(format!("{ip}: `class_labels` has shape {s:?}; expected [1]"));
+            }
+            if v[0] < 0.0 || v[0].fract() != 0.0 {
+                return Err(format!("{ip}: `class_labels` must be a non-negative integer, got {}", v[0]));
+            }
+            Some(v[0] as u32)
+        }
+    };
+    let mut arena = AlignedBytes::zeroed(m.arena_bytes());
+    let mut s = m.bind(arena.as_mut_slice()).map_err(|e| e.to_string())?;
+    let mut out = vec![0f32; info.output_len()];
+    s.forward(&sample, t[0], label, &mut out).map_err(|e| format!("{}: {e}", model.display()))?;
+    let bytes: Vec<u8> = out.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let oshape = vec![1, info.out_channels as usize, info.height as usize, info.width as usize];
+    let view = TensorView::new(Dtype::F32, oshape, &bytes).map_err(|e| e.to_string())?;
+    let meta: HashMap<String, String> = [("producer".to_string(), format!("ember {}", env!("CARGO_PKG_VERSION")))].into();
+    let data = safetensors::serialize([("sample", view)], &Some(meta)).map_err(|e| e.to_string())?;
+    quantize_tool::write::write_atomic(output, &data).map_err(|e| e.to_string())
+}
+
+fn bench(model: &Path, iters: usize, json: bool) -> Result<(), String> {
+    let blob = load_model(model)?;
+    let m = Model::parse(blob.as_slice()).map_err(|e| format!("{}: {e}", model.display()))?;
+    let info = *m.info();
+    let mut x = vec![0f32; info.input_len()];
+    let mut st = 0x2545_F491_4F6C_DD1Du64;
+    for v in x.iter_mut() {
+        st ^= st << 13;
+        st ^= st >> 7;
+        st ^= st << 17;
+        *v = (st >> 40) as f32 / (1u64 << 23) as f32 - 1.0;
+    }
+    let label = (info.num_classes > 0).then_some(0);
+    let mut arena = AlignedBytes::zeroed(m.arena_bytes());
+    let mut s = m.bind(arena.as_mut_slice()).map_err(|e| e.to_string())?;
+    let mut out = vec![0f32; info.output_len()];
+    for _ in 0..2 {
+        s.forward(&x, 500.0, label, &mut out).map_err(|e| e.to_string())?;
+    }
+    let mut times = Vec::with_capacity(iters.max(1));
+    for _ in 0..iters.max(1) {
+        let t0 = Instant::now();
+        s.forward(&x, 500.0, label, &mut out).map_err(|e| e.to_string())?;
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let min = times[0];
+    let macs = info.macs() as f64;
+    let gmacs = macs / (median * 1e-3) / 1e9;
+    if json {
+        println!(
+            "{{\"model\": {:?}, \"median_ms\": {median:.4}, \"min_ms\": {min:.4}, \"iters\": {}, \"macs\": {}, \"gmacs_per_s\": {gmacs:.3}, \"arena_bytes\": {}, \"blob_bytes\": {}, \"kernels\": {:?}}}",
+            model.display().to_string(),
+            times.len(),
+            info.macs(),
+            info.arena_bytes,
+            m.blob_len(),
+            ember_kernels::registry::best().name
+        );
+    } else {
+        println!(
+            "{}: median {median:.3} ms, min {min:.3} ms over {} runs; {:.1} M MACs -> {gmacs:.2} GMAC/s ({} kernels)",
+            model.display(),
+            times.len(),
+            macs / 1e6,
+            ember_kernels::registry::best().name
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let r = match Cli::parse().cmd {
+        Cmd::Forward { model, inputs, output } => forward(&model, &inputs, &output),
+        Cmd::Bench { model, iters, json } => bench(&model, iters, json),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,536 @@
+//! Parsing and validating a blob ([`Model::parse`]), binding it to an arena ([`Model::bind`]) and running the U-Net
+//! ([`Session::forward`]).
+//!
+//! `parse` checks everything once — header, checksum, every table entry, every op's shapes, tensor and buffer
+//! references and aliasing — so `forward` runs the op list without further checks and cannot read out of bounds.
+
+use ember_kernels::{generic, Conv2dGeom, KernelTable, Weights};
+use half::f16;
+
+use crate::error::{Error, OpFault, SectionKind};
+use crate::format::*;
+use crate::op::{Access, Op, ProjSource};
+
+/// A validated model: views into the blob, nothing copied.
+#[derive(Clone, Copy, Debug)]
+pub struct Model<'a> {
+    blob: &'a [u8],
+    info: ModelInfo,
+    schedule: Option<ScheduleInfo>,
+    tensors: &'a [u8],
+    buffers: &'a [u8],
+    ops: &'a [u8],
+    strings: &'a [u8],
+    data: (usize, usize),
+}
+
+fn section_err(kind: u32) -> Error {
+    Error::BadSection(section_kind(kind))
+}
+
+impl<'a> Model<'a> {
+    /// Parse and validate a blob in place (e.g. in flash). The blob must start on a 16-byte boundary.
+    ///
+    /// Every offset, length, alignment, dtype, op shape and buffer reference is checked here; nothing is copied.
+    pub fn parse(blob: &'a [u8]) -> Result<Model<'a>, Error> {
+        let len32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        if blob.len() < HEADER_LEN {
+            return Err(Error::Truncated { needed: HEADER_LEN as u32, got: len32(blob.len()) });
+        }
+        if blob.get(0..4) != Some(&MAGIC[..]) {
+            return Err(Error::BadMagic);
+        }
+        let major = rd_u16(blob, 4).ok_or(Error::BadMagic)?;
+        let minor = rd_u16(blob, 6).ok_or(Error::BadMagic)?;
+        if major != VERSION_MAJOR {
+            return Err(Error::UnsupportedVersion { major, minor });
+        }
+        let total = rd_u32(blob, 8).ok_or(Error::BadMagic)? as usize;
+        if total < HEADER_LEN || total > blob.len() {
+            return Err(Error::Truncated { needed: len32(total), got: len32(blob.len()) });
+        }
+        let blob = &blob[..total];
+        let stored = rd_u32(blob, 12).ok_or(Error::BadMagic)?;
+        let computed = crc32(&blob[16..]);
+        if stored != computed {
+            return Err(Error::ChecksumMismatch { stored, computed });
+        }
+        if blob.as_ptr() as usize % ALIGN != 0 {
+            return Err(Error::BlobMisaligned);
+        }
+        let n_sections = rd_u32(blob, 20).ok_or(Error::BadMagic)? as usize;
+        let table = rd_u32(blob, 24).ok_or(Error::BadMagic)? as usize;
+        if n_sections > 64 {
+            return Err(Error::BadSection(SectionKind::Unknown(u32::MAX)));
+        }
+        let mut found: [Option<&'a [u8]>; 8] = [None; 8];
+        let mut data = (0usize, 0usize);
+        for i in 0..n_sections {
+            let e = table.checked_add(i * SECTION_ENTRY_LEN).ok_or(Error::Truncated { needed: u32::MAX, got: len32(total) })?;
+            let w: [u32; 4] = rd_words(blob, e).ok_or(Error::Truncated { needed: len32(e + 16), got: len32(total) })?;
+            let (kind, off, len, flags) = (w[0], w[1] as usize, w[2] as usize, w[3]);
+            let end = off.checked_add(len).ok_or(section_err(kind))?;
+            if off < HEADER_LEN || end > total || off % 4 != 0 {
+                return Err(section_err(kind));
+            }
+            let slot = match kind {
+                section::MODEL..=section::SCHEDULE => kind as usize,
+                _ if flags & SECTION_OPTIONAL != 0 => continue,
+                _ => return Err(section_err(kind)),
+            };
+            if found[slot].is_some() {
+                return Err(section_err(kind));
+            }
+            found[slot] = Some(&blob[off..end]);
+            if kind == section::DATA {
+                data = (off, end);
+            }
+        }
+        let req = |k: u32| found[k as usize].ok_or(Error::MissingSection(section_kind(k)));
+        let model_sec = req(section::MODEL)?;
+        let mw: [u32; MODEL_WORDS] = rd_words(model_sec, 0).ok_or(Error::BadSection(SectionKind::Model))?;
+        let info = ModelInfo::from_words(&mw);
+        let schedule = match found[section::SCHEDULE as usize] {
+            Some(s) => Some(ScheduleInfo::from_words(
+                &rd_words::<SCHEDULE_WORDS>(s, 0).ok_or(Error::BadSection(SectionKind::Schedule))?,
+            )?),
+            None => None,
+        };
+        let tensors = req(section::TENSORS)?;
+        let buffers = req(section::BUFFERS)?;
+        let ops = req(section::OPS)?;
+        req(section::DATA)?;
+        let strings = found[section::STRINGS as usize].unwrap_or(&[]);
+        if tensors.len() % TENSOR_ENTRY_LEN != 0 {
+            return Err(Error::BadSection(SectionKind::Tensors));
+        }
+        if buffers.len() % BUFFER_ENTRY_LEN != 0 {
+            return Err(Error::BadSection(SectionKind::Buffers));
+        }
+        if ops.len() % OP_RECORD_LEN != 0 || ops.is_empty() {
+            return Err(Error::BadSection(SectionKind::Ops));
+        }
+        let m = Model { blob, info, schedule, tensors, buffers, ops, strings, data };
+        m.validate()?;
+        Ok(m)
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        let info = &self.info;
+        // Model description.
+        for (field, v) in [(0u32, info.in_channels), (1, info.out_channels), (2, info.height), (3, info.width)] {
+            if v == 0 || v > 1 << 16 {
+                return Err(Error::BadModel { field });
+            }
+        }
+        if (info.input_len() as u64) > MAX_ELEMS as u64 || (info.output_len() as u64) > MAX_ELEMS as u64 {
+            return Err(Error::BadModel { field: 2 });
+        }
+        let class_ok = match info.class_kind {
+            0 => info.num_classes == 0,
+            1 | 2 => info.num_classes > 0,
+            _ => false,
+        };
+        if !class_ok {
+            return Err(Error::BadModel { field: 5 });
+        }
+        if info.arena_bytes as usize % ALIGN != 0 {
+            return Err(Error::BadModel { field: 8 });
+        }
+        for (field, b, n) in [(6u32, info.input_buffer, info.input_len()), (7, info.output_buffer, info.output_len())] {
+            match self.buffer(b) {
+                Ok(e) if e.numel as usize == n => {}
+                _ => return Err(Error::BadModel { field }),
+            }
+        }
+        // Tables.
+        for i in 0..self.n_tensors() {
+            let t = self.tensor(i)?;
+            let start = t.offset as usize;
+            let end = start + t.nbytes as usize;
+            if start < self.data.0 || end > self.data.1 {
+                return Err(Error::BadTensor { index: i });
+            }
+            if t.name_len != 0 && self.tensor_name(i).is_none() {
+                return Err(Error::BadTensor { index: i });
+            }
+        }
+        for i in 0..self.n_buffers() {
+            self.buffer(i)?;
+        }
+        // Ops: shapes, references, aliasing.
+        for i in 0..self.n_ops() {
+            self.validate_op(i).map_err(|fault| Error::BadOp { index: i, fault })?;
+        }
+        Ok(())
+    }
+
+    fn validate_op(&self, i: u32) -> Result<(), OpFault> {
+        let op = self.op_raw(i)?;
+        if let Op::TimeProj { source: ProjSource::ClassLabel, .. } = op {
+            if self.info.class_kind != 2 {
+                return Err(OpFault::Flag(5));
+            }
+        }
+        if let Op::Embedding { num, .. } = op {
+            if self.info.class_kind != 1 || num != self.info.num_classes {
+                return Err(OpFault::Shape(3));
+            }
+        }
+        let req = op.requirements()?;
+        let uses = req.buffer_uses();
+        let mut ranges = [(0u64, 0u64); 6];
+        for (j, &(b, n, _)) in uses.iter().enumerate() {
+            let e = self.buffer(b).map_err(|_| OpFault::BufferIndex(b))?;
+            if e.numel != n {
+                return Err(OpFault::BufferSize { buffer: b, expected: n, got: e.numel });
+            }
+            ranges[j] = (e.offset as u64, e.offset as u64 + e.nbytes());
+        }
+        for j in 0..uses.len() {
+            for k in j + 1..uses.len() {
+                let (a, b) = (ranges[j], ranges[k]);
+                if a.0 < b.1 && b.0 < a.1 {
+                    return Err(OpFault::Aliasing);
+                }
+            }
+        }
+        for &(t, n) in req.tensor_uses() {
+            let e = self.tensor(t).map_err(|_| OpFault::TensorIndex(t))?;
+            if e.dtype != DType::F32 && e.dtype != DType::F16 {
+                return Err(OpFault::TensorDtype(t));
+            }
+            if e.numel() != n {
+                return Err(OpFault::TensorSize { tensor: t, expected: n, got: e.numel() });
+            }
+        }
+        // Which buffers are written must be consistent with how they are declared (read-only uses are never
+        // written by the executor), nothing more to check here.
+        let _ = uses.iter().filter(|u| u.2 == Some(Access::Write)).count();
+        Ok(())
+    }
+
+    /// The model description.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The noise-schedule metadata, when the checkpoint had a scheduler config.
+    pub fn schedule(&self) -> Option<&ScheduleInfo> {
+        self.schedule.as_ref()
+    }
+
+    /// Arena bytes [`Model::bind`] needs.
+    pub fn arena_bytes(&self) -> usize {
+        self.info.arena_bytes as usize
+    }
+
+    /// Size of the blob in bytes (what lives in flash).
+    pub fn blob_len(&self) -> usize {
+        self.blob.len()
+    }
+
+    /// Number of ops.
+    pub fn n_ops(&self) -> u32 {
+        (self.ops.len() / OP_RECORD_LEN) as u32
+    }
+
+    /// Number of tensors.
+    pub fn n_tensors(&self) -> u32 {
+        (self.tensors.len() / TENSOR_ENTRY_LEN) as u32
+    }
+
+    /// Number of activation buffers.
+    pub fn n_buffers(&self) -> u32 {
+        (self.buffers.len() / BUFFER_ENTRY_LEN) as u32
+    }
+
+    fn op_raw(&self, i: u32) -> Result<Op, OpFault> {
+        let w: [u32; OP_WORDS] = rd_words(self.ops, i as usize * OP_RECORD_LEN).ok_or(OpFault::UnknownKind(0))?;
+        Op::decode(&w)
+    }
+
+    /// Op `i`, decoded.
+    pub fn op(&self, i: u32) -> Result<Op, Error> {
+        self.op_raw(i).map_err(|fault| Error::BadOp { index: i, fault })
+    }
+
+    /// Tensor-table entry `i`.
+    pub fn tensor(&self, i: u32) -> Result<TensorEntry, Error> {
+        let off = (i as usize).checked_mul(TENSOR_ENTRY_LEN).ok_or(Error::BadTensor { index: i })?;
+        let b = self.tensors.get(off..off + TENSOR_ENTRY_LEN).ok_or(Error::BadTensor { index: i })?;
+        TensorEntry::decode(b, i)
+    }
+
+    /// Name of tensor `i` (the checkpoint's key), if the blob carries names.
+    pub fn tensor_name(&self, i: u32) -> Option<&'a str> {
+        let t = self.tensor(i).ok()?;
+        let s = t.name_off as usize;
+        let bytes = self.strings.get(s..s.checked_add(t.name_len as usize)?)?;
+        core::str::from_utf8(bytes).ok()
+    }
+
+    /// Buffer-table entry `i` (checked: aligned, inside the arena).
+    pub fn buffer(&self, i: u32) -> Result<BufferEntry, Error> {
+        let bad = Error::BadBuffer { index: i };
+        let off = (i as usize).checked_mul(BUFFER_ENTRY_LEN).ok_or(bad)?;
+        let w: [u32; 4] = rd_words(self.buffers, off).ok_or(bad)?;
+        if w[2] != DType::F32 as u32 || w[1] == 0 || w[1] > MAX_ELEMS || w[0] as usize % ALIGN != 0 {
+            return Err(bad);
+        }
+        let e = BufferEntry { offset: w[0], numel: w[1], dtype: DType::F32 };
+        if e.offset as u64 + e.nbytes() > self.info.arena_bytes as u64 {
+            return Err(bad);
+        }
+        Ok(e)
+    }
+
+    /// The weights of tensor `t`, read in place from the blob.
+    pub fn weights(&self, t: u32) -> Option<Weights<'a>> {
+        let e = self.tensor(t).ok()?;
+        let bytes = self.blob.get(e.offset as usize..(e.offset as usize).checked_add(e.nbytes as usize)?)?;
+        match e.dtype {
+            DType::F32 => bytemuck::try_cast_slice::<u8, f32>(bytes).ok().map(Weights::F32),
+            DType::F16 => bytemuck::try_cast_slice::<u8, f16>(bytes).ok().map(Weights::F16),
+            _ => None,
+        }
+    }
+
+    /// Bind to a caller-provided arena (16-byte aligned, at least [`Model::arena_bytes`] long).
+    pub fn bind<'s>(&'s self, arena: &'s mut [u8]) -> Result<Session<'s, 'a>, Error> {
+        let needed = self.arena_bytes();
+        if arena.len() < needed {
+            return Err(Error::ArenaTooSmall {
+                needed: needed as u32,
+                got: u32::try_from(arena.len()).unwrap_or(u32::MAX),
+            });
+        }
+        let arena = bytemuck::try_cast_slice_mut::<u8, f32>(&mut arena[..needed]).map_err(|_| Error::ArenaMisaligned)?;
+        if arena.as_ptr() as usize % ALIGN != 0 {
+            return Err(Error::ArenaMisaligned);
+        }
+        Ok(Session { model: self, arena, kernels: ember_kernels::registry::best() })
+    }
+}
+
+/// A model bound to an arena, ready to run forward passes.
+#[derive(Debug)]
+pub struct Session<'s, 'a> {
+    model: &'s Model<'a>,
+    arena: &'s mut [f32],
+    kernels: &'static KernelTable,
+}
+
+/// Borrow `N` pairwise-disjoint ranges `(start, len)` of `s` mutably at once (safe: repeated `split_at_mut`).
+fn split_disjoint<'x, const N: usize>(s: &'x mut [f32], ranges: [(usize, usize); N]) -> Option<[&'x mut [f32]; N]> {
+    let mut order = [0usize; N];
+    for (i, o) in order.iter_mut().enumerate() {
+        *o = i;
+    }
+    order.sort_unstable_by_key(|&i| ranges[i].0);
+    let mut out: [&'x mut [f32]; N] = core::array::from_fn(|_| Default::default());
+    let mut rest = s;
+    let mut consumed = 0usize;
+    for &i in &order {
+        let (start, len) = ranges[i];
+        let skip = start.checked_sub(consumed)?;
+        if skip.checked_add(len)? > rest.len() {
+            return None;
+        }
+        let (_, tail) = core::mem::take(&mut rest).split_at_mut(skip);
+        let (mine, tail) = tail.split_at_mut(len);
+        out[i] = mine;
+        rest = tail;
+        consumed = start + len;
+    }
+    Some(out)
+}
+
+impl<'a> Session<'_, 'a> {
+    /// The model this session runs.
+    pub fn model(&self) -> &Model<'_> {
+        self.model
+    }
+
+    /// Use another kernel tier (e.g. the generic reference for comparisons).
+    pub fn set_kernels(&mut self, k: &'static KernelTable) {
+        self.kernels = k;
+    }
+
+    fn range(&self, b: u32) -> Result<(usize, usize), Error> {
+        let e = self.model.buffer(b)?;
+        Ok((e.offset as usize / 4, e.numel as usize))
+    }
+
+    fn bufs<const N: usize>(&mut self, ids: [u32; N]) -> Result<[&mut [f32]; N], Error> {
+        let mut r = [(0usize, 0usize); N];
+        for (x, &b) in r.iter_mut().zip(&ids) {
+            *x = self.range(b)?;
+        }
+        split_disjoint(self.arena, r).ok_or(Error::BadBuffer { index: ids[0] })
+    }
+
+    fn w(&self, t: u32, op: u32) -> Result<Weights<'a>, Error> {
+        self.model.weights(t).ok_or(Error::BadOp { index: op, fault: OpFault::TensorIndex(t) })
+    }
+
+    fn opt_w(&self, t: u32, op: u32) -> Result<Option<Weights<'a>>, Error> {
+        if t == NONE {
+            Ok(None)
+        } else {
+            self.w(t, op).map(Some)
+        }
+    }
+
+    /// One U-Net evaluation: `out = unet(sample, timestep, class_label)`.
+    ///
+    /// `sample` is `[C, H, W]` channel-major (batch 1), `out` is `[C_out, H, W]`. A class label is required exactly
+    /// when the model is class-conditional.
+    pub fn forward(&mut self, sample: &[f32], timestep: f32, class_label: Option<u32>, out: &mut [f32]) -> Result<(), Error> {
+        let info = *self.model.info();
+        let n32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        if sample.len() != info.input_len() {
+            return Err(Error::InputLen { expected: n32(info.input_len()), got: n32(sample.len()) });
+        }
+        if out.len() != info.output_len() {
+            return Err(Error::OutputLen { expected: n32(info.output_len()), got: n32(out.len()) });
+        }
+        if !timestep.is_finite() {
+            return Err(Error::BadTimestep);
+        }
+        let label = match (info.num_classes, class_label) {
+            (0, None) => 0,
+            (0, Some(_)) => return Err(Error::ClassLabelUnexpected),
+            (_, None) => return Err(Error::ClassLabelRequired),
+            (n, Some(l)) if l >= n => return Err(Error::ClassLabelOutOfRange { label: l, num_classes: n }),
+            (_, Some(l)) => l,
+        };
+        {
+            let [inp] = self.bufs([info.input_buffer])?;
+            inp.copy_from_slice(sample);
+        }
+        for i in 0..self.model.n_ops() {
+            self.run_op(i, timestep, label)?;
+        }
+        let [res] = self.bufs([info.output_buffer])?;
+        out.copy_from_slice(res);
+        Ok(())
+    }
+
+    fn run_op(&mut self, i: u32, timestep: f32, label: u32) -> Result<(), Error> {
+        let op = self.model.op(i)?;
+        let k = self.kernels;
+        match op {
+            Op::TimeProj { out, flip_sin_to_cos, freq_shift, source, .. } => {
+                let t = match source {
+                    ProjSource::Timestep => timestep,
+                    ProjSource::ClassLabel => label as f32,
+                };
+                let [o] = self.bufs([out])?;
+                generic::timestep_embedding(t, flip_sin_to_cos, freq_shift, o);
+            }
+            Op::Linear { input, out, weight, bias, silu_in, silu_out, .. } => {
+                let (w, b) = (self.w(weight, i)?, self.opt_w(bias, i)?);
+                let [x, y] = self.bufs([input, out])?;
+                (k.linear)(x, w, b, silu_in, silu_out, y);
+            }
+            Op::Embedding { buf, table, dim, .. } => {
+                let tw = self.w(table, i)?;
+                let [x] = self.bufs([buf])?;
+                let base = label as usize * dim as usize;
+                for (j, v) in x.iter_mut().enumerate() {
+                    *v += tw.get(base + j);
+                }
+            }
+            Op::Conv2d { input, out, cin, h, w, cout, k: ks, stride, pad_t, pad_l, oh, ow, weight, bias, chan_add, residual, div } => {
+                let g = Conv2dGeom {
+                    cin: cin as usize,
+                    h: h as usize,
+                    w: w as usize,
+                    cout: cout as usize,
+                    k: ks as usize,
+                    stride: stride as usize,
+                    pad_t: pad_t as usize,
+                    pad_l: pad_l as usize,
+                    oh: oh as usize,
+                    ow: ow as usize,
+                };
+                let (wt, b) = (self.w(weight, i)?, self.opt_w(bias, i)?);
+                let hw = g.oh * g.ow;
+                match (chan_add != NONE, residual != NONE) {
+                    (false, false) => {
+                        let [x, y] = self.bufs([input, out])?;
+                        (k.conv2d)(&g, x, wt, b, y);
+                    }
+                    (true, false) => {
+                        let [x, y, c] = self.bufs([input, out, chan_add])?;
+                        (k.conv2d)(&g, x, wt, b, y);
+                        generic::add_channel_bias(y, hw, c);
+                    }
+                    (false, true) => {
+                        let [x, y, r] = self.bufs([input, out, residual])?;
+                        (k.conv2d)(&g, x, wt, b, y);
+                        generic::residual_div(y, r, div);
+                    }
+                    (true, true) => {
+                        let [x, y, c, r] = self.bufs([input, out, chan_add, residual])?;
+                        (k.conv2d)(&g, x, wt, b, y);
+                        generic::add_channel_bias(y, hw, c);
+                        generic::residual_div(y, r, div);
+                    }
+                }
+            }
+            Op::GroupNorm { input, out, c, hw, groups, eps, gamma, beta, silu, scale_shift } => {
+                let (gm, bt) = (self.w(gamma, i)?, self.w(beta, i)?);
+                let mut a = generic::GroupNormArgs {
+                    c: c as usize,
+                    hw: hw as usize,
+                    groups: groups as usize,
+                    eps,
+                    gamma: gm,
+                    beta: bt,
+                    scale_shift: None,
+                    silu,
+                };
+                if scale_shift == NONE {
+                    let [x, y] = self.bufs([input, out])?;
+                    (k.group_norm)(&a, x, y);
+                } else {
+                    let [x, y, ss] = self.bufs([input, out, scale_shift])?;
+                    a.scale_shift = Some(ss);
+                    (k.group_norm)(&a, x, y);
+                }
+            }
+            Op::Concat { a, b, out, na, .. } => {
+                let [x, y, o] = self.bufs([a, b, out])?;
+                let (lo, hi) = o.split_at_mut(na as usize);
+                lo.copy_from_slice(x);
+                hi.copy_from_slice(y);
+            }
+            Op::AvgPool2 { input, out, c, h, w } => {
+                let [x, y] = self.bufs([input, out])?;
+                generic::avg_pool2(x, c as usize, h as usize, w as usize, y);
+            }
+            Op::Upsample2 { input, out, c, h, w } => {
+                let [x, y] = self.bufs([input, out])?;
+                generic::upsample_nearest2(x, c as usize, h as usize, w as usize, y);
+            }
+            Op::Attention { q, k: kb, v, out, scores, heads, head_dim, n } => {
+                let g = generic::AttentionGeom { heads: heads as usize, head_dim: head_dim as usize, n: n as usize };
+                let [qq, kk, vv, o, s] = self.bufs([q, kb, v, out, scores])?;
+                (k.attention)(&g, qq, kk, vv, s, o);
+            }
+            Op::Affine { buf, mul, add, .. } => {
+                let [x] = self.bufs([buf])?;
+                generic::affine_inplace(x, mul, add);
+            }
+            Op::Add { a, b, .. } => {
+                let [x, y] = self.bufs([a, b])?;
+                for (p, q) in x.iter_mut().zip(y.iter()) {
+                    *p += *q;
+                }
+            }
+        }
+        Ok(())
+    }
+}

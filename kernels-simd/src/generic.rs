@@ -1,0 +1,287 @@
+//! Scalar reference kernels.
+//!
+//! Simple on purpose: they are the fallback on every target and the reference every optimized tier is tested
+//! against. Loops are ordered so the innermost one walks contiguous memory (LLVM vectorizes the stride-1 cases).
+//!
+//! Every kernel takes its geometry and slices; callers (the ember-core executor, after the blob was validated)
+//! guarantee the slice lengths the docs state. The kernels never index out of bounds: they stop at the shorter of
+//! the stated and actual lengths instead of panicking.
+
+use crate::{silu, Conv2dGeom, Weights};
+
+/// 2-D convolution, `out = conv(input, w) + bias`.
+///
+/// * `input`: `[cin, h, w]`; `w`: `[cout, cin, k, k]`; `bias`: `[cout]`; `out`: `[cout, oh, ow]`.
+pub fn conv2d(g: &Conv2dGeom, input: &[f32], w: Weights<'_>, bias: Option<Weights<'_>>, out: &mut [f32]) {
+    let plane_in = g.h * g.w;
+    let plane_out = g.oh * g.ow;
+    let kk = g.k * g.k;
+    if plane_out == 0 || g.stride == 0 {
+        return;
+    }
+    for (co, oplane) in out.chunks_exact_mut(plane_out).take(g.cout).enumerate() {
+        let b = bias.map_or(0.0, |b| b.get(co));
+        oplane.fill(b);
+        for (ci, iplane) in input.chunks_exact(plane_in).take(g.cin).enumerate() {
+            let wbase = (co * g.cin + ci) * kk;
+            for ky in 0..g.k {
+                for kx in 0..g.k {
+                    let wv = w.get(wbase + ky * g.k + kx);
+                    // Output columns whose input column ox*stride + kx - pad_l lies in [0, w).
+                    let ox_lo = if kx >= g.pad_l { 0 } else { (g.pad_l - kx).div_ceil(g.stride) };
+                    let hi_num = (g.w + g.pad_l).saturating_sub(kx + 1); // largest ox*stride allowed
+                    if g.w + g.pad_l < kx + 1 {
+                        continue;
+                    }
+                    let ox_hi = (hi_num / g.stride + 1).min(g.ow); // exclusive
+                    if ox_lo >= ox_hi {
+                        continue;
+                    }
+                    for (oy, orow) in oplane.chunks_exact_mut(g.ow).enumerate() {
+                        let iy = oy * g.stride + ky;
+                        if iy < g.pad_t || iy - g.pad_t >= g.h {
+                            continue;
+                        }
+                        let irow = &iplane[(iy - g.pad_t) * g.w..(iy - g.pad_t + 1) * g.w];
+                        let ix0 = ox_lo * g.stride + kx - g.pad_l;
+                        let n = ox_hi - ox_lo;
+                        let orow = &mut orow[ox_lo..ox_hi];
+                        if g.stride == 1 {
+                            for (o, i) in orow.iter_mut().zip(&irow[ix0..ix0 + n]) {
+                                *o += wv * *i;
+                            }
+                        } else {
+                            for (o, i) in orow.iter_mut().zip(irow[ix0..].iter().step_by(g.stride)) {
+                                *o += wv * *i;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Fully connected layer: `out[o] = bias[o] + Σ_i w[o, i] · act(x[i])`, then optionally SiLU on the result.
+///
+/// * `input`: `[in]`, `w`: `[out, in]`, `bias`: `[out]`, `out`: `[out]`.
+/// * `silu_in` applies SiLU to every input element first; `silu_out` applies it to every output.
+pub fn linear(input: &[f32], w: Weights<'_>, bias: Option<Weights<'_>>, silu_in: bool, silu_out: bool, out: &mut [f32]) {
+    let n_in = input.len();
+    for (o, y) in out.iter_mut().enumerate() {
+        let mut acc = 0.0f32;
+        let base = o * n_in;
+        for (i, &x) in input.iter().enumerate() {
+            let x = if silu_in { silu(x) } else { x };
+            acc += w.get(base + i) * x;
+        }
+        let v = acc + bias.map_or(0.0, |b| b.get(o));
+        *y = if silu_out { silu(v) } else { v };
+    }
+}
+
+/// Arguments of [`group_norm`].
+#[derive(Clone, Copy, Debug)]
+pub struct GroupNormArgs<'a> {
+    /// Channels.
+    pub c: usize,
+    /// Pixels per channel (`H·W`).
+    pub hw: usize,
+    /// Groups; `c` is a multiple of it.
+    pub groups: usize,
+    /// Added to the variance.
+    pub eps: f32,
+    /// Per-channel scale `[c]`.
+    pub gamma: Weights<'a>,
+    /// Per-channel shift `[c]`.
+    pub beta: Weights<'a>,
+    /// Optional FiLM modulation `[2c]`: `y = y · (1 + scale) + shift` with `scale = ss[..c]`, `shift = ss[c..]`
+    /// (diffusers' `resnet_time_scale_shift = "scale_shift"`).
+    pub scale_shift: Option<&'a [f32]>,
+    /// Apply SiLU to the result.
+    pub silu: bool,
+}
+
+/// Group normalization over `[c, hw]` (biased variance, two passes in `f32`, as PyTorch computes it), with optional
+/// FiLM modulation and fused SiLU.
+pub fn group_norm(a: &GroupNormArgs<'_>, input: &[f32], out: &mut [f32]) {
+    if a.groups == 0 || a.hw == 0 {
+        return;
+    }
+    let cpg = a.c / a.groups;
+    let glen = cpg * a.hw;
+    if glen == 0 {
+        return;
+    }
+    for (g, (xin, yout)) in input.chunks_exact(glen).zip(out.chunks_exact_mut(glen)).take(a.groups).enumerate() {
+        let n = glen as f32;
+        let mean = xin.iter().sum::<f32>() / n;
+        let var = xin.iter().map(|&x| (x - mean) * (x - mean)).sum::<f32>() / n;
+        let rstd = 1.0 / libm::sqrtf(var + a.eps);
+        for (j, (xc, yc)) in xin.chunks_exact(a.hw).zip(yout.chunks_exact_mut(a.hw)).enumerate() {
+            let c = g * cpg + j;
+            let mut mul = a.gamma.get(c) * rstd;
+            let mut add = a.beta.get(c) - mean * mul;
+            if let Some(ss) = a.scale_shift {
+                let s = 1.0 + ss.get(c).copied().unwrap_or(0.0);
+                let t = ss.get(a.c + c).copied().unwrap_or(0.0);
+                mul *= s;
+                add = add * s + t;
+            }
+            if a.silu {
+                for (y, &x) in yc.iter_mut().zip(xc) {
+                    *y = silu(x * mul + add);
+                }
+            } else {
+                for (y, &x) in yc.iter_mut().zip(xc) {
+                    *y = x * mul + add;
+                }
+            }
+        }
+    }
+}
+
+/// Geometry of [`attention`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionGeom {
+    /// Heads.
+    pub heads: usize,
+    /// Channels per head.
+    pub head_dim: usize,
+    /// Tokens (pixels, `H·W`).
+    pub n: usize,
+}
+
+/// Multi-head scaled dot-product self-attention, `softmax(q kᵀ / √d) v` per head.
+///
+/// `q`, `k`, `v` and `out` are channel-major `[heads·head_dim, n]` (channel `h·head_dim + d` belongs to head `h`).
+/// `scores` is scratch of `n` floats: the kernel materializes one row of the score matrix at a time, so memory is
+/// flat in the token count (no `n × n` matrix, ever). Softmax subtracts the row maximum (stable).
+pub fn attention(g: &AttentionGeom, q: &[f32], k: &[f32], v: &[f32], scores: &mut [f32], out: &mut [f32]) {
+    let n = g.n;
+    let d = g.head_dim;
+    if n == 0 || d == 0 || scores.len() < n {
+        return;
+    }
+    let scale = 1.0 / libm::sqrtf(d as f32);
+    let scores = &mut scores[..n];
+    let hl = d * n;
+    for (((qh, kh), vh), oh) in
+        q.chunks_exact(hl).zip(k.chunks_exact(hl)).zip(v.chunks_exact(hl)).zip(out.chunks_exact_mut(hl)).take(g.heads)
+    {
+        for i in 0..n {
+            scores.fill(0.0);
+            for (qrow, krow) in qh.chunks_exact(n).zip(kh.chunks_exact(n)) {
+                let qv = qrow[i];
+                for (s, &kv) in scores.iter_mut().zip(krow) {
+                    *s += qv * kv;
+                }
+            }
+            let mut m = f32::NEG_INFINITY;
+            for s in scores.iter_mut() {
+                *s *= scale;
+                m = m.max(*s);
+            }
+            let mut sum = 0.0f32;
+            for s in scores.iter_mut() {
+                *s = libm::expf(*s - m);
+                sum += *s;
+            }
+            let inv = 1.0 / sum;
+            for (vrow, orow) in vh.chunks_exact(n).zip(oh.chunks_exact_mut(n)) {
+                let acc: f32 = vrow.iter().zip(scores.iter()).map(|(a, b)| a * b).sum();
+                orow[i] = acc * inv;
+            }
+        }
+    }
+}
+
+/// 2×2 average pooling with stride 2 (floor for odd sizes, as `nn.AvgPool2d(2, 2)`): `[c, h, w] → [c, h/2, w/2]`.
+pub fn avg_pool2(input: &[f32], c: usize, h: usize, w: usize, out: &mut [f32]) {
+    let (oh, ow) = (h / 2, w / 2);
+    if oh == 0 || ow == 0 {
+        return;
+    }
+    for (ip, op) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)).take(c) {
+        for (oy, orow) in op.chunks_exact_mut(ow).enumerate() {
+            let r0 = &ip[2 * oy * w..2 * oy * w + w];
+            let r1 = &ip[(2 * oy + 1) * w..(2 * oy + 1) * w + w];
+            for (ox, o) in orow.iter_mut().enumerate() {
+                *o = (r0[2 * ox] + r0[2 * ox + 1] + r1[2 * ox] + r1[2 * ox + 1]) * 0.25;
+            }
+        }
+    }
+}
+
+/// Nearest-neighbour ×2 upsampling: `[c, h, w] → [c, 2h, 2w]`.
+pub fn upsample_nearest2(input: &[f32], c: usize, h: usize, w: usize, out: &mut [f32]) {
+    if h == 0 || w == 0 {
+        return;
+    }
+    for (ip, op) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(4 * h * w)).take(c) {
+        for (irow, orows) in ip.chunks_exact(w).zip(op.chunks_exact_mut(4 * w)) {
+            let (a, b) = orows.split_at_mut(2 * w);
+            for (x, &v) in irow.iter().enumerate() {
+                a[2 * x] = v;
+                a[2 * x + 1] = v;
+            }
+            b.copy_from_slice(a);
+        }
+    }
+}
+
+/// Sinusoidal timestep embedding exactly as diffusers' `get_timestep_embedding` (max period 10 000, scale 1):
+/// `freq_i = exp(-ln(10000) · i / (half - shift))`, `[sin(t·freq), cos(t·freq)]`, halves swapped when
+/// `flip_sin_to_cos`, a trailing zero when `out.len()` is odd.
+pub fn timestep_embedding(t: f32, flip_sin_to_cos: bool, freq_shift: f32, out: &mut [f32]) {
+    let dim = out.len();
+    let half = dim / 2;
+    let ln_max = -libm::logf(10000.0);
+    for i in 0..half {
+        let exponent = (ln_max * i as f32) / (half as f32 - freq_shift);
+        let arg = t * libm::expf(exponent);
+        let (s, c) = (libm::sinf(arg), libm::cosf(arg));
+        if flip_sin_to_cos {
+            out[i] = c;
+            out[half + i] = s;
+        } else {
+            out[i] = s;
+            out[half + i] = c;
+        }
+    }
+    if dim % 2 == 1 {
+        out[dim - 1] = 0.0;
+    }
+}
+
+/// `x = x · mul + add`, elementwise in place.
+pub fn affine_inplace(x: &mut [f32], mul: f32, add: f32) {
+    for v in x {
+        *v = *v * mul + add;
+    }
+}
+
+/// `x[c, :] += v[c]` for `x` of `[c, hw]`.
+pub fn add_channel_bias(x: &mut [f32], hw: usize, v: &[f32]) {
+    if hw == 0 {
+        return;
+    }
+    for (plane, &b) in x.chunks_exact_mut(hw).zip(v) {
+        for e in plane {
+            *e += b;
+        }
+    }
+}
+
+/// `x = (residual + x) / div`, elementwise (diffusers' `(input + h) / output_scale_factor`).
+pub fn residual_div(x: &mut [f32], residual: &[f32], div: f32) {
+    if div == 1.0 {
+        for (a, &r) in x.iter_mut().zip(residual) {
+            *a += r;
+        }
+    } else {
+        for (a, &r) in x.iter_mut().zip(residual) {
+            *a = (r + *a) / div;
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! # ember-kernels
+//!
+//! The math layer of ember: plain functions that take slices and return results in slices. They know nothing about
+//! models, blobs or arenas, allocate nothing and are `#![no_std]`, so the same code runs on a Cortex-M7, a Cortex-A53
+//! and an x86 box.
+//!
+//! Layout conventions shared by every kernel:
+//! * activations are channel-major (`[C, H, W]`, batch 1), `f32`;
+//! * convolution weights are PyTorch's `[C_out, C_in, K, K]`, linear weights `[out, in]`, stored as `f32` or `f16`
+//!   ([`Weights`]); the math is always `f32`.
+//!
+//! The [`generic`] module holds the scalar reference kernels: always built, the fallback on every target and the
+//! reference that every optimized tier is tested against. Per-ISA tiers install themselves into a [`KernelTable`]
+//! ([`registry`]); callers go through the table so a faster tier drops in without touching the runtime.
+#![no_std]
+#![deny(missing_docs)]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod generic;
+pub mod registry;
+
+pub use registry::KernelTable;
+
+use half::f16;
+
+/// A read-only view of a weight tensor as stored in a model blob.
+///
+/// Reads convert to `f32`; a kernel hoists the conversion out of its inner loop.
+#[derive(Clone, Copy, Debug)]
+pub enum Weights<'a> {
+    /// 32-bit floats.
+    F32(&'a [f32]),
+    /// IEEE half floats (converted to `f32` on read).
+    F16(&'a [f16]),
+}
+
+impl Weights<'_> {
+    /// Number of elements.
+    #[inline]
+    pub fn len(&self) -> usize {
+        match self {
+            Weights::F32(s) => s.len(),
+            Weights::F16(s) => s.len(),
+        }
+    }
+
+    /// `true` when the view holds no element.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Element `i` as `f32`; `0.0` when `i` is out of range (callers validate shapes first, so this never happens
+    /// on a validated model, and it can never panic).
+    #[inline(always)]
+    pub fn get(&self, i: usize) -> f32 {
+        match self {
+            Weights::F32(s) => s.get(i).copied().unwrap_or(0.0),
+            Weights::F16(s) => s.get(i).map(|h| h.to_f32()).unwrap_or(0.0),
+        }
+    }
+}
+
+/// Geometry of a 2-D convolution on a `[C_in, H, W]` input.
+///
+/// Output is `[C_out, OH, OW]`. Input pixels outside `[0, H) × [0, W)` read as zero, so any top/left padding is
+/// `pad_t` / `pad_l` and the bottom/right padding follows from `OH` / `OW` (this expresses PyTorch's symmetric
+/// padding and diffusers' asymmetric `(0, 1, 0, 1)` pad of `Downsample2D` alike).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dGeom {
+    /// Input channels.
+    pub cin: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels.
+    pub cout: usize,
+    /// Square kernel size.
+    pub k: usize,
+    /// Stride (both axes).
+    pub stride: usize,
+    /// Zero rows above the input.
+    pub pad_t: usize,
+    /// Zero columns left of the input.
+    pub pad_l: usize,
+    /// Output height.
+    pub oh: usize,
+    /// Output width.
+    pub ow: usize,
+}
+
+impl Conv2dGeom {
+    /// Multiply-accumulates of one evaluation (counting padded taps, as is customary).
+    pub fn macs(&self) -> u64 {
+        (self.cout as u64) * (self.oh as u64) * (self.ow as u64) * (self.cin as u64) * (self.k as u64) * (self.k as u64)
+    }
+}
+
+/// `x · sigmoid(x)`, the SiLU / swish activation.
+#[inline(always)]
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + libm::expf(-x))
+}

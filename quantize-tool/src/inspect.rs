@@ -1,0 +1,90 @@
+//! `quantize-tool inspect`: a human-readable account of a blob.
+
+use std::fmt::Write;
+
+use ember_core::op::Op;
+use ember_core::Model;
+
+/// Layers, parameters, MACs, weight bytes, arena bytes vs the liveness lower bound.
+pub fn report(m: &Model<'_>, verbose: bool) -> String {
+    let info = m.info();
+    let mut s = String::new();
+    let mut weight_bytes = 0u64;
+    for t in 0..m.n_tensors() {
+        if let Ok(e) = m.tensor(t) {
+            weight_bytes += e.nbytes as u64;
+        }
+    }
+    let mut counts: std::collections::BTreeMap<&str, (u32, u64)> = Default::default();
+    for i in 0..m.n_ops() {
+        if let Ok(op) = m.op(i) {
+            let e = counts.entry(op.name()).or_default();
+            e.0 += 1;
+            e.1 += op.macs();
+            if verbose {
+                let _ = writeln!(s, "{i:4} {}", describe(m, &op));
+            }
+        }
+    }
+    let dtype = match info.weight_dtype {
+        1 => "f32",
+        2 => "f16",
+        _ => "?",
+    };
+    let _ = writeln!(s, "input            [{}, {}, {}]", info.in_channels, info.height, info.width);
+    let _ = writeln!(s, "output           [{}, {}, {}]", info.out_channels, info.height, info.width);
+    let cls = match info.class_kind {
+        0 => "none".to_string(),
+        1 => format!("embedding table, {} classes", info.num_classes),
+        _ => format!("sinusoidal projection + MLP, labels < {}", info.num_classes),
+    };
+    let _ = writeln!(s, "class labels     {cls}");
+    let _ = writeln!(s, "ops              {}", m.n_ops());
+    for (k, (n, macs)) in &counts {
+        let _ = writeln!(s, "  {k:<14} {n:4}  {:>12} MACs", macs);
+    }
+    let _ = writeln!(s, "parameters       {}", info.params);
+    let _ = writeln!(s, "MACs / forward   {} ({:.1} M)", info.macs(), info.macs() as f64 / 1e6);
+    let _ = writeln!(s, "weights          {dtype}, {weight_bytes} bytes");
+    let _ = writeln!(s, "blob (flash)     {} bytes", m.blob_len());
+    let _ = writeln!(s, "activations      {} buffers", m.n_buffers());
+    let _ = writeln!(
+        s,
+        "arena bytes      {} (liveness lower bound {}, plan overhead {:.1} %)",
+        info.arena_bytes,
+        info.liveness_bytes,
+        (info.arena_bytes as f64 / info.liveness_bytes.max(1) as f64 - 1.0) * 100.0
+    );
+    if let Some(sc) = m.schedule() {
+        let _ = writeln!(
+            s,
+            "schedule         {} train steps, beta {:?} [{}, {}], prediction {}, variance {}",
+            sc.num_train_timesteps,
+            ["linear", "scaled_linear", "squaredcos_cap_v2", "explicit"].get(sc.beta_schedule as usize).unwrap_or(&"?"),
+            sc.beta_start,
+            sc.beta_end,
+            ["epsilon", "v_prediction", "sample"].get(sc.prediction_type as usize).unwrap_or(&"?"),
+            ["fixed_small", "fixed_large", "learned_range", "learned", "fixed_small_log", "fixed_large_log"]
+                .get(sc.variance_type as usize)
+                .unwrap_or(&"?"),
+        );
+    } else {
+        let _ = writeln!(s, "schedule         (none in the checkpoint)");
+    }
+    s
+}
+
+fn describe(m: &Model<'_>, op: &Op) -> String {
+    let name = |t: u32| m.tensor_name(t).unwrap_or("?");
+    match *op {
+        Op::Conv2d { cin, h, w, cout, k, stride, oh, ow, weight, .. } => {
+            format!("conv2d      {} [{cin},{h},{w}] -> [{cout},{oh},{ow}] k{k} s{stride}", name(weight))
+        }
+        Op::Linear { n_in, n_out, weight, .. } => format!("linear      {} {n_in} -> {n_out}", name(weight)),
+        Op::GroupNorm { c, hw, groups, silu, gamma, .. } => {
+            format!("group_norm  {} [{c},{hw}] groups {groups}{}", name(gamma), if silu { " +silu" } else { "" })
+        }
+        Op::Attention { heads, head_dim, n, .. } => format!("attention   heads {heads} x {head_dim}, {n} tokens"),
+        other => format!("{:<11} {other:?}", other.name()),
+    }
+}

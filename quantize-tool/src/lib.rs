@@ -1,0 +1,206 @@
+//! # quantize-tool
+//!
+//! ember's compiler. It reads an ordinary diffusers checkpoint (`config.json` + `.safetensors`), lowers
+//! `UNet2DModel` to a flat op list ([`lower`]), plans every activation's arena offset ([`plan`]), stores the weights
+//! in the chosen dtype and writes one `.ember` blob ([`write`]) with the exact arena size. All the expensive thinking
+//! happens here, once, on the host; `ember-core` only validates and executes.
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod error;
+pub mod inspect;
+pub mod lower;
+pub mod plan;
+pub mod source;
+pub mod write;
+
+use std::path::{Path, PathBuf};
+
+use ember_core::{ModelInfo, ScheduleInfo};
+use serde_json::Value;
+
+pub use config::UNetConfig;
+pub use error::ConvertError;
+pub use source::{RandomSource, SafetensorsSource, TensorSource};
+pub use write::WeightDtype;
+
+/// A byte buffer whose start is 16-byte aligned (blobs must be, to be read in place).
+#[derive(Clone, Debug)]
+pub struct AlignedBytes {
+    words: Vec<u128>,
+    len: usize,
+}
+
+impl AlignedBytes {
+    /// Copy `b` into aligned storage.
+    pub fn new(b: &[u8]) -> AlignedBytes {
+        let mut words = vec![0u128; b.len().div_ceil(16)];
+        bytemuck::cast_slice_mut::<u128, u8>(&mut words)[..b.len()].copy_from_slice(b);
+        AlignedBytes { words, len: b.len() }
+    }
+    /// Zeroed aligned storage of `n` bytes (an arena).
+    pub fn zeroed(n: usize) -> AlignedBytes {
+        AlignedBytes { words: vec![0u128; n.div_ceil(16)], len: n }
+    }
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &bytemuck::cast_slice::<u128, u8>(&self.words)[..self.len]
+    }
+    /// The bytes, mutably.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut bytemuck::cast_slice_mut::<u128, u8>(&mut self.words)[..self.len]
+    }
+    /// Read a file into aligned storage.
+    pub fn read(path: &Path) -> std::io::Result<AlignedBytes> {
+        Ok(AlignedBytes::new(&std::fs::read(path)?))
+    }
+}
+
+/// Options of `convert`.
+#[derive(Clone, Debug)]
+pub struct ConvertOptions {
+    /// Weight storage dtype.
+    pub dtype: WeightDtype,
+    /// Override of the config's `sample_size` (height, width).
+    pub sample_size: Option<(usize, usize)>,
+    /// Explicit model config file.
+    pub config: Option<PathBuf>,
+    /// Explicit scheduler config file.
+    pub scheduler_config: Option<PathBuf>,
+}
+
+impl Default for ConvertOptions {
+    fn default() -> Self {
+        ConvertOptions { dtype: WeightDtype::F32, sample_size: None, config: None, scheduler_config: None }
+    }
+}
+
+/// The converter's result.
+#[derive(Clone, Debug)]
+pub struct Compiled {
+    /// The blob bytes.
+    pub blob: Vec<u8>,
+    /// Model description as written.
+    pub info: ModelInfo,
+    /// Number of ops.
+    pub n_ops: usize,
+}
+
+fn read_json(path: &Path) -> Result<Value, ConvertError> {
+    let p = path.display().to_string();
+    let s = std::fs::read_to_string(path).map_err(|e| ConvertError::Io { path: p.clone(), msg: e.to_string() })?;
+    serde_json::from_str(&s).map_err(|e| ConvertError::Json { path: p, msg: e.to_string() })
+}
+
+fn parse_json_str(s: &str, what: &str) -> Result<Value, ConvertError> {
+    serde_json::from_str(s).map_err(|e| ConvertError::Json { path: what.to_string(), msg: e.to_string() })
+}
+
+/// A checkpoint with its configs, as found on disk.
+#[derive(Debug)]
+pub struct Checkpoint {
+    /// The model config JSON.
+    pub config: Value,
+    /// The scheduler config JSON, if any.
+    pub scheduler: Option<Value>,
+    /// The weights.
+    pub weights: SafetensorsSource,
+}
+
+fn first_existing(paths: &[PathBuf]) -> Option<PathBuf> {
+    paths.iter().find(|p| p.is_file()).cloned()
+}
+
+/// Find and read a checkpoint: a diffusers model folder (`config.json` + `diffusion_pytorch_model.safetensors`), a
+/// pipeline folder (`unet/` + `scheduler/`), or a bare `.safetensors` file whose config comes from
+/// `opts.config`, else `config.json` beside it, else its own metadata key `config`.
+pub fn load_checkpoint(input: &Path, opts: &ConvertOptions) -> Result<Checkpoint, ConvertError> {
+    let shown = input.display().to_string();
+    let (weights_path, config_candidates, sched_candidates) = if input.is_dir() {
+        let unet = input.join("unet");
+        let model_dir = if unet.join("config.json").is_file() { unet } else { input.to_path_buf() };
+        let w = model_dir.join("diffusion_pytorch_model.safetensors");
+        if !w.is_file() {
+            let bin = model_dir.join("diffusion_pytorch_model.bin");
+            let msg = if bin.is_file() {
+                "has only a PyTorch pickle (diffusion_pytorch_model.bin); re-save it with safe_serialization=True".into()
+            } else {
+                "is not a diffusers model or pipeline folder (no diffusion_pytorch_model.safetensors)".into()
+            };
+            return Err(ConvertError::BadInput { path: shown, msg });
+        }
+        let sched = vec![
+            model_dir.join("scheduler_config.json"),
+            input.join("scheduler").join("scheduler_config.json"),
+            input.join("scheduler_config.json"),
+        ];
+        (w, vec![model_dir.join("config.json")], sched)
+    } else if input.is_file() {
+        if input.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+            return Err(ConvertError::BadInput {
+                path: shown,
+                msg: "expected a .safetensors file or a diffusers folder".into(),
+            });
+        }
+        let dir = input.parent().unwrap_or(Path::new("."));
+        (input.to_path_buf(), vec![dir.join("config.json")], vec![dir.join("scheduler_config.json")])
+    } else {
+        return Err(ConvertError::Io { path: shown, msg: "no such file or directory".into() });
+    };
+    let weights = SafetensorsSource::open(&weights_path)?;
+    let config = match (&opts.config, first_existing(&config_candidates)) {
+        (Some(p), _) => read_json(p)?,
+        (None, Some(p)) => read_json(&p)?,
+        (None, None) => match weights.metadata.get("config") {
+            Some(s) => parse_json_str(s, &format!("{}: metadata `config`", weights_path.display()))?,
+            None => return Err(ConvertError::NoConfig { path: weights_path.display().to_string() }),
+        },
+    };
+    let scheduler = match (&opts.scheduler_config, first_existing(&sched_candidates)) {
+        (Some(p), _) => Some(read_json(p)?),
+        (None, Some(p)) => Some(read_json(&p)?),
+        (None, None) => match weights.metadata.get("scheduler_config") {
+            Some(s) => Some(parse_json_str(s, &format!("{}: metadata `scheduler_config`", weights_path.display()))?),
+            None => None,
+        },
+    };
+    Ok(Checkpoint { config, scheduler, weights })
+}
+
+/// Lower, plan and serialize a model. The blob is validated by the runtime's own parser before it is returned.
+pub fn compile(
+    cfg: &UNetConfig,
+    src: &dyn TensorSource,
+    schedule: Option<ScheduleInfo>,
+    dtype: WeightDtype,
+) -> Result<Compiled, ConvertError> {
+    let graph = lower::lower(cfg, src)?;
+    let plan = plan::plan(&graph);
+    let (class_kind, num_classes) = match cfg.class_embed {
+        config::ClassEmbed::None => (0, 0),
+        config::ClassEmbed::Table(n) => (1, n as u32),
+        config::ClassEmbed::Timestep => (2, cfg.num_class_embeds.unwrap_or(1 << 16) as u32),
+    };
+    let info = ModelInfo {
+        in_channels: cfg.in_channels as u32,
+        out_channels: cfg.out_channels as u32,
+        height: cfg.sample_size.0 as u32,
+        width: cfg.sample_size.1 as u32,
+        num_classes,
+        class_kind,
+        ..ModelInfo::default()
+    };
+    let blob = write::to_blob(&graph, &plan, &write::BlobMeta { info, schedule, dtype })?;
+    let aligned = AlignedBytes::new(&blob);
+    let model = ember_core::Model::parse(aligned.as_slice()).map_err(|err| ConvertError::Invalid { err })?;
+    let info = *model.info();
+    Ok(Compiled { blob, info, n_ops: graph.ops.len() })
+}
+
+/// Convert a checkpoint on disk (see [`load_checkpoint`]).
+pub fn convert_path(input: &Path, opts: &ConvertOptions) -> Result<Compiled, ConvertError> {
+    let ck = load_checkpoint(input, opts)?;
+    let cfg = UNetConfig::from_json(&ck.config, opts.sample_size)?;
+    let schedule = ck.scheduler.as_ref().map(config::schedule_from_json).transpose()?;
+    compile(&cfg, &ck.weights, schedule, opts.dtype)
+}

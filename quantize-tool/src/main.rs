@@ -1,0 +1,115 @@
+//! `quantize-tool`: convert diffusers checkpoints to `.ember` blobs and inspect blobs.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use quantize_tool::{convert_path, AlignedBytes, ConvertOptions, WeightDtype};
+
+#[derive(Parser)]
+#[command(name = "quantize-tool", version, about = "ember's compiler: diffusers UNet2DModel checkpoint -> .ember blob")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Dtype {
+    F32,
+    F16,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Convert a diffusers model folder, pipeline folder or .safetensors file into a .ember blob.
+    Convert {
+        /// Model folder (config.json + diffusion_pytorch_model.safetensors), pipeline folder (unet/ + scheduler/),
+        /// or a .safetensors file.
+        input: PathBuf,
+        /// Output blob (default: the input's name with .ember).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Weight storage type (math is f32 either way).
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: Dtype,
+        /// Model config JSON (default: config.json beside the weights, else the file's metadata key `config`).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Scheduler config JSON (default: scheduler_config.json beside the weights or in ../scheduler/).
+        #[arg(long)]
+        scheduler_config: Option<PathBuf>,
+        /// Sample size HxW (or N), overriding the config's sample_size.
+        #[arg(long, value_parser = parse_size)]
+        sample_size: Option<(usize, usize)>,
+    },
+    /// Describe a .ember blob: layers, parameters, MACs, weight bytes, arena bytes vs the liveness lower bound.
+    Inspect {
+        /// The blob.
+        model: PathBuf,
+        /// List every op.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+}
+
+fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let p = |x: &str| x.trim().parse::<usize>().map_err(|e| format!("bad size `{s}`: {e}"));
+    match s.split_once(['x', 'X']) {
+        Some((h, w)) => Ok((p(h)?, p(w)?)),
+        None => {
+            let n = p(s)?;
+            Ok((n, n))
+        }
+    }
+}
+
+fn default_output(input: &Path) -> PathBuf {
+    let base = if input.is_dir() { input.to_path_buf() } else { input.with_extension("") };
+    let name = base.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    PathBuf::from(format!("{name}.ember"))
+}
+
+fn run() -> Result<(), String> {
+    match Cli::parse().cmd {
+        Cmd::Convert { input, output, dtype, config, scheduler_config, sample_size } => {
+            let opts = ConvertOptions {
+                dtype: match dtype {
+                    Dtype::F32 => WeightDtype::F32,
+                    Dtype::F16 => WeightDtype::F16,
+                },
+                sample_size,
+                config,
+                scheduler_config,
+            };
+            let out = output.unwrap_or_else(|| default_output(&input));
+            let c = convert_path(&input, &opts).map_err(|e| e.to_string())?;
+            quantize_tool::write::write_atomic(&out, &c.blob).map_err(|e| e.to_string())?;
+            println!(
+                "wrote {} ({} bytes, {} ops, {} parameters, {:.1} M MACs/forward)",
+                out.display(),
+                c.blob.len(),
+                c.n_ops,
+                c.info.params,
+                c.info.macs() as f64 / 1e6
+            );
+            println!("arena bytes: {}", c.info.arena_bytes);
+            Ok(())
+        }
+        Cmd::Inspect { model, verbose } => {
+            let bytes = AlignedBytes::read(&model).map_err(|e| format!("{}: {e}", model.display()))?;
+            let m = ember_core::Model::parse(bytes.as_slice()).map_err(|e| format!("{}: {e}", model.display()))?;
+            print!("{}", quantize_tool::inspect::report(&m, verbose));
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

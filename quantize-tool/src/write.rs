@@ -1,0 +1,187 @@
+//! Serializing a planned graph into a `.ember` blob (layout in `docs/FORMAT.md`), and writing files atomically.
+
+use std::io::Write;
+use std::path::Path;
+
+use ember_core::format::*;
+use ember_core::{ModelInfo, ScheduleInfo};
+use half::f16;
+
+use crate::error::ConvertError;
+use crate::lower::Graph;
+use crate::plan::Plan;
+
+/// Storage dtype of the weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightDtype {
+    /// 32-bit floats.
+    F32,
+    /// Half floats (math stays f32).
+    F16,
+}
+
+fn pad_to(v: &mut Vec<u8>, align: usize) {
+    while v.len() % align != 0 {
+        v.push(0);
+    }
+}
+
+fn too_large(what: &str) -> ConvertError {
+    ConvertError::TooLarge { what: what.to_string() }
+}
+
+/// Everything the writer needs besides the graph.
+#[derive(Clone, Copy, Debug)]
+pub struct BlobMeta {
+    /// Model description (buffers/arena fields are filled in by the writer).
+    pub info: ModelInfo,
+    /// Schedule, when the checkpoint had one.
+    pub schedule: Option<ScheduleInfo>,
+    /// Weight storage.
+    pub dtype: WeightDtype,
+}
+
+/// Serialize `g` with memory plan `p`.
+pub fn to_blob(g: &Graph, p: &Plan, meta: &BlobMeta) -> Result<Vec<u8>, ConvertError> {
+    let mut info = meta.info;
+    info.input_buffer = g.input;
+    info.output_buffer = g.output;
+    info.arena_bytes = u32::try_from(p.arena_bytes).map_err(|_| too_large("arena"))?;
+    info.liveness_bytes = u32::try_from(p.liveness_bytes).map_err(|_| too_large("arena"))?;
+    let params: u64 = g.tensors.iter().map(|t| t.tensor.data.len() as u64).sum();
+    info.params = u32::try_from(params).map_err(|_| too_large("parameter count"))?;
+    let macs: u64 = g.ops.iter().map(|o| o.macs()).sum();
+    info.macs_lo = macs as u32;
+    info.macs_hi = (macs >> 32) as u32;
+    info.weight_dtype = match meta.dtype {
+        WeightDtype::F32 => DType::F32 as u32,
+        WeightDtype::F16 => DType::F16 as u32,
+    };
+
+    // Small sections first.
+    let model_sec: [u8; MODEL_WORDS * 4] = words_to_bytes(&info.to_words());
+    let sched_sec: Option<[u8; SCHEDULE_WORDS * 4]> = meta.schedule.map(|s| words_to_bytes(&s.to_words()));
+    let mut strings = Vec::new();
+    let mut name_pos = Vec::new();
+    for t in &g.tensors {
+        name_pos.push((strings.len() as u32, t.name.len() as u32));
+        strings.extend_from_slice(t.name.as_bytes());
+    }
+    let mut buffers = Vec::new();
+    for (i, &n) in g.buffers.iter().enumerate() {
+        buffers.extend_from_slice(&BufferEntry { offset: p.offsets[i], numel: n, dtype: DType::F32 }.encode());
+    }
+    let mut ops = Vec::new();
+    for op in &g.ops {
+        ops.extend_from_slice(&words_to_bytes::<OP_WORDS, OP_RECORD_LEN>(&op.encode()));
+    }
+    let n_sections = 6 + sched_sec.is_some() as usize;
+    let table_off = HEADER_LEN;
+    let mut body_off = table_off + n_sections * SECTION_ENTRY_LEN;
+    // Layout: model, schedule, tensors, buffers, ops, strings, data.
+    let tensors_len = g.tensors.len() * TENSOR_ENTRY_LEN;
+    let mut sections: Vec<(u32, usize, usize)> = Vec::new();
+    let mut place = |kind: u32, len: usize, align: usize| {
+        body_off = body_off.div_ceil(align) * align;
+        sections.push((kind, body_off, len));
+        body_off += len;
+    };
+    place(section::MODEL, model_sec.len(), 4);
+    if let Some(s) = &sched_sec {
+        place(section::SCHEDULE, s.len(), 4);
+    }
+    place(section::TENSORS, tensors_len, 4);
+    place(section::BUFFERS, buffers.len(), 4);
+    place(section::OPS, ops.len(), 4);
+    place(section::STRINGS, strings.len(), 4);
+    let data_start = body_off.div_ceil(ALIGN) * ALIGN;
+    // Tensor data.
+    let mut data = Vec::new();
+    let mut entries = Vec::new();
+    for (i, t) in g.tensors.iter().enumerate() {
+        pad_to(&mut data, ALIGN);
+        let offset = data_start + data.len();
+        match meta.dtype {
+            WeightDtype::F32 => t.tensor.data.iter().for_each(|x| data.extend_from_slice(&x.to_le_bytes())),
+            WeightDtype::F16 => {
+                t.tensor.data.iter().for_each(|x| data.extend_from_slice(&f16::from_f32(*x).to_le_bytes()))
+            }
+        }
+        let dtype = if meta.dtype == WeightDtype::F16 { DType::F16 } else { DType::F32 };
+        let shape = &t.tensor.shape;
+        if shape.is_empty() || shape.len() > 4 {
+            return Err(too_large(&format!("tensor {} has rank {}", t.name, shape.len())));
+        }
+        let mut dims = [1u32; 4];
+        for (d, &s) in dims.iter_mut().zip(shape) {
+            *d = u32::try_from(s).map_err(|_| too_large(&t.name))?;
+        }
+        entries.push(TensorEntry {
+            dtype,
+            rank: shape.len() as u32,
+            dims,
+            offset: u32::try_from(offset).map_err(|_| too_large("blob over 4 GiB"))?,
+            nbytes: u32::try_from(t.tensor.data.len() * dtype.size() as usize).map_err(|_| too_large(&t.name))?,
+            name_off: name_pos[i].0,
+            name_len: name_pos[i].1,
+            quant: NONE,
+        });
+    }
+    pad_to(&mut data, ALIGN);
+    sections.push((section::DATA, data_start, data.len()));
+    let total = data_start + data.len();
+    let total32 = u32::try_from(total).map_err(|_| too_large("blob over 4 GiB"))?;
+
+    let mut blob = vec![0u8; total];
+    blob[0..4].copy_from_slice(&MAGIC);
+    blob[4..6].copy_from_slice(&VERSION_MAJOR.to_le_bytes());
+    blob[6..8].copy_from_slice(&VERSION_MINOR.to_le_bytes());
+    blob[8..12].copy_from_slice(&total32.to_le_bytes());
+    blob[16..20].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
+    blob[20..24].copy_from_slice(&(sections.len() as u32).to_le_bytes());
+    blob[24..28].copy_from_slice(&(table_off as u32).to_le_bytes());
+    for (i, &(kind, off, len)) in sections.iter().enumerate() {
+        let e = table_off + i * SECTION_ENTRY_LEN;
+        let w: [u8; 16] = words_to_bytes(&[kind, off as u32, len as u32, 0]);
+        blob[e..e + 16].copy_from_slice(&w);
+        let payload: &[u8] = match kind {
+            section::MODEL => &model_sec,
+            section::SCHEDULE => sched_sec.as_ref().map(|s| &s[..]).unwrap_or(&[]),
+            section::BUFFERS => &buffers,
+            section::OPS => &ops,
+            section::STRINGS => &strings,
+            section::DATA => &data,
+            _ => &[],
+        };
+        if kind == section::TENSORS {
+            for (j, t) in entries.iter().enumerate() {
+                blob[off + j * TENSOR_ENTRY_LEN..off + (j + 1) * TENSOR_ENTRY_LEN].copy_from_slice(&t.encode());
+            }
+        } else {
+            blob[off..off + len].copy_from_slice(payload);
+        }
+    }
+    let crc = crc32fast::hash(&blob[16..]);
+    blob[12..16].copy_from_slice(&crc.to_le_bytes());
+    Ok(blob)
+}
+
+/// Write `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename. A failure leaves no
+/// partial file behind.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ConvertError> {
+    let p = path.display().to_string();
+    let io = |e: std::io::Error| ConvertError::Io { path: p.clone(), msg: e.to_string() };
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| ConvertError::Io { path: p.clone(), msg: "not a file path".into() })?;
+    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let res = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res.map_err(io)
+}
