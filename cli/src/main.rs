@@ -11,7 +11,11 @@ use quantize_tool::AlignedBytes;
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 
 #[derive(Parser)]
-#[command(name = "ember", version, about = "Run .ember diffusion models on this machine's CPU")]
+#[command(
+    name = "ember",
+    version,
+    about = "Run .ember diffusion models on this machine's CPU"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -31,6 +35,24 @@ enum Cmd {
         /// Output file (written atomically).
         #[arg(short, long)]
         output: PathBuf,
+        /// Read `sample_K`, `timestep_K`, `class_labels_K` instead (the golden-file layout of tests/golden).
+        #[arg(long)]
+        index: Option<usize>,
+    },
+    /// Compare two f32 tensors: max absolute error, relative to the reference's max magnitude.
+    Compare {
+        /// Output to check (e.g. from `ember forward`).
+        #[arg(long)]
+        output: PathBuf,
+        /// Tensor name in the output.
+        #[arg(long, default_value = "sample")]
+        output_tensor: String,
+        /// Reference file.
+        #[arg(long)]
+        reference: PathBuf,
+        /// Tensor name in the reference.
+        #[arg(long, default_value = "sample")]
+        reference_tensor: String,
     },
     /// Time one forward pass on seeded random input: median and min milliseconds, MACs/s.
     Bench {
@@ -46,54 +68,97 @@ enum Cmd {
     },
 }
 
+/// A tensor's shape and its values as f32.
+type ShapedF32 = (Vec<usize>, Vec<f32>);
+
 fn load_model(path: &Path) -> Result<AlignedBytes, String> {
     AlignedBytes::read(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn tensor_f32(st: &SafeTensors<'_>, name: &str, path: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>, String> {
+fn tensor_f32(
+    st: &SafeTensors<'_>,
+    name: &str,
+    path: &str,
+) -> Result<Option<ShapedF32>, String> {
     let t = match st.tensor(name) {
         Ok(t) => t,
         Err(_) => return Ok(None),
     };
     let d = t.data();
     let v: Vec<f32> = match t.dtype() {
-        Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        Dtype::F64 => d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32).collect(),
-        Dtype::I64 => d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32).collect(),
-        Dtype::I32 => d.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32).collect(),
-        other => return Err(format!("{path}: tensor `{name}` has dtype {other:?}; expected f32 or an integer type")),
+        Dtype::F32 => d
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F64 => d
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+            .collect(),
+        Dtype::I64 => d
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+            .collect(),
+        Dtype::I32 => d
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
+            .collect(),
+        other => {
+            return Err(format!(
+                "{path}: tensor `{name}` has dtype {other:?}; expected f32 or an integer type"
+            ))
+        }
     };
     Ok(Some((t.shape().to_vec(), v)))
 }
 
-fn forward(model: &Path, inputs: &Path, output: &Path) -> Result<(), String> {
+fn forward(model: &Path, inputs: &Path, output: &Path, index: Option<usize>) -> Result<(), String> {
+    let key = |n: &str| match index {
+        Some(k) => format!("{n}_{k}"),
+        None => n.to_string(),
+    };
     let blob = load_model(model)?;
     let m = Model::parse(blob.as_slice()).map_err(|e| format!("{}: {e}", model.display()))?;
     let info = *m.info();
     let ip = inputs.display().to_string();
     let raw = std::fs::read(inputs).map_err(|e| format!("{ip}: {e}"))?;
-    let st = SafeTensors::deserialize(&raw).map_err(|e| format!("{ip}: malformed safetensors: {e}"))?;
-    let (shape, sample) =
-        tensor_f32(&st, "sample", &ip)?.ok_or_else(|| format!("{ip}: missing tensor `sample` (f32 [1,C,H,W])"))?;
-    let want = [1, info.in_channels as usize, info.height as usize, info.width as usize];
+    let st =
+        SafeTensors::deserialize(&raw).map_err(|e| format!("{ip}: malformed safetensors: {e}"))?;
+    let (shape, sample) = tensor_f32(&st, &key("sample"), &ip)?
+        .ok_or_else(|| format!("{ip}: missing tensor `{}` (f32 [1,C,H,W])", key("sample")))?;
+    let want = [
+        1,
+        info.in_channels as usize,
+        info.height as usize,
+        info.width as usize,
+    ];
     if shape != want && shape != want[1..] {
-        return Err(format!("{ip}: `sample` has shape {shape:?}, the model takes {want:?}"));
+        return Err(format!(
+            "{ip}: `sample` has shape {shape:?}, the model takes {want:?}"
+        ));
     }
-    if st.tensor("sample").map(|t| t.dtype()).ok() != Some(Dtype::F32) {
+    if st.tensor(&key("sample")).map(|t| t.dtype()).ok() != Some(Dtype::F32) {
         return Err(format!("{ip}: `sample` must be f32"));
     }
-    let (tshape, t) = tensor_f32(&st, "timestep", &ip)?.ok_or_else(|| format!("{ip}: missing tensor `timestep` ([1])"))?;
+    let (tshape, t) = tensor_f32(&st, &key("timestep"), &ip)?
+        .ok_or_else(|| format!("{ip}: missing tensor `{}` ([1])", key("timestep")))?;
     if t.len() != 1 {
-        return Err(format!("{ip}: `timestep` has shape {tshape:?}; expected [1] (batch 1)"));
+        return Err(format!(
+            "{ip}: `timestep` has shape {tshape:?}; expected [1] (batch 1)"
+        ));
     }
-    let label = match tensor_f32(&st, "class_labels", &ip)? {
+    let label = match tensor_f32(&st, &key("class_labels"), &ip)? {
         None => None,
         Some((s, v)) => {
             if v.len() != 1 {
-                return Err(format!("{ip}: `class_labels` has shape {s:?}; expected [1]"));
+                return Err(format!(
+                    "{ip}: `class_labels` has shape {s:?}; expected [1]"
+                ));
             }
             if v[0] < 0.0 || v[0].fract() != 0.0 {
-                return Err(format!("{ip}: `class_labels` must be a non-negative integer, got {}", v[0]));
+                return Err(format!(
+                    "{ip}: `class_labels` must be a non-negative integer, got {}",
+                    v[0]
+                ));
             }
             Some(v[0] as u32)
         }
@@ -101,13 +166,53 @@ fn forward(model: &Path, inputs: &Path, output: &Path) -> Result<(), String> {
     let mut arena = AlignedBytes::zeroed(m.arena_bytes());
     let mut s = m.bind(arena.as_mut_slice()).map_err(|e| e.to_string())?;
     let mut out = vec![0f32; info.output_len()];
-    s.forward(&sample, t[0], label, &mut out).map_err(|e| format!("{}: {e}", model.display()))?;
+    s.forward(&sample, t[0], label, &mut out)
+        .map_err(|e| format!("{}: {e}", model.display()))?;
     let bytes: Vec<u8> = out.iter().flat_map(|x| x.to_le_bytes()).collect();
-    let oshape = vec![1, info.out_channels as usize, info.height as usize, info.width as usize];
+    let oshape = vec![
+        1,
+        info.out_channels as usize,
+        info.height as usize,
+        info.width as usize,
+    ];
     let view = TensorView::new(Dtype::F32, oshape, &bytes).map_err(|e| e.to_string())?;
-    let meta: HashMap<String, String> = [("producer".to_string(), format!("ember {}", env!("CARGO_PKG_VERSION")))].into();
-    let data = safetensors::serialize([("sample", view)], &Some(meta)).map_err(|e| e.to_string())?;
+    let meta: HashMap<String, String> = [(
+        "producer".to_string(),
+        format!("ember {}", env!("CARGO_PKG_VERSION")),
+    )]
+    .into();
+    let data =
+        safetensors::serialize([("sample", view)], &Some(meta)).map_err(|e| e.to_string())?;
     quantize_tool::write::write_atomic(output, &data).map_err(|e| e.to_string())
+}
+
+fn compare(output: &Path, otensor: &str, reference: &Path, rtensor: &str) -> Result<(), String> {
+    let load = |p: &Path, name: &str| -> Result<Vec<f32>, String> {
+        let ps = p.display().to_string();
+        let raw = std::fs::read(p).map_err(|e| format!("{ps}: {e}"))?;
+        let st = SafeTensors::deserialize(&raw)
+            .map_err(|e| format!("{ps}: malformed safetensors: {e}"))?;
+        Ok(tensor_f32(&st, name, &ps)?
+            .ok_or_else(|| format!("{ps}: no tensor `{name}`"))?
+            .1)
+    };
+    let a = load(output, otensor)?;
+    let b = load(reference, rtensor)?;
+    if a.len() != b.len() {
+        return Err(format!("element counts differ: {} vs {}", a.len(), b.len()));
+    }
+    let err = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    let mag = b.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
+    println!(
+        "max |err| {err:.3e}, max |ref| {mag:.3e}, relative {:.3e} ({} elements)",
+        err / mag.max(f32::MIN_POSITIVE),
+        a.len()
+    );
+    Ok(())
 }
 
 fn bench(model: &Path, iters: usize, json: bool) -> Result<(), String> {
@@ -127,12 +232,14 @@ fn bench(model: &Path, iters: usize, json: bool) -> Result<(), String> {
     let mut s = m.bind(arena.as_mut_slice()).map_err(|e| e.to_string())?;
     let mut out = vec![0f32; info.output_len()];
     for _ in 0..2 {
-        s.forward(&x, 500.0, label, &mut out).map_err(|e| e.to_string())?;
+        s.forward(&x, 500.0, label, &mut out)
+            .map_err(|e| e.to_string())?;
     }
     let mut times = Vec::with_capacity(iters.max(1));
     for _ in 0..iters.max(1) {
         let t0 = Instant::now();
-        s.forward(&x, 500.0, label, &mut out).map_err(|e| e.to_string())?;
+        s.forward(&x, 500.0, label, &mut out)
+            .map_err(|e| e.to_string())?;
         times.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(f64::total_cmp);
@@ -164,7 +271,18 @@ fn bench(model: &Path, iters: usize, json: bool) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let r = match Cli::parse().cmd {
-        Cmd::Forward { model, inputs, output } => forward(&model, &inputs, &output),
+        Cmd::Forward {
+            model,
+            inputs,
+            output,
+            index,
+        } => forward(&model, &inputs, &output, index),
+        Cmd::Compare {
+            output,
+            output_tensor,
+            reference,
+            reference_tensor,
+        } => compare(&output, &output_tensor, &reference, &reference_tensor),
         Cmd::Bench { model, iters, json } => bench(&model, iters, json),
     };
     match r {

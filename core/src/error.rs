@@ -168,11 +168,19 @@ impl fmt::Display for Error {
         match *self {
             Error::BadMagic => write!(f, "not an .ember blob (bad magic bytes)"),
             Error::UnsupportedVersion { major, minor } => {
-                write!(f, "unsupported .ember format version {major}.{minor} (this runtime reads 1.x)")
+                write!(
+                    f,
+                    "unsupported .ember format version {major}.{minor} (this runtime reads 1.x)"
+                )
             }
-            Error::Truncated { needed, got } => write!(f, "blob truncated: needs {needed} bytes, has {got}"),
+            Error::Truncated { needed, got } => {
+                write!(f, "blob truncated: needs {needed} bytes, has {got}")
+            }
             Error::ChecksumMismatch { stored, computed } => {
-                write!(f, "blob checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")
+                write!(
+                    f,
+                    "blob checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
+                )
             }
             Error::BlobMisaligned => write!(f, "blob start address is not 16-byte aligned"),
             Error::BadSection(k) => write!(f, "malformed {k:?} section"),
@@ -180,8 +188,12 @@ impl fmt::Display for Error {
             Error::BadTensor { index } => write!(f, "malformed tensor table entry {index}"),
             Error::BadBuffer { index } => write!(f, "malformed buffer table entry {index}"),
             Error::BadOp { index, fault } => write!(f, "malformed op {index}: {fault:?}"),
-            Error::BadModel { field } => write!(f, "inconsistent model description (field {field})"),
-            Error::BadSchedule { field } => write!(f, "unknown code in schedule section (field {field})"),
+            Error::BadModel { field } => {
+                write!(f, "inconsistent model description (field {field})")
+            }
+            Error::BadSchedule { field } => {
+                write!(f, "unknown code in schedule section (field {field})")
+            }
             Error::ArenaTooSmall { needed, got } => {
                 write!(f, "arena too small: model needs {needed} bytes, got {got}")
             }
@@ -190,12 +202,22 @@ impl fmt::Display for Error {
                 write!(f, "input sample has {got} elements, model takes {expected}")
             }
             Error::OutputLen { expected, got } => {
-                write!(f, "output slice has {got} elements, model writes {expected}")
+                write!(
+                    f,
+                    "output slice has {got} elements, model writes {expected}"
+                )
             }
-            Error::ClassLabelRequired => write!(f, "model is class-conditional: a class label is required"),
-            Error::ClassLabelUnexpected => write!(f, "model is unconditional: no class label expected"),
+            Error::ClassLabelRequired => {
+                write!(f, "model is class-conditional: a class label is required")
+            }
+            Error::ClassLabelUnexpected => {
+                write!(f, "model is unconditional: no class label expected")
+            }
             Error::ClassLabelOutOfRange { label, num_classes } => {
-                write!(f, "class label {label} out of range (model has {num_classes} classes)")
+                write!(
+                    f,
+                    "class label {label} out of range (model has {num_classes} classes)"
+                )
             }
             Error::BadTimestep => write!(f, "timestep is not finite"),
         }

@@ -190,10 +190,22 @@ impl TensorEntry {
             }
             n = n.saturating_mul(d as u64);
         }
-        if n > MAX_ELEMS as u64 || n * dtype.size() as u64 != w[7] as u64 || w[6] as usize % ALIGN != 0 {
+        if n > MAX_ELEMS as u64
+            || n * dtype.size() as u64 != w[7] as u64
+            || !(w[6] as usize).is_multiple_of(ALIGN)
+        {
             return Err(bad);
         }
-        Ok(TensorEntry { dtype, rank, dims, offset: w[6], nbytes: w[7], name_off: w[8], name_len: w[9], quant: w[10] })
+        Ok(TensorEntry {
+            dtype,
+            rank,
+            dims,
+            offset: w[6],
+            nbytes: w[7],
+            name_off: w[8],
+            name_len: w[9],
+            quant: w[10],
+        })
     }
 }
 
@@ -351,7 +363,9 @@ impl ScheduleInfo {
         let limits = [(3, 3), (4, 2), (5, 5), (6, 1), (8, 2), (10, 6)];
         for (field, max) in limits {
             if w[field] > max {
-                return Err(Error::BadSchedule { field: field as u32 });
+                return Err(Error::BadSchedule {
+                    field: field as u32,
+                });
             }
         }
         Ok(ScheduleInfo {
@@ -400,7 +414,11 @@ const CRC_TABLE: [u32; 256] = {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
             k += 1;
         }
         t[i] = c;

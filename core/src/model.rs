@@ -35,7 +35,10 @@ impl<'a> Model<'a> {
     pub fn parse(blob: &'a [u8]) -> Result<Model<'a>, Error> {
         let len32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         if blob.len() < HEADER_LEN {
-            return Err(Error::Truncated { needed: HEADER_LEN as u32, got: len32(blob.len()) });
+            return Err(Error::Truncated {
+                needed: HEADER_LEN as u32,
+                got: len32(blob.len()),
+            });
         }
         if blob.get(0..4) != Some(&MAGIC[..]) {
             return Err(Error::BadMagic);
@@ -47,7 +50,10 @@ impl<'a> Model<'a> {
         }
         let total = rd_u32(blob, 8).ok_or(Error::BadMagic)? as usize;
         if total < HEADER_LEN || total > blob.len() {
-            return Err(Error::Truncated { needed: len32(total), got: len32(blob.len()) });
+            return Err(Error::Truncated {
+                needed: len32(total),
+                got: len32(blob.len()),
+            });
         }
         let blob = &blob[..total];
         let stored = rd_u32(blob, 12).ok_or(Error::BadMagic)?;
@@ -55,7 +61,7 @@ impl<'a> Model<'a> {
         if stored != computed {
             return Err(Error::ChecksumMismatch { stored, computed });
         }
-        if blob.as_ptr() as usize % ALIGN != 0 {
+        if !(blob.as_ptr() as usize).is_multiple_of(ALIGN) {
             return Err(Error::BlobMisaligned);
         }
         let n_sections = rd_u32(blob, 20).ok_or(Error::BadMagic)? as usize;
@@ -66,8 +72,16 @@ impl<'a> Model<'a> {
         let mut found: [Option<&'a [u8]>; 8] = [None; 8];
         let mut data = (0usize, 0usize);
         for i in 0..n_sections {
-            let e = table.checked_add(i * SECTION_ENTRY_LEN).ok_or(Error::Truncated { needed: u32::MAX, got: len32(total) })?;
-            let w: [u32; 4] = rd_words(blob, e).ok_or(Error::Truncated { needed: len32(e + 16), got: len32(total) })?;
+            let e = table
+                .checked_add(i * SECTION_ENTRY_LEN)
+                .ok_or(Error::Truncated {
+                    needed: u32::MAX,
+                    got: len32(total),
+                })?;
+            let w: [u32; 4] = rd_words(blob, e).ok_or(Error::Truncated {
+                needed: len32(e + 16),
+                got: len32(total),
+            })?;
             let (kind, off, len, flags) = (w[0], w[1] as usize, w[2] as usize, w[3]);
             let end = off.checked_add(len).ok_or(section_err(kind))?;
             if off < HEADER_LEN || end > total || off % 4 != 0 {
@@ -88,11 +102,13 @@ impl<'a> Model<'a> {
         }
         let req = |k: u32| found[k as usize].ok_or(Error::MissingSection(section_kind(k)));
         let model_sec = req(section::MODEL)?;
-        let mw: [u32; MODEL_WORDS] = rd_words(model_sec, 0).ok_or(Error::BadSection(SectionKind::Model))?;
+        let mw: [u32; MODEL_WORDS] =
+            rd_words(model_sec, 0).ok_or(Error::BadSection(SectionKind::Model))?;
         let info = ModelInfo::from_words(&mw);
         let schedule = match found[section::SCHEDULE as usize] {
             Some(s) => Some(ScheduleInfo::from_words(
-                &rd_words::<SCHEDULE_WORDS>(s, 0).ok_or(Error::BadSection(SectionKind::Schedule))?,
+                &rd_words::<SCHEDULE_WORDS>(s, 0)
+                    .ok_or(Error::BadSection(SectionKind::Schedule))?,
             )?),
             None => None,
         };
@@ -110,7 +126,16 @@ impl<'a> Model<'a> {
         if ops.len() % OP_RECORD_LEN != 0 || ops.is_empty() {
             return Err(Error::BadSection(SectionKind::Ops));
         }
-        let m = Model { blob, info, schedule, tensors, buffers, ops, strings, data };
+        let m = Model {
+            blob,
+            info,
+            schedule,
+            tensors,
+            buffers,
+            ops,
+            strings,
+            data,
+        };
         m.validate()?;
         Ok(m)
     }
@@ -118,12 +143,19 @@ impl<'a> Model<'a> {
     fn validate(&self) -> Result<(), Error> {
         let info = &self.info;
         // Model description.
-        for (field, v) in [(0u32, info.in_channels), (1, info.out_channels), (2, info.height), (3, info.width)] {
+        for (field, v) in [
+            (0u32, info.in_channels),
+            (1, info.out_channels),
+            (2, info.height),
+            (3, info.width),
+        ] {
             if v == 0 || v > 1 << 16 {
                 return Err(Error::BadModel { field });
             }
         }
-        if (info.input_len() as u64) > MAX_ELEMS as u64 || (info.output_len() as u64) > MAX_ELEMS as u64 {
+        if (info.input_len() as u64) > MAX_ELEMS as u64
+            || (info.output_len() as u64) > MAX_ELEMS as u64
+        {
             return Err(Error::BadModel { field: 2 });
         }
         let class_ok = match info.class_kind {
@@ -134,10 +166,13 @@ impl<'a> Model<'a> {
         if !class_ok {
             return Err(Error::BadModel { field: 5 });
         }
-        if info.arena_bytes as usize % ALIGN != 0 {
+        if !(info.arena_bytes as usize).is_multiple_of(ALIGN) {
             return Err(Error::BadModel { field: 8 });
         }
-        for (field, b, n) in [(6u32, info.input_buffer, info.input_len()), (7, info.output_buffer, info.output_len())] {
+        for (field, b, n) in [
+            (6u32, info.input_buffer, info.input_len()),
+            (7, info.output_buffer, info.output_len()),
+        ] {
             match self.buffer(b) {
                 Ok(e) if e.numel as usize == n => {}
                 _ => return Err(Error::BadModel { field }),
@@ -160,14 +195,19 @@ impl<'a> Model<'a> {
         }
         // Ops: shapes, references, aliasing.
         for i in 0..self.n_ops() {
-            self.validate_op(i).map_err(|fault| Error::BadOp { index: i, fault })?;
+            self.validate_op(i)
+                .map_err(|fault| Error::BadOp { index: i, fault })?;
         }
         Ok(())
     }
 
     fn validate_op(&self, i: u32) -> Result<(), OpFault> {
         let op = self.op_raw(i)?;
-        if let Op::TimeProj { source: ProjSource::ClassLabel, .. } = op {
+        if let Op::TimeProj {
+            source: ProjSource::ClassLabel,
+            ..
+        } = op
+        {
             if self.info.class_kind != 2 {
                 return Err(OpFault::Flag(5));
             }
@@ -183,7 +223,11 @@ impl<'a> Model<'a> {
         for (j, &(b, n, _)) in uses.iter().enumerate() {
             let e = self.buffer(b).map_err(|_| OpFault::BufferIndex(b))?;
             if e.numel != n {
-                return Err(OpFault::BufferSize { buffer: b, expected: n, got: e.numel });
+                return Err(OpFault::BufferSize {
+                    buffer: b,
+                    expected: n,
+                    got: e.numel,
+                });
             }
             ranges[j] = (e.offset as u64, e.offset as u64 + e.nbytes());
         }
@@ -201,7 +245,11 @@ impl<'a> Model<'a> {
                 return Err(OpFault::TensorDtype(t));
             }
             if e.numel() != n {
-                return Err(OpFault::TensorSize { tensor: t, expected: n, got: e.numel() });
+                return Err(OpFault::TensorSize {
+                    tensor: t,
+                    expected: n,
+                    got: e.numel(),
+                });
             }
         }
         // Which buffers are written must be consistent with how they are declared (read-only uses are never
@@ -246,19 +294,26 @@ impl<'a> Model<'a> {
     }
 
     fn op_raw(&self, i: u32) -> Result<Op, OpFault> {
-        let w: [u32; OP_WORDS] = rd_words(self.ops, i as usize * OP_RECORD_LEN).ok_or(OpFault::UnknownKind(0))?;
+        let w: [u32; OP_WORDS] =
+            rd_words(self.ops, i as usize * OP_RECORD_LEN).ok_or(OpFault::UnknownKind(0))?;
         Op::decode(&w)
     }
 
     /// Op `i`, decoded.
     pub fn op(&self, i: u32) -> Result<Op, Error> {
-        self.op_raw(i).map_err(|fault| Error::BadOp { index: i, fault })
+        self.op_raw(i)
+            .map_err(|fault| Error::BadOp { index: i, fault })
     }
 
     /// Tensor-table entry `i`.
     pub fn tensor(&self, i: u32) -> Result<TensorEntry, Error> {
-        let off = (i as usize).checked_mul(TENSOR_ENTRY_LEN).ok_or(Error::BadTensor { index: i })?;
-        let b = self.tensors.get(off..off + TENSOR_ENTRY_LEN).ok_or(Error::BadTensor { index: i })?;
+        let off = (i as usize)
+            .checked_mul(TENSOR_ENTRY_LEN)
+            .ok_or(Error::BadTensor { index: i })?;
+        let b = self
+            .tensors
+            .get(off..off + TENSOR_ENTRY_LEN)
+            .ok_or(Error::BadTensor { index: i })?;
         TensorEntry::decode(b, i)
     }
 
@@ -275,10 +330,15 @@ impl<'a> Model<'a> {
         let bad = Error::BadBuffer { index: i };
         let off = (i as usize).checked_mul(BUFFER_ENTRY_LEN).ok_or(bad)?;
         let w: [u32; 4] = rd_words(self.buffers, off).ok_or(bad)?;
-        if w[2] != DType::F32 as u32 || w[1] == 0 || w[1] > MAX_ELEMS || w[0] as usize % ALIGN != 0 {
+        if w[2] != DType::F32 as u32 || w[1] == 0 || w[1] > MAX_ELEMS || !(w[0] as usize).is_multiple_of(ALIGN)
+        {
             return Err(bad);
         }
-        let e = BufferEntry { offset: w[0], numel: w[1], dtype: DType::F32 };
+        let e = BufferEntry {
+            offset: w[0],
+            numel: w[1],
+            dtype: DType::F32,
+        };
         if e.offset as u64 + e.nbytes() > self.info.arena_bytes as u64 {
             return Err(bad);
         }
@@ -288,10 +348,16 @@ impl<'a> Model<'a> {
     /// The weights of tensor `t`, read in place from the blob.
     pub fn weights(&self, t: u32) -> Option<Weights<'a>> {
         let e = self.tensor(t).ok()?;
-        let bytes = self.blob.get(e.offset as usize..(e.offset as usize).checked_add(e.nbytes as usize)?)?;
+        let bytes = self
+            .blob
+            .get(e.offset as usize..(e.offset as usize).checked_add(e.nbytes as usize)?)?;
         match e.dtype {
-            DType::F32 => bytemuck::try_cast_slice::<u8, f32>(bytes).ok().map(Weights::F32),
-            DType::F16 => bytemuck::try_cast_slice::<u8, f16>(bytes).ok().map(Weights::F16),
+            DType::F32 => bytemuck::try_cast_slice::<u8, f32>(bytes)
+                .ok()
+                .map(Weights::F32),
+            DType::F16 => bytemuck::try_cast_slice::<u8, f16>(bytes)
+                .ok()
+                .map(Weights::F16),
             _ => None,
         }
     }
@@ -305,11 +371,16 @@ impl<'a> Model<'a> {
                 got: u32::try_from(arena.len()).unwrap_or(u32::MAX),
             });
         }
-        let arena = bytemuck::try_cast_slice_mut::<u8, f32>(&mut arena[..needed]).map_err(|_| Error::ArenaMisaligned)?;
-        if arena.as_ptr() as usize % ALIGN != 0 {
+        let arena = bytemuck::try_cast_slice_mut::<u8, f32>(&mut arena[..needed])
+            .map_err(|_| Error::ArenaMisaligned)?;
+        if !(arena.as_ptr() as usize).is_multiple_of(ALIGN) {
             return Err(Error::ArenaMisaligned);
         }
-        Ok(Session { model: self, arena, kernels: ember_kernels::registry::best() })
+        Ok(Session {
+            model: self,
+            arena,
+            kernels: ember_kernels::registry::best(),
+        })
     }
 }
 
@@ -322,7 +393,10 @@ pub struct Session<'s, 'a> {
 }
 
 /// Borrow `N` pairwise-disjoint ranges `(start, len)` of `s` mutably at once (safe: repeated `split_at_mut`).
-fn split_disjoint<'x, const N: usize>(s: &'x mut [f32], ranges: [(usize, usize); N]) -> Option<[&'x mut [f32]; N]> {
+fn split_disjoint<'x, const N: usize>(
+    s: &'x mut [f32],
+    ranges: [(usize, usize); N],
+) -> Option<[&'x mut [f32]; N]> {
     let mut order = [0usize; N];
     for (i, o) in order.iter_mut().enumerate() {
         *o = i;
@@ -371,7 +445,10 @@ impl<'a> Session<'_, 'a> {
     }
 
     fn w(&self, t: u32, op: u32) -> Result<Weights<'a>, Error> {
-        self.model.weights(t).ok_or(Error::BadOp { index: op, fault: OpFault::TensorIndex(t) })
+        self.model.weights(t).ok_or(Error::BadOp {
+            index: op,
+            fault: OpFault::TensorIndex(t),
+        })
     }
 
     fn opt_w(&self, t: u32, op: u32) -> Result<Option<Weights<'a>>, Error> {
@@ -386,14 +463,26 @@ impl<'a> Session<'_, 'a> {
     ///
     /// `sample` is `[C, H, W]` channel-major (batch 1), `out` is `[C_out, H, W]`. A class label is required exactly
     /// when the model is class-conditional.
-    pub fn forward(&mut self, sample: &[f32], timestep: f32, class_label: Option<u32>, out: &mut [f32]) -> Result<(), Error> {
+    pub fn forward(
+        &mut self,
+        sample: &[f32],
+        timestep: f32,
+        class_label: Option<u32>,
+        out: &mut [f32],
+    ) -> Result<(), Error> {
         let info = *self.model.info();
         let n32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         if sample.len() != info.input_len() {
-            return Err(Error::InputLen { expected: n32(info.input_len()), got: n32(sample.len()) });
+            return Err(Error::InputLen {
+                expected: n32(info.input_len()),
+                got: n32(sample.len()),
+            });
         }
         if out.len() != info.output_len() {
-            return Err(Error::OutputLen { expected: n32(info.output_len()), got: n32(out.len()) });
+            return Err(Error::OutputLen {
+                expected: n32(info.output_len()),
+                got: n32(out.len()),
+            });
         }
         if !timestep.is_finite() {
             return Err(Error::BadTimestep);
@@ -402,7 +491,12 @@ impl<'a> Session<'_, 'a> {
             (0, None) => 0,
             (0, Some(_)) => return Err(Error::ClassLabelUnexpected),
             (_, None) => return Err(Error::ClassLabelRequired),
-            (n, Some(l)) if l >= n => return Err(Error::ClassLabelOutOfRange { label: l, num_classes: n }),
+            (n, Some(l)) if l >= n => {
+                return Err(Error::ClassLabelOutOfRange {
+                    label: l,
+                    num_classes: n,
+                })
+            }
             (_, Some(l)) => l,
         };
         {
@@ -421,7 +515,13 @@ impl<'a> Session<'_, 'a> {
         let op = self.model.op(i)?;
         let k = self.kernels;
         match op {
-            Op::TimeProj { out, flip_sin_to_cos, freq_shift, source, .. } => {
+            Op::TimeProj {
+                out,
+                flip_sin_to_cos,
+                freq_shift,
+                source,
+                ..
+            } => {
                 let t = match source {
                     ProjSource::Timestep => timestep,
                     ProjSource::ClassLabel => label as f32,
@@ -429,12 +529,22 @@ impl<'a> Session<'_, 'a> {
                 let [o] = self.bufs([out])?;
                 generic::timestep_embedding(t, flip_sin_to_cos, freq_shift, o);
             }
-            Op::Linear { input, out, weight, bias, silu_in, silu_out, .. } => {
+            Op::Linear {
+                input,
+                out,
+                weight,
+                bias,
+                silu_in,
+                silu_out,
+                ..
+            } => {
                 let (w, b) = (self.w(weight, i)?, self.opt_w(bias, i)?);
                 let [x, y] = self.bufs([input, out])?;
                 (k.linear)(x, w, b, silu_in, silu_out, y);
             }
-            Op::Embedding { buf, table, dim, .. } => {
+            Op::Embedding {
+                buf, table, dim, ..
+            } => {
                 let tw = self.w(table, i)?;
                 let [x] = self.bufs([buf])?;
                 let base = label as usize * dim as usize;
@@ -442,7 +552,25 @@ impl<'a> Session<'_, 'a> {
                     *v += tw.get(base + j);
                 }
             }
-            Op::Conv2d { input, out, cin, h, w, cout, k: ks, stride, pad_t, pad_l, oh, ow, weight, bias, chan_add, residual, div } => {
+            Op::Conv2d {
+                input,
+                out,
+                cin,
+                h,
+                w,
+                cout,
+                k: ks,
+                stride,
+                pad_t,
+                pad_l,
+                oh,
+                ow,
+                weight,
+                bias,
+                chan_add,
+                residual,
+                div,
+            } => {
                 let g = Conv2dGeom {
                     cin: cin as usize,
                     h: h as usize,
@@ -480,7 +608,18 @@ impl<'a> Session<'_, 'a> {
                     }
                 }
             }
-            Op::GroupNorm { input, out, c, hw, groups, eps, gamma, beta, silu, scale_shift } => {
+            Op::GroupNorm {
+                input,
+                out,
+                c,
+                hw,
+                groups,
+                eps,
+                gamma,
+                beta,
+                silu,
+                scale_shift,
+            } => {
                 let (gm, bt) = (self.w(gamma, i)?, self.w(beta, i)?);
                 let mut a = generic::GroupNormArgs {
                     c: c as usize,
@@ -507,16 +646,41 @@ impl<'a> Session<'_, 'a> {
                 lo.copy_from_slice(x);
                 hi.copy_from_slice(y);
             }
-            Op::AvgPool2 { input, out, c, h, w } => {
+            Op::AvgPool2 {
+                input,
+                out,
+                c,
+                h,
+                w,
+            } => {
                 let [x, y] = self.bufs([input, out])?;
                 generic::avg_pool2(x, c as usize, h as usize, w as usize, y);
             }
-            Op::Upsample2 { input, out, c, h, w } => {
+            Op::Upsample2 {
+                input,
+                out,
+                c,
+                h,
+                w,
+            } => {
                 let [x, y] = self.bufs([input, out])?;
                 generic::upsample_nearest2(x, c as usize, h as usize, w as usize, y);
             }
-            Op::Attention { q, k: kb, v, out, scores, heads, head_dim, n } => {
-                let g = generic::AttentionGeom { heads: heads as usize, head_dim: head_dim as usize, n: n as usize };
+            Op::Attention {
+                q,
+                k: kb,
+                v,
+                out,
+                scores,
+                heads,
+                head_dim,
+                n,
+            } => {
+                let g = generic::AttentionGeom {
+                    heads: heads as usize,
+                    head_dim: head_dim as usize,
+                    n: n as usize,
+                };
                 let [qq, kk, vv, o, s] = self.bufs([q, kb, v, out, scores])?;
                 (k.attention)(&g, qq, kk, vv, s, o);
             }

@@ -260,7 +260,12 @@ impl Op {
                 silu_in: flag(a(7), 7)?,
                 silu_out: flag(a(8), 8)?,
             },
-            kind::EMBEDDING => Op::Embedding { buf: a(1), table: a(2), num: a(3), dim: a(4) },
+            kind::EMBEDDING => Op::Embedding {
+                buf: a(1),
+                table: a(2),
+                num: a(3),
+                dim: a(4),
+            },
             kind::CONV2D => Op::Conv2d {
                 input: a(1),
                 out: a(2),
@@ -292,9 +297,27 @@ impl Op {
                 silu: flag(a(9), 9)?,
                 scale_shift: a(10),
             },
-            kind::CONCAT => Op::Concat { a: a(1), b: a(2), out: a(3), na: a(4), nb: a(5) },
-            kind::AVG_POOL2 => Op::AvgPool2 { input: a(1), out: a(2), c: a(3), h: a(4), w: a(5) },
-            kind::UPSAMPLE2 => Op::Upsample2 { input: a(1), out: a(2), c: a(3), h: a(4), w: a(5) },
+            kind::CONCAT => Op::Concat {
+                a: a(1),
+                b: a(2),
+                out: a(3),
+                na: a(4),
+                nb: a(5),
+            },
+            kind::AVG_POOL2 => Op::AvgPool2 {
+                input: a(1),
+                out: a(2),
+                c: a(3),
+                h: a(4),
+                w: a(5),
+            },
+            kind::UPSAMPLE2 => Op::Upsample2 {
+                input: a(1),
+                out: a(2),
+                c: a(3),
+                h: a(4),
+                w: a(5),
+            },
             kind::ATTENTION => Op::Attention {
                 q: a(1),
                 k: a(2),
@@ -305,8 +328,17 @@ impl Op {
                 head_dim: a(7),
                 n: a(8),
             },
-            kind::AFFINE => Op::Affine { buf: a(1), n: a(2), mul: f(3), add: f(4) },
-            kind::ADD => Op::Add { a: a(1), b: a(2), n: a(3) },
+            kind::AFFINE => Op::Affine {
+                buf: a(1),
+                n: a(2),
+                mul: f(3),
+                add: f(4),
+            },
+            kind::ADD => Op::Add {
+                a: a(1),
+                b: a(2),
+                n: a(3),
+            },
             k => return Err(OpFault::UnknownKind(k)),
         })
     }
@@ -316,7 +348,13 @@ impl Op {
         let mut r = [0u32; OP_WORDS];
         let b = |x: bool| x as u32;
         let words: &[u32] = match *self {
-            Op::TimeProj { out, dim, flip_sin_to_cos, freq_shift, source } => &[
+            Op::TimeProj {
+                out,
+                dim,
+                flip_sin_to_cos,
+                freq_shift,
+                source,
+            } => &[
                 kind::TIME_PROJ,
                 out,
                 dim,
@@ -324,11 +362,51 @@ impl Op {
                 freq_shift.to_bits(),
                 (source == ProjSource::ClassLabel) as u32,
             ],
-            Op::Linear { input, out, n_in, n_out, weight, bias, silu_in, silu_out } => {
-                &[kind::LINEAR, input, out, n_in, n_out, weight, bias, b(silu_in), b(silu_out)]
-            }
-            Op::Embedding { buf, table, num, dim } => &[kind::EMBEDDING, buf, table, num, dim],
-            Op::Conv2d { input, out, cin, h, w, cout, k, stride, pad_t, pad_l, oh, ow, weight, bias, chan_add, residual, div } => &[
+            Op::Linear {
+                input,
+                out,
+                n_in,
+                n_out,
+                weight,
+                bias,
+                silu_in,
+                silu_out,
+            } => &[
+                kind::LINEAR,
+                input,
+                out,
+                n_in,
+                n_out,
+                weight,
+                bias,
+                b(silu_in),
+                b(silu_out),
+            ],
+            Op::Embedding {
+                buf,
+                table,
+                num,
+                dim,
+            } => &[kind::EMBEDDING, buf, table, num, dim],
+            Op::Conv2d {
+                input,
+                out,
+                cin,
+                h,
+                w,
+                cout,
+                k,
+                stride,
+                pad_t,
+                pad_l,
+                oh,
+                ow,
+                weight,
+                bias,
+                chan_add,
+                residual,
+                div,
+            } => &[
                 kind::CONV2D,
                 input,
                 out,
@@ -348,16 +426,64 @@ impl Op {
                 residual,
                 div.to_bits(),
             ],
-            Op::GroupNorm { input, out, c, hw, groups, eps, gamma, beta, silu, scale_shift } => {
-                &[kind::GROUP_NORM, input, out, c, hw, groups, eps.to_bits(), gamma, beta, b(silu), scale_shift]
+            Op::GroupNorm {
+                input,
+                out,
+                c,
+                hw,
+                groups,
+                eps,
+                gamma,
+                beta,
+                silu,
+                scale_shift,
+            } => &[
+                kind::GROUP_NORM,
+                input,
+                out,
+                c,
+                hw,
+                groups,
+                eps.to_bits(),
+                gamma,
+                beta,
+                b(silu),
+                scale_shift,
+            ],
+            Op::Concat {
+                a,
+                b: bb,
+                out,
+                na,
+                nb,
+            } => &[kind::CONCAT, a, bb, out, na, nb],
+            Op::AvgPool2 {
+                input,
+                out,
+                c,
+                h,
+                w,
+            } => &[kind::AVG_POOL2, input, out, c, h, w],
+            Op::Upsample2 {
+                input,
+                out,
+                c,
+                h,
+                w,
+            } => &[kind::UPSAMPLE2, input, out, c, h, w],
+            Op::Attention {
+                q,
+                k,
+                v,
+                out,
+                scores,
+                heads,
+                head_dim,
+                n,
+            } => &[kind::ATTENTION, q, k, v, out, scores, heads, head_dim, n],
+            Op::Affine { buf, n, mul, add } => {
+                &[kind::AFFINE, buf, n, mul.to_bits(), add.to_bits()]
             }
-            Op::Concat { a, b: bb, out, na, nb } => &[kind::CONCAT, a, bb, out, na, nb],
-            Op::AvgPool2 { input, out, c, h, w } => &[kind::AVG_POOL2, input, out, c, h, w],
-            Op::Upsample2 { input, out, c, h, w } => &[kind::UPSAMPLE2, input, out, c, h, w],
-            Op::Attention { q, k, v, out, scores, heads, head_dim, n } => {
-                &[kind::ATTENTION, q, k, v, out, scores, heads, head_dim, n]
-            }
-            Op::Affine { buf, n, mul, add } => &[kind::AFFINE, buf, n, mul.to_bits(), add.to_bits()],
             Op::Add { a, b: bb, n } => &[kind::ADD, a, bb, n],
         };
         r[..words.len()].copy_from_slice(words);
@@ -389,25 +515,67 @@ impl Op {
             Op::TimeProj { out, dim, .. } => {
                 q.write(out, dim)?;
             }
-            Op::Linear { input, out, n_in, n_out, weight, bias, .. } => {
+            Op::Linear {
+                input,
+                out,
+                n_in,
+                n_out,
+                weight,
+                bias,
+                ..
+            } => {
                 q.read(input, n_in)?;
                 q.write(out, n_out)?;
                 q.tensor(weight, mul(n_out, n_in, 3)?)?;
                 q.opt_tensor(bias, n_out)?;
             }
-            Op::Embedding { buf, table, num, dim } => {
+            Op::Embedding {
+                buf,
+                table,
+                num,
+                dim,
+            } => {
                 q.inplace(buf, dim)?;
                 q.tensor(table, mul(num, dim, 3)?)?;
             }
-            Op::Conv2d { input, out, cin, h, w, cout, k, stride, pad_t, pad_l, oh, ow, weight, bias, chan_add, residual, .. } => {
-                for (v, pos) in [(cin, 3), (h, 4), (w, 5), (cout, 6), (k, 7), (stride, 8), (oh, 11), (ow, 12)] {
+            Op::Conv2d {
+                input,
+                out,
+                cin,
+                h,
+                w,
+                cout,
+                k,
+                stride,
+                pad_t,
+                pad_l,
+                oh,
+                ow,
+                weight,
+                bias,
+                chan_add,
+                residual,
+                ..
+            } => {
+                for (v, pos) in [
+                    (cin, 3),
+                    (h, 4),
+                    (w, 5),
+                    (cout, 6),
+                    (k, 7),
+                    (stride, 8),
+                    (oh, 11),
+                    (ow, 12),
+                ] {
                     nonzero(v, pos)?;
                 }
                 if k > 15 || stride > 4 || pad_t >= k || pad_l >= k {
                     return Err(OpFault::Shape(7));
                 }
                 // The output may not extend past the last input row/column plus one kernel's reach.
-                if (oh as u64 - 1) * stride as u64 >= h as u64 + pad_t as u64 || (ow as u64 - 1) * stride as u64 >= w as u64 + pad_l as u64 {
+                if (oh as u64 - 1) * stride as u64 >= h as u64 + pad_t as u64
+                    || (ow as u64 - 1) * stride as u64 >= w as u64 + pad_l as u64
+                {
                     return Err(OpFault::Shape(11));
                 }
                 q.read(input, mul3(cin, h, w, 3)?)?;
@@ -422,7 +590,17 @@ impl Op {
                     q.read(residual, n_out)?;
                 }
             }
-            Op::GroupNorm { input, out, c, hw, groups, gamma, beta, scale_shift, .. } => {
+            Op::GroupNorm {
+                input,
+                out,
+                c,
+                hw,
+                groups,
+                gamma,
+                beta,
+                scale_shift,
+                ..
+            } => {
                 nonzero(c, 3)?;
                 nonzero(hw, 4)?;
                 nonzero(groups, 5)?;
@@ -443,9 +621,20 @@ impl Op {
                 nonzero(nb, 5)?;
                 q.read(a, na)?;
                 q.read(b, nb)?;
-                q.write(out, na.checked_add(nb).filter(|&n| n <= MAX_ELEMS).ok_or(OpFault::Shape(4))?)?;
+                q.write(
+                    out,
+                    na.checked_add(nb)
+                        .filter(|&n| n <= MAX_ELEMS)
+                        .ok_or(OpFault::Shape(4))?,
+                )?;
             }
-            Op::AvgPool2 { input, out, c, h, w } => {
+            Op::AvgPool2 {
+                input,
+                out,
+                c,
+                h,
+                w,
+            } => {
                 if h < 2 || w < 2 {
                     return Err(OpFault::Shape(4));
                 }
@@ -453,14 +642,29 @@ impl Op {
                 q.read(input, mul3(c, h, w, 3)?)?;
                 q.write(out, mul3(c, h / 2, w / 2, 3)?)?;
             }
-            Op::Upsample2 { input, out, c, h, w } => {
+            Op::Upsample2 {
+                input,
+                out,
+                c,
+                h,
+                w,
+            } => {
                 for (v, pos) in [(c, 3), (h, 4), (w, 5)] {
                     nonzero(v, pos)?;
                 }
                 q.read(input, mul3(c, h, w, 3)?)?;
                 q.write(out, mul(mul3(c, h, w, 3)?, 4, 3)?)?;
             }
-            Op::Attention { q: qb, k, v, out, scores, heads, head_dim, n } => {
+            Op::Attention {
+                q: qb,
+                k,
+                v,
+                out,
+                scores,
+                heads,
+                head_dim,
+                n,
+            } => {
                 for (x, pos) in [(heads, 6), (head_dim, 7), (n, 8)] {
                     nonzero(x, pos)?;
                 }
@@ -488,10 +692,17 @@ impl Op {
     pub fn macs(&self) -> u64 {
         match *self {
             Op::Linear { n_in, n_out, .. } => n_in as u64 * n_out as u64,
-            Op::Conv2d { cin, cout, k, oh, ow, .. } => {
-                cin as u64 * cout as u64 * k as u64 * k as u64 * oh as u64 * ow as u64
-            }
-            Op::Attention { heads, head_dim, n, .. } => 2 * heads as u64 * head_dim as u64 * n as u64 * n as u64,
+            Op::Conv2d {
+                cin,
+                cout,
+                k,
+                oh,
+                ow,
+                ..
+            } => cin as u64 * cout as u64 * k as u64 * k as u64 * oh as u64 * ow as u64,
+            Op::Attention {
+                heads, head_dim, n, ..
+            } => 2 * heads as u64 * head_dim as u64 * n as u64 * n as u64,
             _ => 0,
         }
     }
@@ -506,7 +717,9 @@ fn nonzero(v: u32, pos: u32) -> Result<(), OpFault> {
 }
 
 fn mul(a: u32, b: u32, pos: u32) -> Result<u32, OpFault> {
-    a.checked_mul(b).filter(|&n| n <= MAX_ELEMS).ok_or(OpFault::Shape(pos))
+    a.checked_mul(b)
+        .filter(|&n| n <= MAX_ELEMS)
+        .ok_or(OpFault::Shape(pos))
 }
 
 fn mul3(a: u32, b: u32, c: u32, pos: u32) -> Result<u32, OpFault> {
@@ -539,7 +752,10 @@ pub struct Requirements {
 
 impl Requirements {
     fn push_buf(&mut self, b: u32, n: u32, a: Access) -> Result<(), OpFault> {
-        let slot = self.buffers.get_mut(self.n_buffers).ok_or(OpFault::Shape(0))?;
+        let slot = self
+            .buffers
+            .get_mut(self.n_buffers)
+            .ok_or(OpFault::Shape(0))?;
         *slot = (b, n, Some(a));
         self.n_buffers += 1;
         Ok(())
@@ -554,7 +770,10 @@ impl Requirements {
         self.push_buf(b, n, Access::InPlace)
     }
     fn tensor(&mut self, t: u32, n: u32) -> Result<(), OpFault> {
-        let slot = self.tensors.get_mut(self.n_tensors).ok_or(OpFault::Shape(0))?;
+        let slot = self
+            .tensors
+            .get_mut(self.n_tensors)
+            .ok_or(OpFault::Shape(0))?;
         *slot = (t, n);
         self.n_tensors += 1;
         Ok(())

@@ -12,7 +12,13 @@ use crate::{silu, Conv2dGeom, Weights};
 /// 2-D convolution, `out = conv(input, w) + bias`.
 ///
 /// * `input`: `[cin, h, w]`; `w`: `[cout, cin, k, k]`; `bias`: `[cout]`; `out`: `[cout, oh, ow]`.
-pub fn conv2d(g: &Conv2dGeom, input: &[f32], w: Weights<'_>, bias: Option<Weights<'_>>, out: &mut [f32]) {
+pub fn conv2d(
+    g: &Conv2dGeom,
+    input: &[f32],
+    w: Weights<'_>,
+    bias: Option<Weights<'_>>,
+    out: &mut [f32],
+) {
     let plane_in = g.h * g.w;
     let plane_out = g.oh * g.ow;
     let kk = g.k * g.k;
@@ -28,7 +34,11 @@ pub fn conv2d(g: &Conv2dGeom, input: &[f32], w: Weights<'_>, bias: Option<Weight
                 for kx in 0..g.k {
                     let wv = w.get(wbase + ky * g.k + kx);
                     // Output columns whose input column ox*stride + kx - pad_l lies in [0, w).
-                    let ox_lo = if kx >= g.pad_l { 0 } else { (g.pad_l - kx).div_ceil(g.stride) };
+                    let ox_lo = if kx >= g.pad_l {
+                        0
+                    } else {
+                        (g.pad_l - kx).div_ceil(g.stride)
+                    };
                     let hi_num = (g.w + g.pad_l).saturating_sub(kx + 1); // largest ox*stride allowed
                     if g.w + g.pad_l < kx + 1 {
                         continue;
@@ -51,7 +61,8 @@ pub fn conv2d(g: &Conv2dGeom, input: &[f32], w: Weights<'_>, bias: Option<Weight
                                 *o += wv * *i;
                             }
                         } else {
-                            for (o, i) in orow.iter_mut().zip(irow[ix0..].iter().step_by(g.stride)) {
+                            for (o, i) in orow.iter_mut().zip(irow[ix0..].iter().step_by(g.stride))
+                            {
                                 *o += wv * *i;
                             }
                         }
@@ -66,7 +77,14 @@ pub fn conv2d(g: &Conv2dGeom, input: &[f32], w: Weights<'_>, bias: Option<Weight
 ///
 /// * `input`: `[in]`, `w`: `[out, in]`, `bias`: `[out]`, `out`: `[out]`.
 /// * `silu_in` applies SiLU to every input element first; `silu_out` applies it to every output.
-pub fn linear(input: &[f32], w: Weights<'_>, bias: Option<Weights<'_>>, silu_in: bool, silu_out: bool, out: &mut [f32]) {
+pub fn linear(
+    input: &[f32],
+    w: Weights<'_>,
+    bias: Option<Weights<'_>>,
+    silu_in: bool,
+    silu_out: bool,
+    out: &mut [f32],
+) {
     let n_in = input.len();
     for (o, y) in out.iter_mut().enumerate() {
         let mut acc = 0.0f32;
@@ -113,12 +131,21 @@ pub fn group_norm(a: &GroupNormArgs<'_>, input: &[f32], out: &mut [f32]) {
     if glen == 0 {
         return;
     }
-    for (g, (xin, yout)) in input.chunks_exact(glen).zip(out.chunks_exact_mut(glen)).take(a.groups).enumerate() {
+    for (g, (xin, yout)) in input
+        .chunks_exact(glen)
+        .zip(out.chunks_exact_mut(glen))
+        .take(a.groups)
+        .enumerate()
+    {
         let n = glen as f32;
         let mean = xin.iter().sum::<f32>() / n;
         let var = xin.iter().map(|&x| (x - mean) * (x - mean)).sum::<f32>() / n;
         let rstd = 1.0 / libm::sqrtf(var + a.eps);
-        for (j, (xc, yc)) in xin.chunks_exact(a.hw).zip(yout.chunks_exact_mut(a.hw)).enumerate() {
+        for (j, (xc, yc)) in xin
+            .chunks_exact(a.hw)
+            .zip(yout.chunks_exact_mut(a.hw))
+            .enumerate()
+        {
             let c = g * cpg + j;
             let mut mul = a.gamma.get(c) * rstd;
             let mut add = a.beta.get(c) - mean * mul;
@@ -157,7 +184,14 @@ pub struct AttentionGeom {
 /// `q`, `k`, `v` and `out` are channel-major `[heads·head_dim, n]` (channel `h·head_dim + d` belongs to head `h`).
 /// `scores` is scratch of `n` floats: the kernel materializes one row of the score matrix at a time, so memory is
 /// flat in the token count (no `n × n` matrix, ever). Softmax subtracts the row maximum (stable).
-pub fn attention(g: &AttentionGeom, q: &[f32], k: &[f32], v: &[f32], scores: &mut [f32], out: &mut [f32]) {
+pub fn attention(
+    g: &AttentionGeom,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
     let n = g.n;
     let d = g.head_dim;
     if n == 0 || d == 0 || scores.len() < n {
@@ -166,8 +200,12 @@ pub fn attention(g: &AttentionGeom, q: &[f32], k: &[f32], v: &[f32], scores: &mu
     let scale = 1.0 / libm::sqrtf(d as f32);
     let scores = &mut scores[..n];
     let hl = d * n;
-    for (((qh, kh), vh), oh) in
-        q.chunks_exact(hl).zip(k.chunks_exact(hl)).zip(v.chunks_exact(hl)).zip(out.chunks_exact_mut(hl)).take(g.heads)
+    for (((qh, kh), vh), oh) in q
+        .chunks_exact(hl)
+        .zip(k.chunks_exact(hl))
+        .zip(v.chunks_exact(hl))
+        .zip(out.chunks_exact_mut(hl))
+        .take(g.heads)
     {
         for i in 0..n {
             scores.fill(0.0);
@@ -202,7 +240,11 @@ pub fn avg_pool2(input: &[f32], c: usize, h: usize, w: usize, out: &mut [f32]) {
     if oh == 0 || ow == 0 {
         return;
     }
-    for (ip, op) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)).take(c) {
+    for (ip, op) in input
+        .chunks_exact(h * w)
+        .zip(out.chunks_exact_mut(oh * ow))
+        .take(c)
+    {
         for (oy, orow) in op.chunks_exact_mut(ow).enumerate() {
             let r0 = &ip[2 * oy * w..2 * oy * w + w];
             let r1 = &ip[(2 * oy + 1) * w..(2 * oy + 1) * w + w];
@@ -218,7 +260,11 @@ pub fn upsample_nearest2(input: &[f32], c: usize, h: usize, w: usize, out: &mut 
     if h == 0 || w == 0 {
         return;
     }
-    for (ip, op) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(4 * h * w)).take(c) {
+    for (ip, op) in input
+        .chunks_exact(h * w)
+        .zip(out.chunks_exact_mut(4 * h * w))
+        .take(c)
+    {
         for (irow, orows) in ip.chunks_exact(w).zip(op.chunks_exact_mut(4 * w)) {
             let (a, b) = orows.split_at_mut(2 * w);
             for (x, &v) in irow.iter().enumerate() {

@@ -95,7 +95,12 @@ pub struct Conv2dGeom {
 impl Conv2dGeom {
     /// Multiply-accumulates of one evaluation (counting padded taps, as is customary).
     pub fn macs(&self) -> u64 {
-        (self.cout as u64) * (self.oh as u64) * (self.ow as u64) * (self.cin as u64) * (self.k as u64) * (self.k as u64)
+        (self.cout as u64)
+            * (self.oh as u64)
+            * (self.ow as u64)
+            * (self.cin as u64)
+            * (self.k as u64)
+            * (self.k as u64)
     }
 }
 

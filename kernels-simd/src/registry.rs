@@ -6,19 +6,28 @@
 
 use crate::{generic, Conv2dGeom, Weights};
 
+/// Signature of a conv2d kernel (see [`generic::conv2d`]).
+pub type Conv2dFn = fn(&Conv2dGeom, &[f32], Weights<'_>, Option<Weights<'_>>, &mut [f32]);
+/// Signature of a linear kernel (see [`generic::linear`]).
+pub type LinearFn = fn(&[f32], Weights<'_>, Option<Weights<'_>>, bool, bool, &mut [f32]);
+/// Signature of a group-norm kernel (see [`generic::group_norm`]).
+pub type GroupNormFn = fn(&generic::GroupNormArgs<'_>, &[f32], &mut [f32]);
+/// Signature of an attention kernel (see [`generic::attention`]): q, k, v, scores scratch, out.
+pub type AttentionFn = fn(&generic::AttentionGeom, &[f32], &[f32], &[f32], &mut [f32], &mut [f32]);
+
 /// Function pointers to the kernels a runtime calls. Every entry has the signature of its [`generic`] twin.
 #[derive(Clone, Copy, Debug)]
 pub struct KernelTable {
     /// Name of the tier, e.g. `"generic"`.
     pub name: &'static str,
     /// See [`generic::conv2d`].
-    pub conv2d: fn(&Conv2dGeom, &[f32], Weights<'_>, Option<Weights<'_>>, &mut [f32]),
+    pub conv2d: Conv2dFn,
     /// See [`generic::linear`].
-    pub linear: fn(&[f32], Weights<'_>, Option<Weights<'_>>, bool, bool, &mut [f32]),
+    pub linear: LinearFn,
     /// See [`generic::group_norm`].
-    pub group_norm: fn(&generic::GroupNormArgs<'_>, &[f32], &mut [f32]),
+    pub group_norm: GroupNormFn,
     /// See [`generic::attention`].
-    pub attention: fn(&generic::AttentionGeom, &[f32], &[f32], &[f32], &mut [f32], &mut [f32]),
+    pub attention: AttentionFn,
 }
 
 /// The scalar reference tier.

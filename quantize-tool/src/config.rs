@@ -98,7 +98,10 @@ fn get<'a>(v: &'a Value, k: &str) -> Option<&'a Value> {
 fn usize_or(v: &Value, k: &str, d: usize) -> Result<usize, ConvertError> {
     match get(v, k) {
         None => Ok(d),
-        Some(x) => x.as_u64().map(|x| x as usize).ok_or_else(|| cfg_err(k, format!("expected a non-negative integer, got {x}"))),
+        Some(x) => x
+            .as_u64()
+            .map(|x| x as usize)
+            .ok_or_else(|| cfg_err(k, format!("expected a non-negative integer, got {x}"))),
     }
 }
 
@@ -116,14 +119,19 @@ fn opt_usize(v: &Value, k: &str, d: Option<usize>) -> Result<Option<usize>, Conv
 fn f32_or(v: &Value, k: &str, d: f32) -> Result<f32, ConvertError> {
     match get(v, k) {
         None => Ok(d),
-        Some(x) => x.as_f64().map(|x| x as f32).ok_or_else(|| cfg_err(k, format!("expected a number, got {x}"))),
+        Some(x) => x
+            .as_f64()
+            .map(|x| x as f32)
+            .ok_or_else(|| cfg_err(k, format!("expected a number, got {x}"))),
     }
 }
 
 fn bool_or(v: &Value, k: &str, d: bool) -> Result<bool, ConvertError> {
     match get(v, k) {
         None => Ok(d),
-        Some(x) => x.as_bool().ok_or_else(|| cfg_err(k, format!("expected true/false, got {x}"))),
+        Some(x) => x
+            .as_bool()
+            .ok_or_else(|| cfg_err(k, format!("expected true/false, got {x}"))),
     }
 }
 
@@ -131,7 +139,10 @@ fn str_or<'a>(v: &'a Value, k: &str, d: Option<&'a str>) -> Result<Option<&'a st
     match get(v, k) {
         None => Ok(d),
         Some(Value::Null) => Ok(None),
-        Some(x) => x.as_str().map(Some).ok_or_else(|| cfg_err(k, format!("expected a string, got {x}"))),
+        Some(x) => x
+            .as_str()
+            .map(Some)
+            .ok_or_else(|| cfg_err(k, format!("expected a string, got {x}"))),
     }
 }
 
@@ -140,7 +151,11 @@ fn str_list(v: &Value, k: &str, d: &[&str]) -> Result<Vec<String>, ConvertError>
         None => Ok(d.iter().map(|s| s.to_string()).collect()),
         Some(Value::Array(a)) => a
             .iter()
-            .map(|x| x.as_str().map(str::to_string).ok_or_else(|| cfg_err(k, "expected a list of strings")))
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| cfg_err(k, "expected a list of strings"))
+            })
             .collect(),
         Some(_) => Err(cfg_err(k, "expected a list of strings")),
     }
@@ -148,27 +163,47 @@ fn str_list(v: &Value, k: &str, d: &[&str]) -> Result<Vec<String>, ConvertError>
 
 impl UNetConfig {
     /// Read a diffusers `UNet2DModel` config. `sample_size` overrides the config's (needed when it has none).
-    pub fn from_json(v: &Value, sample_size: Option<(usize, usize)>) -> Result<UNetConfig, ConvertError> {
+    pub fn from_json(
+        v: &Value,
+        sample_size: Option<(usize, usize)>,
+    ) -> Result<UNetConfig, ConvertError> {
         if let Some(cls) = get(v, "_class_name").and_then(Value::as_str) {
             if cls != "UNet2DModel" {
-                return Err(cfg_err("_class_name", format!("`{cls}` is not supported (ember runs UNet2DModel)")));
+                return Err(cfg_err(
+                    "_class_name",
+                    format!("`{cls}` is not supported (ember runs UNet2DModel)"),
+                ));
             }
         }
         let sample_size = match (sample_size, get(v, "sample_size")) {
             (Some(s), _) => s,
             (None, Some(Value::Number(n))) => {
-                let n = n.as_u64().ok_or_else(|| cfg_err("sample_size", "expected a positive integer"))? as usize;
+                let n = n
+                    .as_u64()
+                    .ok_or_else(|| cfg_err("sample_size", "expected a positive integer"))?
+                    as usize;
                 (n, n)
             }
             (None, Some(Value::Array(a))) if a.len() == 2 => {
-                let h = a[0].as_u64().ok_or_else(|| cfg_err("sample_size", "expected [height, width]"))? as usize;
-                let w = a[1].as_u64().ok_or_else(|| cfg_err("sample_size", "expected [height, width]"))? as usize;
+                let h = a[0]
+                    .as_u64()
+                    .ok_or_else(|| cfg_err("sample_size", "expected [height, width]"))?
+                    as usize;
+                let w = a[1]
+                    .as_u64()
+                    .ok_or_else(|| cfg_err("sample_size", "expected [height, width]"))?
+                    as usize;
                 (h, w)
             }
             (None, None | Some(Value::Null)) => {
                 return Err(cfg_err("sample_size", "missing: pass --sample-size HxW"));
             }
-            (None, Some(x)) => return Err(cfg_err("sample_size", format!("expected an integer or [h, w], got {x}"))),
+            (None, Some(x)) => {
+                return Err(cfg_err(
+                    "sample_size",
+                    format!("expected an integer or [h, w], got {x}"),
+                ))
+            }
         };
         let time_embedding_type = str_or(v, "time_embedding_type", Some("positional"))?;
         if time_embedding_type != Some("positional") {
@@ -179,28 +214,59 @@ impl UNetConfig {
         }
         let act = str_or(v, "act_fn", Some("silu"))?;
         if !matches!(act, Some("silu" | "swish")) {
-            return Err(cfg_err("act_fn", format!("{act:?} is not supported (only silu/swish)")));
+            return Err(cfg_err(
+                "act_fn",
+                format!("{act:?} is not supported (only silu/swish)"),
+            ));
         }
         let block_out_channels: Vec<usize> = match get(v, "block_out_channels") {
             None => vec![224, 448, 672, 896],
             Some(Value::Array(a)) => a
                 .iter()
-                .map(|x| x.as_u64().map(|x| x as usize).ok_or_else(|| cfg_err("block_out_channels", "expected integers")))
+                .map(|x| {
+                    x.as_u64()
+                        .map(|x| x as usize)
+                        .ok_or_else(|| cfg_err("block_out_channels", "expected integers"))
+                })
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err(cfg_err("block_out_channels", "expected a list of integers")),
         };
         if block_out_channels.is_empty() || block_out_channels.contains(&0) {
-            return Err(cfg_err("block_out_channels", "must be a non-empty list of positive integers"));
+            return Err(cfg_err(
+                "block_out_channels",
+                "must be a non-empty list of positive integers",
+            ));
         }
-        let down_types = str_list(v, "down_block_types", &["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"])?;
-        let up_types = str_list(v, "up_block_types", &["AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"])?;
+        let down_types = str_list(
+            v,
+            "down_block_types",
+            &[
+                "DownBlock2D",
+                "AttnDownBlock2D",
+                "AttnDownBlock2D",
+                "AttnDownBlock2D",
+            ],
+        )?;
+        let up_types = str_list(
+            v,
+            "up_block_types",
+            &[
+                "AttnUpBlock2D",
+                "AttnUpBlock2D",
+                "AttnUpBlock2D",
+                "UpBlock2D",
+            ],
+        )?;
         let down = down_types
             .iter()
             .map(|t| match t.as_str() {
                 "DownBlock2D" => Ok(DownKind::Plain),
                 "AttnDownBlock2D" => Ok(DownKind::Attn),
                 "ResnetDownsampleBlock2D" => Ok(DownKind::ResnetDown),
-                other => Err(cfg_err("down_block_types", format!("block type `{other}` is not supported"))),
+                other => Err(cfg_err(
+                    "down_block_types",
+                    format!("block type `{other}` is not supported"),
+                )),
             })
             .collect::<Result<Vec<_>, _>>()?;
         let up = up_types
@@ -209,25 +275,42 @@ impl UNetConfig {
                 "UpBlock2D" => Ok(UpKind::Plain),
                 "AttnUpBlock2D" => Ok(UpKind::Attn),
                 "ResnetUpsampleBlock2D" => Ok(UpKind::ResnetUp),
-                other => Err(cfg_err("up_block_types", format!("block type `{other}` is not supported"))),
+                other => Err(cfg_err(
+                    "up_block_types",
+                    format!("block type `{other}` is not supported"),
+                )),
             })
             .collect::<Result<Vec<_>, _>>()?;
         if down.len() != block_out_channels.len() {
-            return Err(cfg_err("down_block_types", "must have as many entries as block_out_channels"));
+            return Err(cfg_err(
+                "down_block_types",
+                "must have as many entries as block_out_channels",
+            ));
         }
         if up.len() != block_out_channels.len() {
-            return Err(cfg_err("up_block_types", "must have as many entries as block_out_channels"));
+            return Err(cfg_err(
+                "up_block_types",
+                "must have as many entries as block_out_channels",
+            ));
         }
         let mid_block = match str_or(v, "mid_block_type", Some("UNetMidBlock2D"))? {
             Some("UNetMidBlock2D") => true,
             None => false,
-            Some(other) => return Err(cfg_err("mid_block_type", format!("`{other}` is not supported"))),
+            Some(other) => {
+                return Err(cfg_err(
+                    "mid_block_type",
+                    format!("`{other}` is not supported"),
+                ))
+            }
         };
         let sample_type = |k: &str| -> Result<bool, ConvertError> {
             match str_or(v, k, Some("conv"))? {
                 Some("conv") | None => Ok(false),
                 Some("resnet") => Ok(true),
-                Some(other) => Err(cfg_err(k, format!("`{other}` is not supported (conv or resnet)"))),
+                Some(other) => Err(cfg_err(
+                    k,
+                    format!("`{other}` is not supported (conv or resnet)"),
+                )),
             }
         };
         let norm_num_groups = match opt_usize(v, "norm_num_groups", Some(32))? {
@@ -237,7 +320,12 @@ impl UNetConfig {
         let scale_shift = match str_or(v, "resnet_time_scale_shift", Some("default"))? {
             Some("default") => false,
             Some("scale_shift") => true,
-            other => return Err(cfg_err("resnet_time_scale_shift", format!("{other:?} is not supported (default or scale_shift)"))),
+            other => {
+                return Err(cfg_err(
+                    "resnet_time_scale_shift",
+                    format!("{other:?} is not supported (default or scale_shift)"),
+                ))
+            }
         };
         let num_class_embeds = opt_usize(v, "num_class_embeds", None)?;
         let class_embed = match (str_or(v, "class_embed_type", None)?, num_class_embeds) {
@@ -246,10 +334,14 @@ impl UNetConfig {
             (None, Some(n)) => ClassEmbed::Table(n),
             (Some("timestep"), _) => ClassEmbed::Timestep,
             (Some(other), _) => {
-                return Err(cfg_err("class_embed_type", format!("`{other}` is not supported (null or \"timestep\")")))
+                return Err(cfg_err(
+                    "class_embed_type",
+                    format!("`{other}` is not supported (null or \"timestep\")"),
+                ))
             }
         };
-        let time_embed_dim = opt_usize(v, "time_embedding_dim", None)?.unwrap_or(block_out_channels[0] * 4);
+        let time_embed_dim =
+            opt_usize(v, "time_embedding_dim", None)?.unwrap_or(block_out_channels[0] * 4);
         let cfg = UNetConfig {
             sample_size,
             in_channels: usize_or(v, "in_channels", 3)?,
@@ -289,7 +381,9 @@ impl UNetConfig {
         if h % (1 << n_down) != 0 || w % (1 << n_down) != 0 {
             return Err(cfg_err(
                 "sample_size",
-                format!("{h}x{w} is not divisible by 2^{n_down} (the number of downsampling blocks)"),
+                format!(
+                    "{h}x{w} is not divisible by 2^{n_down} (the number of downsampling blocks)"
+                ),
             ));
         }
         if self.in_channels == 0 || self.out_channels == 0 {
@@ -300,16 +394,25 @@ impl UNetConfig {
         }
         for &c in &self.block_out_channels {
             if c % self.norm_num_groups != 0 {
-                return Err(cfg_err("norm_num_groups", format!("{} does not divide block channels {c}", self.norm_num_groups)));
+                return Err(cfg_err(
+                    "norm_num_groups",
+                    format!(
+                        "{} does not divide block channels {c}",
+                        self.norm_num_groups
+                    ),
+                ));
             }
         }
         if let Some(0) = self.attention_head_dim {
             return Err(cfg_err("attention_head_dim", "must be positive"));
         }
         if !self.mid_block_scale_factor.is_finite() || self.mid_block_scale_factor == 0.0 {
-            return Err(cfg_err("mid_block_scale_factor", "must be finite and non-zero"));
+            return Err(cfg_err(
+                "mid_block_scale_factor",
+                "must be finite and non-zero",
+            ));
         }
-        if !(self.norm_eps > 0.0) {
+        if self.norm_eps.is_nan() || self.norm_eps <= 0.0 {
             return Err(cfg_err("norm_eps", "must be positive"));
         }
         if self.downsample_padding > 2 {
@@ -328,7 +431,12 @@ pub fn schedule_from_json(v: &Value) -> Result<ember_core::ScheduleInfo, Convert
             .iter()
             .position(|n| *n == s)
             .map(|p| p as u32)
-            .ok_or_else(|| cfg_err(&field(k), format!("`{s}` is not supported (one of {names:?})")))
+            .ok_or_else(|| {
+                cfg_err(
+                    &field(k),
+                    format!("`{s}` is not supported (one of {names:?})"),
+                )
+            })
     };
     let class = match get(v, "_class_name").and_then(Value::as_str) {
         Some("DDPMScheduler") => 1,
@@ -339,7 +447,11 @@ pub fn schedule_from_json(v: &Value) -> Result<ember_core::ScheduleInfo, Convert
         Some("LCMScheduler") => 6,
         _ => 0,
     };
-    let mut beta_schedule = code("beta_schedule", "linear", &["linear", "scaled_linear", "squaredcos_cap_v2"])?;
+    let mut beta_schedule = code(
+        "beta_schedule",
+        "linear",
+        &["linear", "scaled_linear", "squaredcos_cap_v2"],
+    )?;
     if matches!(get(v, "trained_betas"), Some(Value::Array(_))) {
         beta_schedule = 3;
     }
@@ -348,18 +460,33 @@ pub fn schedule_from_json(v: &Value) -> Result<ember_core::ScheduleInfo, Convert
         beta_start: f32_or(v, "beta_start", 0.0001)?,
         beta_end: f32_or(v, "beta_end", 0.02)?,
         beta_schedule,
-        prediction_type: code("prediction_type", "epsilon", &["epsilon", "v_prediction", "sample"])?,
+        prediction_type: code(
+            "prediction_type",
+            "epsilon",
+            &["epsilon", "v_prediction", "sample"],
+        )?,
         variance_type: match get(v, "variance_type") {
             Some(Value::Null) => 0,
             _ => code(
                 "variance_type",
                 "fixed_small",
-                &["fixed_small", "fixed_large", "learned_range", "learned", "fixed_small_log", "fixed_large_log"],
+                &[
+                    "fixed_small",
+                    "fixed_large",
+                    "learned_range",
+                    "learned",
+                    "fixed_small_log",
+                    "fixed_large_log",
+                ],
             )?,
         },
         clip_sample: bool_or(v, "clip_sample", true)? as u32,
         clip_sample_range: f32_or(v, "clip_sample_range", 1.0)?,
-        timestep_spacing: code("timestep_spacing", "leading", &["leading", "trailing", "linspace"])?,
+        timestep_spacing: code(
+            "timestep_spacing",
+            "leading",
+            &["leading", "trailing", "linspace"],
+        )?,
         steps_offset: usize_or(v, "steps_offset", 0)? as u32,
         scheduler_class: class,
     })

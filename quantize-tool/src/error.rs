@@ -132,5 +132,8 @@ impl std::error::Error for ConvertError {}
 
 /// Shorthand for a config error.
 pub fn cfg_err(field: &str, msg: impl Into<String>) -> ConvertError {
-    ConvertError::Config { field: field.to_string(), msg: msg.into() }
+    ConvertError::Config {
+        field: field.to_string(),
+        msg: msg.into(),
+    }
 }

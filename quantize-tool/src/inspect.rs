@@ -31,8 +31,16 @@ pub fn report(m: &Model<'_>, verbose: bool) -> String {
         2 => "f16",
         _ => "?",
     };
-    let _ = writeln!(s, "input            [{}, {}, {}]", info.in_channels, info.height, info.width);
-    let _ = writeln!(s, "output           [{}, {}, {}]", info.out_channels, info.height, info.width);
+    let _ = writeln!(
+        s,
+        "input            [{}, {}, {}]",
+        info.in_channels, info.height, info.width
+    );
+    let _ = writeln!(
+        s,
+        "output           [{}, {}, {}]",
+        info.out_channels, info.height, info.width
+    );
     let cls = match info.class_kind {
         0 => "none".to_string(),
         1 => format!("embedding table, {} classes", info.num_classes),
@@ -44,7 +52,12 @@ pub fn report(m: &Model<'_>, verbose: bool) -> String {
         let _ = writeln!(s, "  {k:<14} {n:4}  {:>12} MACs", macs);
     }
     let _ = writeln!(s, "parameters       {}", info.params);
-    let _ = writeln!(s, "MACs / forward   {} ({:.1} M)", info.macs(), info.macs() as f64 / 1e6);
+    let _ = writeln!(
+        s,
+        "MACs / forward   {} ({:.1} M)",
+        info.macs(),
+        info.macs() as f64 / 1e6
+    );
     let _ = writeln!(s, "weights          {dtype}, {weight_bytes} bytes");
     let _ = writeln!(s, "blob (flash)     {} bytes", m.blob_len());
     let _ = writeln!(s, "activations      {} buffers", m.n_buffers());
@@ -60,13 +73,24 @@ pub fn report(m: &Model<'_>, verbose: bool) -> String {
             s,
             "schedule         {} train steps, beta {:?} [{}, {}], prediction {}, variance {}",
             sc.num_train_timesteps,
-            ["linear", "scaled_linear", "squaredcos_cap_v2", "explicit"].get(sc.beta_schedule as usize).unwrap_or(&"?"),
+            ["linear", "scaled_linear", "squaredcos_cap_v2", "explicit"]
+                .get(sc.beta_schedule as usize)
+                .unwrap_or(&"?"),
             sc.beta_start,
             sc.beta_end,
-            ["epsilon", "v_prediction", "sample"].get(sc.prediction_type as usize).unwrap_or(&"?"),
-            ["fixed_small", "fixed_large", "learned_range", "learned", "fixed_small_log", "fixed_large_log"]
-                .get(sc.variance_type as usize)
+            ["epsilon", "v_prediction", "sample"]
+                .get(sc.prediction_type as usize)
                 .unwrap_or(&"?"),
+            [
+                "fixed_small",
+                "fixed_large",
+                "learned_range",
+                "learned",
+                "fixed_small_log",
+                "fixed_large_log"
+            ]
+            .get(sc.variance_type as usize)
+            .unwrap_or(&"?"),
         );
     } else {
         let _ = writeln!(s, "schedule         (none in the checkpoint)");
@@ -77,14 +101,46 @@ pub fn report(m: &Model<'_>, verbose: bool) -> String {
 fn describe(m: &Model<'_>, op: &Op) -> String {
     let name = |t: u32| m.tensor_name(t).unwrap_or("?");
     match *op {
-        Op::Conv2d { cin, h, w, cout, k, stride, oh, ow, weight, .. } => {
-            format!("conv2d      {} [{cin},{h},{w}] -> [{cout},{oh},{ow}] k{k} s{stride}", name(weight))
+        Op::Conv2d {
+            cin,
+            h,
+            w,
+            cout,
+            k,
+            stride,
+            oh,
+            ow,
+            weight,
+            ..
+        } => {
+            format!(
+                "conv2d      {} [{cin},{h},{w}] -> [{cout},{oh},{ow}] k{k} s{stride}",
+                name(weight)
+            )
         }
-        Op::Linear { n_in, n_out, weight, .. } => format!("linear      {} {n_in} -> {n_out}", name(weight)),
-        Op::GroupNorm { c, hw, groups, silu, gamma, .. } => {
-            format!("group_norm  {} [{c},{hw}] groups {groups}{}", name(gamma), if silu { " +silu" } else { "" })
+        Op::Linear {
+            n_in,
+            n_out,
+            weight,
+            ..
+        } => format!("linear      {} {n_in} -> {n_out}", name(weight)),
+        Op::GroupNorm {
+            c,
+            hw,
+            groups,
+            silu,
+            gamma,
+            ..
+        } => {
+            format!(
+                "group_norm  {} [{c},{hw}] groups {groups}{}",
+                name(gamma),
+                if silu { " +silu" } else { "" }
+            )
         }
-        Op::Attention { heads, head_dim, n, .. } => format!("attention   heads {heads} x {head_dim}, {n} tokens"),
+        Op::Attention {
+            heads, head_dim, n, ..
+        } => format!("attention   heads {heads} x {head_dim}, {n} tokens"),
         other => format!("{:<11} {other:?}", other.name()),
     }
 }

@@ -36,11 +36,17 @@ impl AlignedBytes {
     pub fn new(b: &[u8]) -> AlignedBytes {
         let mut words = vec![0u128; b.len().div_ceil(16)];
         bytemuck::cast_slice_mut::<u128, u8>(&mut words)[..b.len()].copy_from_slice(b);
-        AlignedBytes { words, len: b.len() }
+        AlignedBytes {
+            words,
+            len: b.len(),
+        }
     }
     /// Zeroed aligned storage of `n` bytes (an arena).
     pub fn zeroed(n: usize) -> AlignedBytes {
-        AlignedBytes { words: vec![0u128; n.div_ceil(16)], len: n }
+        AlignedBytes {
+            words: vec![0u128; n.div_ceil(16)],
+            len: n,
+        }
     }
     /// The bytes.
     pub fn as_slice(&self) -> &[u8] {
@@ -71,7 +77,12 @@ pub struct ConvertOptions {
 
 impl Default for ConvertOptions {
     fn default() -> Self {
-        ConvertOptions { dtype: WeightDtype::F32, sample_size: None, config: None, scheduler_config: None }
+        ConvertOptions {
+            dtype: WeightDtype::F32,
+            sample_size: None,
+            config: None,
+            scheduler_config: None,
+        }
     }
 }
 
@@ -88,12 +99,21 @@ pub struct Compiled {
 
 fn read_json(path: &Path) -> Result<Value, ConvertError> {
     let p = path.display().to_string();
-    let s = std::fs::read_to_string(path).map_err(|e| ConvertError::Io { path: p.clone(), msg: e.to_string() })?;
-    serde_json::from_str(&s).map_err(|e| ConvertError::Json { path: p, msg: e.to_string() })
+    let s = std::fs::read_to_string(path).map_err(|e| ConvertError::Io {
+        path: p.clone(),
+        msg: e.to_string(),
+    })?;
+    serde_json::from_str(&s).map_err(|e| ConvertError::Json {
+        path: p,
+        msg: e.to_string(),
+    })
 }
 
 fn parse_json_str(s: &str, what: &str) -> Result<Value, ConvertError> {
-    serde_json::from_str(s).map_err(|e| ConvertError::Json { path: what.to_string(), msg: e.to_string() })
+    serde_json::from_str(s).map_err(|e| ConvertError::Json {
+        path: what.to_string(),
+        msg: e.to_string(),
+    })
 }
 
 /// A checkpoint with its configs, as found on disk.
@@ -118,7 +138,11 @@ pub fn load_checkpoint(input: &Path, opts: &ConvertOptions) -> Result<Checkpoint
     let shown = input.display().to_string();
     let (weights_path, config_candidates, sched_candidates) = if input.is_dir() {
         let unet = input.join("unet");
-        let model_dir = if unet.join("config.json").is_file() { unet } else { input.to_path_buf() };
+        let model_dir = if unet.join("config.json").is_file() {
+            unet
+        } else {
+            input.to_path_buf()
+        };
         let w = model_dir.join("diffusion_pytorch_model.safetensors");
         if !w.is_file() {
             let bin = model_dir.join("diffusion_pytorch_model.bin");
@@ -143,28 +167,48 @@ pub fn load_checkpoint(input: &Path, opts: &ConvertOptions) -> Result<Checkpoint
             });
         }
         let dir = input.parent().unwrap_or(Path::new("."));
-        (input.to_path_buf(), vec![dir.join("config.json")], vec![dir.join("scheduler_config.json")])
+        (
+            input.to_path_buf(),
+            vec![dir.join("config.json")],
+            vec![dir.join("scheduler_config.json")],
+        )
     } else {
-        return Err(ConvertError::Io { path: shown, msg: "no such file or directory".into() });
+        return Err(ConvertError::Io {
+            path: shown,
+            msg: "no such file or directory".into(),
+        });
     };
     let weights = SafetensorsSource::open(&weights_path)?;
     let config = match (&opts.config, first_existing(&config_candidates)) {
         (Some(p), _) => read_json(p)?,
         (None, Some(p)) => read_json(&p)?,
         (None, None) => match weights.metadata.get("config") {
-            Some(s) => parse_json_str(s, &format!("{}: metadata `config`", weights_path.display()))?,
-            None => return Err(ConvertError::NoConfig { path: weights_path.display().to_string() }),
+            Some(s) => {
+                parse_json_str(s, &format!("{}: metadata `config`", weights_path.display()))?
+            }
+            None => {
+                return Err(ConvertError::NoConfig {
+                    path: weights_path.display().to_string(),
+                })
+            }
         },
     };
     let scheduler = match (&opts.scheduler_config, first_existing(&sched_candidates)) {
         (Some(p), _) => Some(read_json(p)?),
         (None, Some(p)) => Some(read_json(&p)?),
         (None, None) => match weights.metadata.get("scheduler_config") {
-            Some(s) => Some(parse_json_str(s, &format!("{}: metadata `scheduler_config`", weights_path.display()))?),
+            Some(s) => Some(parse_json_str(
+                s,
+                &format!("{}: metadata `scheduler_config`", weights_path.display()),
+            )?),
             None => None,
         },
     };
-    Ok(Checkpoint { config, scheduler, weights })
+    Ok(Checkpoint {
+        config,
+        scheduler,
+        weights,
+    })
 }
 
 /// Lower, plan and serialize a model. The blob is validated by the runtime's own parser before it is returned.
@@ -190,17 +234,34 @@ pub fn compile(
         class_kind,
         ..ModelInfo::default()
     };
-    let blob = write::to_blob(&graph, &plan, &write::BlobMeta { info, schedule, dtype })?;
+    let blob = write::to_blob(
+        &graph,
+        &plan,
+        &write::BlobMeta {
+            info,
+            schedule,
+            dtype,
+        },
+    )?;
     let aligned = AlignedBytes::new(&blob);
-    let model = ember_core::Model::parse(aligned.as_slice()).map_err(|err| ConvertError::Invalid { err })?;
+    let model = ember_core::Model::parse(aligned.as_slice())
+        .map_err(|err| ConvertError::Invalid { err })?;
     let info = *model.info();
-    Ok(Compiled { blob, info, n_ops: graph.ops.len() })
+    Ok(Compiled {
+        blob,
+        info,
+        n_ops: graph.ops.len(),
+    })
 }
 
 /// Convert a checkpoint on disk (see [`load_checkpoint`]).
 pub fn convert_path(input: &Path, opts: &ConvertOptions) -> Result<Compiled, ConvertError> {
     let ck = load_checkpoint(input, opts)?;
     let cfg = UNetConfig::from_json(&ck.config, opts.sample_size)?;
-    let schedule = ck.scheduler.as_ref().map(config::schedule_from_json).transpose()?;
+    let schedule = ck
+        .scheduler
+        .as_ref()
+        .map(config::schedule_from_json)
+        .transpose()?;
     compile(&cfg, &ck.weights, schedule, opts.dtype)
 }

@@ -67,21 +67,39 @@ impl Builder<'_> {
     }
 
     fn act(&mut self, c: usize, h: usize, w: usize) -> Act {
-        Act { buf: self.buf(c * h * w), c, h, w }
+        Act {
+            buf: self.buf(c * h * w),
+            c,
+            h,
+            w,
+        }
     }
 
     fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<u32, ConvertError> {
         let t = self
             .src
             .get(name, shape)?
-            .ok_or_else(|| ConvertError::MissingTensor { name: name.to_string(), expected: shape.to_vec() })?;
+            .ok_or_else(|| ConvertError::MissingTensor {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+            })?;
         // Linear weights may come as [out, in] for a 1×1 conv and vice versa; compare element layout exactly.
         let squeeze = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
         if t.shape != shape && squeeze(&t.shape) != squeeze(shape) {
-            return Err(ConvertError::TensorShape { name: name.to_string(), expected: shape.to_vec(), got: t.shape });
+            return Err(ConvertError::TensorShape {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                got: t.shape,
+            });
         }
         self.used.insert(name.to_string());
-        self.g.tensors.push(NamedTensor { name: name.to_string(), tensor: Tensor { shape: shape.to_vec(), data: t.data } });
+        self.g.tensors.push(NamedTensor {
+            name: name.to_string(),
+            tensor: Tensor {
+                shape: shape.to_vec(),
+                data: t.data,
+            },
+        });
         Ok(u(self.g.tensors.len() - 1))
     }
 
@@ -128,17 +146,44 @@ impl Builder<'_> {
         self.conv(x, prefix, cout, 3, 1, (1, 1), (x.h, x.w), NONE, None, 1.0)
     }
 
-    fn linear_op(&mut self, x: u32, n_in: usize, prefix: &str, n_out: usize, silu_in: bool, silu_out: bool) -> Result<u32, ConvertError> {
+    fn linear_op(
+        &mut self,
+        x: u32,
+        n_in: usize,
+        prefix: &str,
+        n_out: usize,
+        silu_in: bool,
+        silu_out: bool,
+    ) -> Result<u32, ConvertError> {
         let weight = self.tensor(&format!("{prefix}.weight"), &[n_out, n_in])?;
         let bias = self.tensor(&format!("{prefix}.bias"), &[n_out])?;
         let out = self.buf(n_out);
-        self.g.ops.push(Op::Linear { input: x, out, n_in: u(n_in), n_out: u(n_out), weight, bias, silu_in, silu_out });
+        self.g.ops.push(Op::Linear {
+            input: x,
+            out,
+            n_in: u(n_in),
+            n_out: u(n_out),
+            weight,
+            bias,
+            silu_in,
+            silu_out,
+        });
         Ok(out)
     }
 
-    fn group_norm(&mut self, x: Act, prefix: &str, groups: usize, silu: bool, scale_shift: u32) -> Result<Act, ConvertError> {
-        if groups == 0 || x.c % groups != 0 {
-            return Err(crate::error::cfg_err("norm_num_groups", format!("{groups} groups do not divide {} channels ({prefix})", x.c)));
+    fn group_norm(
+        &mut self,
+        x: Act,
+        prefix: &str,
+        groups: usize,
+        silu: bool,
+        scale_shift: u32,
+    ) -> Result<Act, ConvertError> {
+        if groups == 0 || !x.c.is_multiple_of(groups) {
+            return Err(crate::error::cfg_err(
+                "norm_num_groups",
+                format!("{groups} groups do not divide {} channels ({prefix})", x.c),
+            ));
         }
         let gamma = self.tensor(&format!("{prefix}.weight"), &[x.c])?;
         let beta = self.tensor(&format!("{prefix}.bias"), &[x.c])?;
@@ -160,18 +205,38 @@ impl Builder<'_> {
 
     fn upsample(&mut self, x: Act) -> Act {
         let y = self.act(x.c, x.h * 2, x.w * 2);
-        self.g.ops.push(Op::Upsample2 { input: x.buf, out: y.buf, c: u(x.c), h: u(x.h), w: u(x.w) });
+        self.g.ops.push(Op::Upsample2 {
+            input: x.buf,
+            out: y.buf,
+            c: u(x.c),
+            h: u(x.h),
+            w: u(x.w),
+        });
         y
     }
 
     fn avg_pool(&mut self, x: Act) -> Act {
         let y = self.act(x.c, x.h / 2, x.w / 2);
-        self.g.ops.push(Op::AvgPool2 { input: x.buf, out: y.buf, c: u(x.c), h: u(x.h), w: u(x.w) });
+        self.g.ops.push(Op::AvgPool2 {
+            input: x.buf,
+            out: y.buf,
+            c: u(x.c),
+            h: u(x.h),
+            w: u(x.w),
+        });
         y
     }
 
     /// diffusers `ResnetBlock2D`.
-    fn resnet(&mut self, x: Act, p: &str, cout: usize, temb: u32, osf: f32, updown: i32) -> Result<Act, ConvertError> {
+    fn resnet(
+        &mut self,
+        x: Act,
+        p: &str,
+        cout: usize,
+        temb: u32,
+        osf: f32,
+        updown: i32,
+    ) -> Result<Act, ConvertError> {
         let cfg = self.cfg;
         let g = cfg.norm_num_groups;
         let mut h = self.group_norm(x, &format!("{p}.norm1"), g, true, NONE)?;
@@ -184,25 +249,71 @@ impl Builder<'_> {
             h = self.avg_pool(h);
         }
         let tproj = if cfg.scale_shift { 2 * cout } else { cout };
-        let t = self.linear_op(temb, cfg.time_embed_dim, &format!("{p}.time_emb_proj"), tproj, true, false)?;
+        let t = self.linear_op(
+            temb,
+            cfg.time_embed_dim,
+            &format!("{p}.time_emb_proj"),
+            tproj,
+            true,
+            false,
+        )?;
         let h = if cfg.scale_shift {
             let h = self.conv3(h, &format!("{p}.conv1"), cout)?;
             self.group_norm(h, &format!("{p}.norm2"), g, true, t)?
         } else {
-            let h = self.conv(h, &format!("{p}.conv1"), cout, 3, 1, (1, 1), (h.h, h.w), t, None, 1.0)?;
+            let h = self.conv(
+                h,
+                &format!("{p}.conv1"),
+                cout,
+                3,
+                1,
+                (1, 1),
+                (h.h, h.w),
+                t,
+                None,
+                1.0,
+            )?;
             self.group_norm(h, &format!("{p}.norm2"), g, true, NONE)?
         };
         let shortcut = if x.c != cout {
             let s = shortcut_in;
-            self.conv(s, &format!("{p}.conv_shortcut"), cout, 1, 1, (0, 0), (s.h, s.w), NONE, None, 1.0)?
+            self.conv(
+                s,
+                &format!("{p}.conv_shortcut"),
+                cout,
+                1,
+                1,
+                (0, 0),
+                (s.h, s.w),
+                NONE,
+                None,
+                1.0,
+            )?
         } else {
             shortcut_in
         };
-        self.conv(h, &format!("{p}.conv2"), cout, 3, 1, (1, 1), (h.h, h.w), NONE, Some(shortcut), osf)
+        self.conv(
+            h,
+            &format!("{p}.conv2"),
+            cout,
+            3,
+            1,
+            (1, 1),
+            (h.h, h.w),
+            NONE,
+            Some(shortcut),
+            osf,
+        )
     }
 
     /// diffusers `Attention` (spatial self-attention with residual).
-    fn attention(&mut self, x: Act, p: &str, groups: Option<usize>, rescale: f32) -> Result<Act, ConvertError> {
+    fn attention(
+        &mut self,
+        x: Act,
+        p: &str,
+        groups: Option<usize>,
+        rescale: f32,
+    ) -> Result<Act, ConvertError> {
         let head_dim = self.cfg.attention_head_dim.unwrap_or(x.c);
         let heads = x.c / head_dim;
         if heads == 0 {
@@ -217,9 +328,42 @@ impl Builder<'_> {
             None => x,
         };
         let hw = (x.h, x.w);
-        let q = self.conv(xn, &format!("{p}.to_q"), inner, 1, 1, (0, 0), hw, NONE, None, 1.0)?;
-        let k = self.conv(xn, &format!("{p}.to_k"), inner, 1, 1, (0, 0), hw, NONE, None, 1.0)?;
-        let v = self.conv(xn, &format!("{p}.to_v"), inner, 1, 1, (0, 0), hw, NONE, None, 1.0)?;
+        let q = self.conv(
+            xn,
+            &format!("{p}.to_q"),
+            inner,
+            1,
+            1,
+            (0, 0),
+            hw,
+            NONE,
+            None,
+            1.0,
+        )?;
+        let k = self.conv(
+            xn,
+            &format!("{p}.to_k"),
+            inner,
+            1,
+            1,
+            (0, 0),
+            hw,
+            NONE,
+            None,
+            1.0,
+        )?;
+        let v = self.conv(
+            xn,
+            &format!("{p}.to_v"),
+            inner,
+            1,
+            1,
+            (0, 0),
+            hw,
+            NONE,
+            None,
+            1.0,
+        )?;
         let n = x.h * x.w;
         let a = self.act(inner, x.h, x.w);
         let scores = self.buf(n);
@@ -233,7 +377,18 @@ impl Builder<'_> {
             head_dim: u(head_dim),
             n: u(n),
         });
-        self.conv(a, &format!("{p}.to_out.0"), x.c, 1, 1, (0, 0), hw, NONE, Some(x), rescale)
+        self.conv(
+            a,
+            &format!("{p}.to_out.0"),
+            x.c,
+            1,
+            1,
+            (0, 0),
+            hw,
+            NONE,
+            Some(x),
+            rescale,
+        )
     }
 
     fn downsample_conv(&mut self, x: Act, p: &str) -> Result<Act, ConvertError> {
@@ -242,7 +397,18 @@ impl Builder<'_> {
         let (pt, pb) = if pad == 0 { (0, 1) } else { (pad, pad) };
         let oh = (x.h + pt + pb - 3) / 2 + 1;
         let ow = (x.w + pt + pb - 3) / 2 + 1;
-        self.conv(x, &format!("{p}.conv"), x.c, 3, 2, (pt, pt), (oh, ow), NONE, None, 1.0)
+        self.conv(
+            x,
+            &format!("{p}.conv"),
+            x.c,
+            3,
+            2,
+            (pt, pt),
+            (oh, ow),
+            NONE,
+            None,
+            1.0,
+        )
     }
 
     fn build(mut self) -> Result<Graph, ConvertError> {
@@ -252,7 +418,12 @@ impl Builder<'_> {
         let x = self.act(cfg.in_channels, hh, ww);
         self.g.input = x.buf;
         if cfg.center_input_sample {
-            self.g.ops.push(Op::Affine { buf: x.buf, n: u(x.n()), mul: 2.0, add: -1.0 });
+            self.g.ops.push(Op::Affine {
+                buf: x.buf,
+                n: u(x.n()),
+                mul: 2.0,
+                add: -1.0,
+            });
         }
         // Time embedding.
         let tdim = boc[0];
@@ -272,14 +443,23 @@ impl Builder<'_> {
             ClassEmbed::None => {}
             ClassEmbed::Table(n) => {
                 let table = self.tensor("class_embedding.weight", &[n, ted])?;
-                self.g.ops.push(Op::Embedding { buf: emb, table, num: u(n), dim: u(ted) });
+                self.g.ops.push(Op::Embedding {
+                    buf: emb,
+                    table,
+                    num: u(n),
+                    dim: u(ted),
+                });
             }
             ClassEmbed::Timestep => {
                 let ct = self.buf(tdim);
                 self.g.ops.push(proj(ct, ProjSource::ClassLabel));
                 let c1 = self.linear_op(ct, tdim, "class_embedding.linear_1", ted, false, true)?;
                 let c2 = self.linear_op(c1, ted, "class_embedding.linear_2", ted, false, false)?;
-                self.g.ops.push(Op::Add { a: emb, b: c2, n: u(ted) });
+                self.g.ops.push(Op::Add {
+                    a: emb,
+                    b: c2,
+                    n: u(ted),
+                });
             }
         }
         // Down path.
@@ -290,9 +470,21 @@ impl Builder<'_> {
             let cout = boc[i];
             let last = i == n_blocks - 1;
             for j in 0..cfg.layers_per_block {
-                h = self.resnet(h, &format!("down_blocks.{i}.resnets.{j}"), cout, emb, 1.0, 0)?;
+                h = self.resnet(
+                    h,
+                    &format!("down_blocks.{i}.resnets.{j}"),
+                    cout,
+                    emb,
+                    1.0,
+                    0,
+                )?;
                 if kind == DownKind::Attn {
-                    h = self.attention(h, &format!("down_blocks.{i}.attentions.{j}"), Some(cfg.norm_num_groups), 1.0)?;
+                    h = self.attention(
+                        h,
+                        &format!("down_blocks.{i}.attentions.{j}"),
+                        Some(cfg.norm_num_groups),
+                        1.0,
+                    )?;
                 }
                 skips.push(h);
             }
@@ -303,7 +495,14 @@ impl Builder<'_> {
                     DownKind::ResnetDown => true,
                 };
                 h = if resnet_down {
-                    self.resnet(h, &format!("down_blocks.{i}.downsamplers.0"), cout, emb, 1.0, -1)?
+                    self.resnet(
+                        h,
+                        &format!("down_blocks.{i}.downsamplers.0"),
+                        cout,
+                        emb,
+                        1.0,
+                        -1,
+                    )?
                 } else {
                     self.downsample_conv(h, &format!("down_blocks.{i}.downsamplers.0"))?
                 };
@@ -331,15 +530,38 @@ impl Builder<'_> {
             let cout = rev[i];
             let last = i == n_blocks - 1;
             for j in 0..=cfg.layers_per_block {
-                let skip = skips.pop().ok_or_else(|| crate::error::cfg_err("up_block_types", "more up layers than skips"))?;
+                let skip = skips.pop().ok_or_else(|| {
+                    crate::error::cfg_err("up_block_types", "more up layers than skips")
+                })?;
                 if skip.h != h.h || skip.w != h.w {
-                    return Err(crate::error::cfg_err("up_block_types", "skip connection resolution mismatch"));
+                    return Err(crate::error::cfg_err(
+                        "up_block_types",
+                        "skip connection resolution mismatch",
+                    ));
                 }
                 let cat = self.act(h.c + skip.c, h.h, h.w);
-                self.g.ops.push(Op::Concat { a: h.buf, b: skip.buf, out: cat.buf, na: u(h.n()), nb: u(skip.n()) });
-                h = self.resnet(cat, &format!("up_blocks.{i}.resnets.{j}"), cout, emb, 1.0, 0)?;
+                self.g.ops.push(Op::Concat {
+                    a: h.buf,
+                    b: skip.buf,
+                    out: cat.buf,
+                    na: u(h.n()),
+                    nb: u(skip.n()),
+                });
+                h = self.resnet(
+                    cat,
+                    &format!("up_blocks.{i}.resnets.{j}"),
+                    cout,
+                    emb,
+                    1.0,
+                    0,
+                )?;
                 if kind == UpKind::Attn {
-                    h = self.attention(h, &format!("up_blocks.{i}.attentions.{j}"), Some(cfg.norm_num_groups), 1.0)?;
+                    h = self.attention(
+                        h,
+                        &format!("up_blocks.{i}.attentions.{j}"),
+                        Some(cfg.norm_num_groups),
+                        1.0,
+                    )?;
                 }
             }
             if !last {
@@ -357,15 +579,26 @@ impl Builder<'_> {
             }
         }
         if !skips.is_empty() {
-            return Err(crate::error::cfg_err("up_block_types", "fewer up layers than skips"));
+            return Err(crate::error::cfg_err(
+                "up_block_types",
+                "fewer up layers than skips",
+            ));
         }
         let hn = self.group_norm(h, "conv_norm_out", cfg.norm_num_groups, true, NONE)?;
         let out = self.conv3(hn, "conv_out", cfg.out_channels)?;
         self.g.output = out.buf;
         // Everything in the checkpoint must have been used.
-        let unused: Vec<String> = self.src.names().into_iter().filter(|n| !self.used.contains(n)).collect();
+        let unused: Vec<String> = self
+            .src
+            .names()
+            .into_iter()
+            .filter(|n| !self.used.contains(n))
+            .collect();
         if !unused.is_empty() {
-            return Err(ConvertError::UnusedTensors { count: unused.len(), names: unused.into_iter().take(5).collect() });
+            return Err(ConvertError::UnusedTensors {
+                count: unused.len(),
+                names: unused.into_iter().take(5).collect(),
+            });
         }
         Ok(self.g)
     }
@@ -376,7 +609,13 @@ pub fn lower(cfg: &UNetConfig, src: &dyn TensorSource) -> Result<Graph, ConvertE
     let b = Builder {
         src,
         cfg,
-        g: Graph { ops: Vec::new(), buffers: Vec::new(), tensors: Vec::new(), input: 0, output: 0 },
+        g: Graph {
+            ops: Vec::new(),
+            buffers: Vec::new(),
+            tensors: Vec::new(),
+            input: 0,
+            output: 0,
+        },
         used: BTreeSet::new(),
     };
     b.build()

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use quantize_tool::{convert_path, AlignedBytes, ConvertOptions, WeightDtype};
 
 #[derive(Parser)]
-#[command(name = "quantize-tool", version, about = "ember's compiler: diffusers UNet2DModel checkpoint -> .ember blob")]
+#[command(
+    name = "quantize-tool",
+    version,
+    about = "ember's compiler: diffusers UNet2DModel checkpoint -> .ember blob"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -53,7 +57,11 @@ enum Cmd {
 }
 
 fn parse_size(s: &str) -> Result<(usize, usize), String> {
-    let p = |x: &str| x.trim().parse::<usize>().map_err(|e| format!("bad size `{s}`: {e}"));
+    let p = |x: &str| {
+        x.trim()
+            .parse::<usize>()
+            .map_err(|e| format!("bad size `{s}`: {e}"))
+    };
     match s.split_once(['x', 'X']) {
         Some((h, w)) => Ok((p(h)?, p(w)?)),
         None => {
@@ -64,14 +72,28 @@ fn parse_size(s: &str) -> Result<(usize, usize), String> {
 }
 
 fn default_output(input: &Path) -> PathBuf {
-    let base = if input.is_dir() { input.to_path_buf() } else { input.with_extension("") };
-    let name = base.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let base = if input.is_dir() {
+        input.to_path_buf()
+    } else {
+        input.with_extension("")
+    };
+    let name = base
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
     PathBuf::from(format!("{name}.ember"))
 }
 
 fn run() -> Result<(), String> {
     match Cli::parse().cmd {
-        Cmd::Convert { input, output, dtype, config, scheduler_config, sample_size } => {
+        Cmd::Convert {
+            input,
+            output,
+            dtype,
+            config,
+            scheduler_config,
+            sample_size,
+        } => {
             let opts = ConvertOptions {
                 dtype: match dtype {
                     Dtype::F32 => WeightDtype::F32,
@@ -96,8 +118,10 @@ fn run() -> Result<(), String> {
             Ok(())
         }
         Cmd::Inspect { model, verbose } => {
-            let bytes = AlignedBytes::read(&model).map_err(|e| format!("{}: {e}", model.display()))?;
-            let m = ember_core::Model::parse(bytes.as_slice()).map_err(|e| format!("{}: {e}", model.display()))?;
+            let bytes =
+                AlignedBytes::read(&model).map_err(|e| format!("{}: {e}", model.display()))?;
+            let m = ember_core::Model::parse(bytes.as_slice())
+                .map_err(|e| format!("{}: {e}", model.display()))?;
             print!("{}", quantize_tool::inspect::report(&m, verbose));
             Ok(())
         }

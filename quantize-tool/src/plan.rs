@@ -53,11 +53,19 @@ pub fn plan(g: &Graph) -> Plan {
     let n = g.ops.len() as i64;
     let mut liveness = 0u64;
     for t in -1..=n {
-        let live: u64 = (0..size.len()).filter(|&b| life[b].0 <= t && t <= life[b].1).map(|b| size[b]).sum();
+        let live: u64 = (0..size.len())
+            .filter(|&b| life[b].0 <= t && t <= life[b].1)
+            .map(|b| size[b])
+            .sum();
         liveness = liveness.max(live);
     }
     let mut order: Vec<usize> = (0..size.len()).collect();
-    order.sort_by(|&a, &b| size[b].cmp(&size[a]).then(life[a].0.cmp(&life[b].0)).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| {
+        size[b]
+            .cmp(&size[a])
+            .then(life[a].0.cmp(&life[b].0))
+            .then(a.cmp(&b))
+    });
     let mut offsets = vec![0u64; size.len()];
     let mut placed: Vec<usize> = Vec::new();
     for &b in &order {
@@ -77,6 +85,13 @@ pub fn plan(g: &Graph) -> Plan {
         offsets[b] = off;
         placed.push(b);
     }
-    let arena = (0..size.len()).map(|b| offsets[b] + size[b]).max().unwrap_or(0);
-    Plan { offsets: offsets.into_iter().map(|o| o as u32).collect(), arena_bytes: arena, liveness_bytes: liveness }
+    let arena = (0..size.len())
+        .map(|b| offsets[b] + size[b])
+        .max()
+        .unwrap_or(0);
+    Plan {
+        offsets: offsets.into_iter().map(|o| o as u32).collect(),
+        arena_bytes: arena,
+        liveness_bytes: liveness,
+    }
 }

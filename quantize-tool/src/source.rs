@@ -26,7 +26,12 @@ pub trait TensorSource {
 
 /// Old diffusers attention names (`google/ddpm-*` checkpoints) → current ones; diffusers converts them on load too.
 pub fn canonical_name(name: &str) -> String {
-    for (old, new) in [(".query.", ".to_q."), (".key.", ".to_k."), (".value.", ".to_v."), (".proj_attn.", ".to_out.0.")] {
+    for (old, new) in [
+        (".query.", ".to_q."),
+        (".key.", ".to_k."),
+        (".value.", ".to_v."),
+        (".proj_attn.", ".to_out.0."),
+    ] {
         if name.contains(old) && name.contains("attentions.") {
             return name.replacen(old, new, 1);
         }
@@ -45,13 +50,29 @@ pub struct SafetensorsSource {
 fn to_f32(name: &str, v: &TensorView<'_>) -> Result<Vec<f32>, ConvertError> {
     let b = v.data();
     let data: Vec<f32> = match v.dtype() {
-        Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        Dtype::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        other => return Err(ConvertError::TensorDtype { name: name.to_string(), dtype: format!("{other:?}") }),
+        Dtype::F32 => b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => b
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => b
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        other => {
+            return Err(ConvertError::TensorDtype {
+                name: name.to_string(),
+                dtype: format!("{other:?}"),
+            })
+        }
     };
     if data.iter().any(|x| !x.is_finite()) {
-        return Err(ConvertError::NonFinite { name: name.to_string() });
+        return Err(ConvertError::NonFinite {
+            name: name.to_string(),
+        });
     }
     Ok(data)
 }
@@ -59,16 +80,30 @@ fn to_f32(name: &str, v: &TensorView<'_>) -> Result<Vec<f32>, ConvertError> {
 impl SafetensorsSource {
     /// Parse safetensors bytes (`path` is for messages).
     pub fn from_bytes(bytes: &[u8], path: &str) -> Result<SafetensorsSource, ConvertError> {
-        let st = SafeTensors::deserialize(bytes)
-            .map_err(|e| ConvertError::Safetensors { path: path.to_string(), msg: e.to_string() })?;
-        let (_, meta) = SafeTensors::read_metadata(bytes)
-            .map_err(|e| ConvertError::Safetensors { path: path.to_string(), msg: e.to_string() })?;
-        let metadata: BTreeMap<String, String> =
-            meta.metadata().as_ref().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
+        let st = SafeTensors::deserialize(bytes).map_err(|e| ConvertError::Safetensors {
+            path: path.to_string(),
+            msg: e.to_string(),
+        })?;
+        let (_, meta) =
+            SafeTensors::read_metadata(bytes).map_err(|e| ConvertError::Safetensors {
+                path: path.to_string(),
+                msg: e.to_string(),
+            })?;
+        let metadata: BTreeMap<String, String> = meta
+            .metadata()
+            .as_ref()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
             let data = to_f32(&name, &view)?;
-            tensors.insert(canonical_name(&name), Tensor { shape: view.shape().to_vec(), data });
+            tensors.insert(
+                canonical_name(&name),
+                Tensor {
+                    shape: view.shape().to_vec(),
+                    data,
+                },
+            );
         }
         Ok(SafetensorsSource { tensors, metadata })
     }
@@ -76,7 +111,10 @@ impl SafetensorsSource {
     /// Read a `.safetensors` file.
     pub fn open(path: &std::path::Path) -> Result<SafetensorsSource, ConvertError> {
         let p = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| ConvertError::Io { path: p.clone(), msg: e.to_string() })?;
+        let bytes = std::fs::read(path).map_err(|e| ConvertError::Io {
+            path: p.clone(),
+            msg: e.to_string(),
+        })?;
         Self::from_bytes(&bytes, &p)
     }
 }
@@ -122,7 +160,10 @@ impl RandomSource {
                 }
             })
             .collect();
-        Tensor { shape: shape.to_vec(), data }
+        Tensor {
+            shape: shape.to_vec(),
+            data,
+        }
     }
 }
 

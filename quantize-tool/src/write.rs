@@ -21,13 +21,15 @@ pub enum WeightDtype {
 }
 
 fn pad_to(v: &mut Vec<u8>, align: usize) {
-    while v.len() % align != 0 {
+    while !v.len().is_multiple_of(align) {
         v.push(0);
     }
 }
 
 fn too_large(what: &str) -> ConvertError {
-    ConvertError::TooLarge { what: what.to_string() }
+    ConvertError::TooLarge {
+        what: what.to_string(),
+    }
 }
 
 /// Everything the writer needs besides the graph.
@@ -60,7 +62,8 @@ pub fn to_blob(g: &Graph, p: &Plan, meta: &BlobMeta) -> Result<Vec<u8>, ConvertE
 
     // Small sections first.
     let model_sec: [u8; MODEL_WORDS * 4] = words_to_bytes(&info.to_words());
-    let sched_sec: Option<[u8; SCHEDULE_WORDS * 4]> = meta.schedule.map(|s| words_to_bytes(&s.to_words()));
+    let sched_sec: Option<[u8; SCHEDULE_WORDS * 4]> =
+        meta.schedule.map(|s| words_to_bytes(&s.to_words()));
     let mut strings = Vec::new();
     let mut name_pos = Vec::new();
     for t in &g.tensors {
@@ -69,7 +72,14 @@ pub fn to_blob(g: &Graph, p: &Plan, meta: &BlobMeta) -> Result<Vec<u8>, ConvertE
     }
     let mut buffers = Vec::new();
     for (i, &n) in g.buffers.iter().enumerate() {
-        buffers.extend_from_slice(&BufferEntry { offset: p.offsets[i], numel: n, dtype: DType::F32 }.encode());
+        buffers.extend_from_slice(
+            &BufferEntry {
+                offset: p.offsets[i],
+                numel: n,
+                dtype: DType::F32,
+            }
+            .encode(),
+        );
     }
     let mut ops = Vec::new();
     for op in &g.ops {
@@ -102,15 +112,29 @@ pub fn to_blob(g: &Graph, p: &Plan, meta: &BlobMeta) -> Result<Vec<u8>, ConvertE
         pad_to(&mut data, ALIGN);
         let offset = data_start + data.len();
         match meta.dtype {
-            WeightDtype::F32 => t.tensor.data.iter().for_each(|x| data.extend_from_slice(&x.to_le_bytes())),
-            WeightDtype::F16 => {
-                t.tensor.data.iter().for_each(|x| data.extend_from_slice(&f16::from_f32(*x).to_le_bytes()))
-            }
+            WeightDtype::F32 => t
+                .tensor
+                .data
+                .iter()
+                .for_each(|x| data.extend_from_slice(&x.to_le_bytes())),
+            WeightDtype::F16 => t
+                .tensor
+                .data
+                .iter()
+                .for_each(|x| data.extend_from_slice(&f16::from_f32(*x).to_le_bytes())),
         }
-        let dtype = if meta.dtype == WeightDtype::F16 { DType::F16 } else { DType::F32 };
+        let dtype = if meta.dtype == WeightDtype::F16 {
+            DType::F16
+        } else {
+            DType::F32
+        };
         let shape = &t.tensor.shape;
         if shape.is_empty() || shape.len() > 4 {
-            return Err(too_large(&format!("tensor {} has rank {}", t.name, shape.len())));
+            return Err(too_large(&format!(
+                "tensor {} has rank {}",
+                t.name,
+                shape.len()
+            )));
         }
         let mut dims = [1u32; 4];
         for (d, &s) in dims.iter_mut().zip(shape) {
@@ -121,7 +145,8 @@ pub fn to_blob(g: &Graph, p: &Plan, meta: &BlobMeta) -> Result<Vec<u8>, ConvertE
             rank: shape.len() as u32,
             dims,
             offset: u32::try_from(offset).map_err(|_| too_large("blob over 4 GiB"))?,
-            nbytes: u32::try_from(t.tensor.data.len() * dtype.size() as usize).map_err(|_| too_large(&t.name))?,
+            nbytes: u32::try_from(t.tensor.data.len() * dtype.size() as usize)
+                .map_err(|_| too_large(&t.name))?,
             name_off: name_pos[i].0,
             name_len: name_pos[i].1,
             quant: NONE,
@@ -155,7 +180,8 @@ pub fn to_blob(g: &Graph, p: &Plan, meta: &BlobMeta) -> Result<Vec<u8>, ConvertE
         };
         if kind == section::TENSORS {
             for (j, t) in entries.iter().enumerate() {
-                blob[off + j * TENSOR_ENTRY_LEN..off + (j + 1) * TENSOR_ENTRY_LEN].copy_from_slice(&t.encode());
+                blob[off + j * TENSOR_ENTRY_LEN..off + (j + 1) * TENSOR_ENTRY_LEN]
+                    .copy_from_slice(&t.encode());
             }
         } else {
             blob[off..off + len].copy_from_slice(payload);
@@ -170,10 +196,23 @@ pub fn to_blob(g: &Graph, p: &Plan, meta: &BlobMeta) -> Result<Vec<u8>, ConvertE
 /// partial file behind.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ConvertError> {
     let p = path.display().to_string();
-    let io = |e: std::io::Error| ConvertError::Io { path: p.clone(), msg: e.to_string() };
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| ConvertError::Io { path: p.clone(), msg: "not a file path".into() })?;
-    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let io = |e: std::io::Error| ConvertError::Io {
+        path: p.clone(),
+        msg: e.to_string(),
+    };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| ConvertError::Io {
+        path: p.clone(),
+        msg: "not a file path".into(),
+    })?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let res = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;

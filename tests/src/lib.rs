@@ -41,8 +41,14 @@ fn f32s(st: &SafeTensors<'_>, name: &str) -> Option<Vec<f32>> {
     let t = st.tensor(name).ok()?;
     let d = t.data();
     Some(match t.dtype() {
-        Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        Dtype::I64 => d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+        Dtype::F32 => d
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::I64 => d
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)
+            .collect(),
         other => panic!("golden tensor {name} has unexpected dtype {other:?}"),
     })
 }
@@ -50,7 +56,9 @@ fn f32s(st: &SafeTensors<'_>, name: &str) -> Option<Vec<f32>> {
 impl GoldenIo {
     /// Load `io.safetensors` of a case.
     pub fn load(case: &Path) -> GoldenIo {
-        GoldenIo { raw: std::fs::read(case.join("io.safetensors")).expect("read io.safetensors") }
+        GoldenIo {
+            raw: std::fs::read(case.join("io.safetensors")).expect("read io.safetensors"),
+        }
     }
 
     /// The recorded evaluations.
@@ -58,7 +66,9 @@ impl GoldenIo {
         let st = SafeTensors::deserialize(&self.raw).expect("golden io parses");
         let mut v = Vec::new();
         for k in 0.. {
-            let Some(sample) = f32s(&st, &format!("sample_{k}")) else { break };
+            let Some(sample) = f32s(&st, &format!("sample_{k}")) else {
+                break;
+            };
             v.push(Sample {
                 sample,
                 timestep: f32s(&st, &format!("timestep_{k}")).expect("timestep")[0],
@@ -84,14 +94,19 @@ pub fn run(blob: &[u8], s: &Sample) -> Vec<f32> {
     let mut arena = AlignedBytes::zeroed(m.arena_bytes());
     let mut sess = m.bind(arena.as_mut_slice()).expect("bind");
     let mut out = vec![0f32; m.info().output_len()];
-    sess.forward(&s.sample, s.timestep, s.class_label, &mut out).expect("forward");
+    sess.forward(&s.sample, s.timestep, s.class_label, &mut out)
+        .expect("forward");
     out
 }
 
 /// Largest absolute difference, and the reference's largest magnitude.
 pub fn max_err(got: &[f32], want: &[f32]) -> (f32, f32) {
     assert_eq!(got.len(), want.len(), "output length");
-    let err = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let err = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
     let mag = want.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
     assert!(got.iter().all(|x| x.is_finite()), "non-finite output");
     (err, mag)

@@ -1,0 +1,252 @@
+//! End-to-end: `quantize-tool convert` + `ember forward` as a user runs them, on a committed golden case; bad input
+//! gives an error message and leaves no output file behind.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn quantize_tool() -> PathBuf {
+    // Built by the workspace alongside this crate's binary.
+    let ember = PathBuf::from(env!("CARGO_BIN_EXE_ember"));
+    let qt = ember.with_file_name(format!("quantize-tool{}", std::env::consts::EXE_SUFFIX));
+    if !qt.exists() {
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "-p", "quantize-tool", "--bin", "quantize-tool"])
+            .current_dir(root())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    qt
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ember-cli-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn f32s(st: &SafeTensors<'_>, name: &str) -> Vec<f32> {
+    st.tensor(name)
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn first_case() -> PathBuf {
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(root().join("tests/golden"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("io.safetensors").is_file() && p.join("config.json").is_file())
+        .collect();
+    cases.sort();
+    // Prefer a class-conditional case so class_labels travel through the CLI too.
+    cases
+        .iter()
+        .find(|c| {
+            std::fs::read_to_string(c.join("config.json"))
+                .unwrap()
+                .contains("\"num_class_embeds\": 1")
+        })
+        .cloned()
+        .unwrap_or_else(|| cases[0].clone())
+}
+
+#[test]
+fn convert_then_forward_matches_diffusers() {
+    let case = first_case();
+    let dir = tmpdir("fwd");
+    let blob = dir.join("m.ember");
+    let out = Command::new(quantize_tool())
+        .arg("convert")
+        .arg(&case)
+        .arg("-o")
+        .arg(&blob)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("arena bytes: "));
+
+    // Build the forward input from golden sample 0.
+    let io = std::fs::read(case.join("io.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&io).unwrap();
+    let sample = st.tensor("sample_0").unwrap();
+    let t = st.tensor("timestep_0").unwrap();
+    let mut tensors = vec![(
+        "sample",
+        TensorView::new(Dtype::F32, sample.shape().to_vec(), sample.data()).unwrap(),
+    )];
+    tensors.push((
+        "timestep",
+        TensorView::new(t.dtype(), t.shape().to_vec(), t.data()).unwrap(),
+    ));
+    let cl = st.tensor("class_labels_0").ok();
+    if let Some(c) = &cl {
+        tensors.push((
+            "class_labels",
+            TensorView::new(Dtype::I64, c.shape().to_vec(), c.data()).unwrap(),
+        ));
+    }
+    let inp = dir.join("in.safetensors");
+    std::fs::write(&inp, safetensors::serialize(tensors, &None).unwrap()).unwrap();
+    let res = dir.join("out.safetensors");
+    let o = Command::new(env!("CARGO_BIN_EXE_ember"))
+        .args(["forward", "--model"])
+        .arg(&blob)
+        .arg("--inputs")
+        .arg(&inp)
+        .arg("-o")
+        .arg(&res)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let raw = std::fs::read(&res).unwrap();
+    let got = f32s(&SafeTensors::deserialize(&raw).unwrap(), "sample");
+    let want = f32s(&st, "out_0");
+    let err = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    let mag = want.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
+    assert!(
+        err <= 1e-4 * mag,
+        "ember forward vs diffusers: {err} (max |ref| {mag})"
+    );
+
+    // inspect reads the blob.
+    let o = Command::new(quantize_tool())
+        .arg("inspect")
+        .arg(&blob)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success()
+            && text.contains("liveness lower bound")
+            && text.contains("MACs / forward"),
+        "{text}"
+    );
+
+    // bench --json prints the documented fields.
+    let o = Command::new(env!("CARGO_BIN_EXE_ember"))
+        .args(["bench", "--iters", "2", "--json", "--model"])
+        .arg(&blob)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("bench --json prints JSON");
+    assert!(v["median_ms"].as_f64().unwrap() > 0.0 && v["min_ms"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn bad_inputs_fail_cleanly_without_partial_files() {
+    let dir = tmpdir("bad");
+    // Garbage model.
+    let junk = dir.join("junk.ember");
+    std::fs::write(&junk, b"EMBR not really a model").unwrap();
+    let res = dir.join("out.safetensors");
+    let o = Command::new(env!("CARGO_BIN_EXE_ember"))
+        .args(["forward", "--model"])
+        .arg(&junk)
+        .args(["--inputs", "/nonexistent", "-o"])
+        .arg(&res)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("error:"));
+    assert!(!res.exists());
+
+    // A checkpoint folder without weights.
+    let empty = dir.join("empty_model");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::write(empty.join("config.json"), "{}").unwrap();
+    let out = dir.join("x.ember");
+    let o = Command::new(quantize_tool())
+        .arg("convert")
+        .arg(&empty)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("diffusion_pytorch_model.safetensors"));
+    assert!(!out.exists());
+
+    // A bare .safetensors with no config anywhere.
+    let bare = dir.join("bare.safetensors");
+    let z = [0u8; 4];
+    std::fs::write(
+        &bare,
+        safetensors::serialize(
+            [("w", TensorView::new(Dtype::F32, vec![1], &z).unwrap())],
+            &None,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let o = Command::new(quantize_tool())
+        .arg("convert")
+        .arg(&bare)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no model config"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!out.exists());
+    assert_eq!(
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .filter(|e| e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".tmp"))
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn bare_safetensors_with_config_in_metadata_converts() {
+    let case = first_case();
+    let dir = tmpdir("meta");
+    let raw = std::fs::read(case.join("diffusion_pytorch_model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&raw).unwrap();
+    let cfg = std::fs::read_to_string(case.join("config.json")).unwrap();
+    let tensors: Vec<(String, TensorView<'_>)> = st.tensors();
+    let meta = std::collections::HashMap::from([("config".to_string(), cfg)]);
+    let file = dir.join("model.safetensors");
+    std::fs::write(&file, safetensors::serialize(tensors, &Some(meta)).unwrap()).unwrap();
+    let o = Command::new(quantize_tool())
+        .current_dir(&dir)
+        .arg("convert")
+        .arg("model.safetensors")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        dir.join("model.ember").is_file(),
+        "default output is <name>.ember"
+    );
+}

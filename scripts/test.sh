@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The one command that runs every check: formatting, clippy (-D warnings), all tests (parity with the committed
+# diffusers goldens, malformed input, CLI end-to-end), the doc build, and the bare-metal proof (ember-core built for
+# thumbv7em / thumbv8m with no std and no allocator, plus a forward pass on an emulated Cortex-M7 under QEMU).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+step() { printf '\n==== %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -q -- -D warnings
+step "cargo test (release)"
+cargo test --workspace --release
+step "cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q
+step "bare metal: no_std build + QEMU Cortex-M7 run"
+scripts/check-nostd.sh
+step "all checks passed"
