@@ -120,7 +120,8 @@ pub mod tol {
     /// so the f32 bound applies.
     pub const F16W_EXACT_WEIGHTS: f32 = 1e-4;
     /// f16-stored weights vs diffusers f32: f16 keeps 11 significant bits (relative rounding ≤ 2^-11 ≈ 4.9e-4 per
-    /// weight); through ~20–60 layers the independent rounding errors add up to well under 1 % of the output's
-    /// scale on these models. Measured worst cases are printed by the test.
-    pub const F16_VS_F32: f32 = 1e-2;
+    /// weight). Through the ~10–20 normalized layers of a path the independent rounding errors add roughly in
+    /// quadrature, so a few 2^-11 is expected; the bound is about 10 · 2^-11. Measured on the committed cases
+    /// (diffusers 0.42.1): worst 1.4e-3. The tight check of the f16 path is [`F16W_EXACT_WEIGHTS`].
+    pub const F16_VS_F32: f32 = 5e-3;
 }
