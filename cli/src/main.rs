@@ -75,11 +75,7 @@ fn load_model(path: &Path) -> Result<AlignedBytes, String> {
     AlignedBytes::read(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn tensor_f32(
-    st: &SafeTensors<'_>,
-    name: &str,
-    path: &str,
-) -> Result<Option<ShapedF32>, String> {
+fn tensor_f32(st: &SafeTensors<'_>, name: &str, path: &str) -> Result<Option<ShapedF32>, String> {
     let t = match st.tensor(name) {
         Ok(t) => t,
         Err(_) => return Ok(None),
