@@ -331,3 +331,244 @@ pub fn residual_div(x: &mut [f32], residual: &[f32], div: f32) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The generic kernels against textbook definitions written as plainly as possible (f64 accumulation), on
+    //! random shapes including stride 2, asymmetric padding and odd sizes.
+    use super::*;
+    use half::f16;
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> f32 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        }
+        fn vec(&mut self, n: usize) -> std::vec::Vec<f32> {
+            (0..n).map(|_| self.next()).collect()
+        }
+        fn below(&mut self, n: usize) -> usize {
+            ((self.next() + 1.0) * 0.5 * n as f32) as usize % n
+        }
+    }
+
+    extern crate std;
+    use std::vec;
+
+    fn naive_conv(g: &Conv2dGeom, x: &[f32], w: &[f32], b: &[f32]) -> std::vec::Vec<f32> {
+        let mut out = vec![0f32; g.cout * g.oh * g.ow];
+        for co in 0..g.cout {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let mut acc = b[co] as f64;
+                    for ci in 0..g.cin {
+                        for ky in 0..g.k {
+                            for kx in 0..g.k {
+                                let iy = (oy * g.stride + ky) as isize - g.pad_t as isize;
+                                let ix = (ox * g.stride + kx) as isize - g.pad_l as isize;
+                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                    continue;
+                                }
+                                let xv = x[ci * g.h * g.w + iy as usize * g.w + ix as usize] as f64;
+                                acc += xv * w[((co * g.cin + ci) * g.k + ky) * g.k + kx] as f64;
+                            }
+                        }
+                    }
+                    out[(co * g.oh + oy) * g.ow + ox] = acc as f32;
+                }
+            }
+        }
+        out
+    }
+
+    fn close(a: &[f32], b: &[f32], tol: f32) {
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (x - y).abs() <= tol * (1.0 + y.abs()),
+                "element {i}: {x} vs {y}"
+            );
+        }
+    }
+
+    #[test]
+    fn conv2d_matches_definition_on_random_shapes() {
+        let mut r = Rng(0x1234_5678_9abc_def1);
+        for case in 0..200 {
+            let k = [1, 3, 3, 5][case % 4];
+            let stride = 1 + case % 2;
+            let h = 1 + r.below(11);
+            let w = 1 + r.below(11);
+            let pad_t = r.below(k);
+            let pad_l = r.below(k);
+            let pad_b = r.below(k);
+            let pad_r = r.below(k);
+            if h + pad_t + pad_b < k || w + pad_l + pad_r < k {
+                continue;
+            }
+            let oh = (h + pad_t + pad_b - k) / stride + 1;
+            let ow = (w + pad_l + pad_r - k) / stride + 1;
+            let g = Conv2dGeom {
+                cin: 1 + r.below(4),
+                h,
+                w,
+                cout: 1 + r.below(4),
+                k,
+                stride,
+                pad_t,
+                pad_l,
+                oh,
+                ow,
+            };
+            let x = r.vec(g.cin * h * w);
+            let wt = r.vec(g.cout * g.cin * k * k);
+            let b = r.vec(g.cout);
+            let mut out = vec![f32::NAN; g.cout * oh * ow];
+            conv2d(&g, &x, Weights::F32(&wt), Some(Weights::F32(&b)), &mut out);
+            close(&out, &naive_conv(&g, &x, &wt, &b), 1e-5);
+            // f16 weights: same as f32 weights rounded to f16.
+            let wh: std::vec::Vec<f16> = wt.iter().map(|&v| f16::from_f32(v)).collect();
+            let bh: std::vec::Vec<f16> = b.iter().map(|&v| f16::from_f32(v)).collect();
+            let wr: std::vec::Vec<f32> = wh.iter().map(|v| v.to_f32()).collect();
+            let br: std::vec::Vec<f32> = bh.iter().map(|v| v.to_f32()).collect();
+            conv2d(&g, &x, Weights::F16(&wh), Some(Weights::F16(&bh)), &mut out);
+            close(&out, &naive_conv(&g, &x, &wr, &br), 1e-5);
+        }
+    }
+
+    #[test]
+    fn linear_matches_definition() {
+        let mut r = Rng(42);
+        let (n_in, n_out) = (13, 7);
+        let x = r.vec(n_in);
+        let w = r.vec(n_in * n_out);
+        let b = r.vec(n_out);
+        let mut out = vec![0f32; n_out];
+        linear(
+            &x,
+            Weights::F32(&w),
+            Some(Weights::F32(&b)),
+            true,
+            true,
+            &mut out,
+        );
+        let s = |v: f64| v / (1.0 + (-v).exp());
+        let want: std::vec::Vec<f32> = (0..n_out)
+            .map(|o| {
+                s(b[o] as f64
+                    + (0..n_in)
+                        .map(|i| w[o * n_in + i] as f64 * s(x[i] as f64))
+                        .sum::<f64>()) as f32
+            })
+            .collect();
+        close(&out, &want, 1e-5);
+    }
+
+    #[test]
+    fn group_norm_matches_definition_with_scale_shift() {
+        let mut r = Rng(7);
+        let (c, hw, groups) = (12, 10, 3);
+        let x: std::vec::Vec<f32> = r.vec(c * hw).iter().map(|v| v * 5.0 + 2.0).collect();
+        let gamma = r.vec(c);
+        let beta = r.vec(c);
+        let ss = r.vec(2 * c);
+        let a = GroupNormArgs {
+            c,
+            hw,
+            groups,
+            eps: 1e-5,
+            gamma: Weights::F32(&gamma),
+            beta: Weights::F32(&beta),
+            scale_shift: Some(&ss),
+            silu: true,
+        };
+        let mut out = vec![0f32; c * hw];
+        group_norm(&a, &x, &mut out);
+        let cpg = c / groups;
+        let mut want = vec![0f32; c * hw];
+        for g in 0..groups {
+            let xs = &x[g * cpg * hw..(g + 1) * cpg * hw];
+            let mean = xs.iter().map(|&v| v as f64).sum::<f64>() / xs.len() as f64;
+            let var = xs.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / xs.len() as f64;
+            for ch in g * cpg..(g + 1) * cpg {
+                for p in 0..hw {
+                    let n = (x[ch * hw + p] as f64 - mean) / (var + 1e-5).sqrt();
+                    let y = (n * gamma[ch] as f64 + beta[ch] as f64) * (1.0 + ss[ch] as f64)
+                        + ss[c + ch] as f64;
+                    want[ch * hw + p] = (y / (1.0 + (-y).exp())) as f32;
+                }
+            }
+        }
+        close(&out, &want, 1e-5);
+    }
+
+    #[test]
+    fn attention_matches_full_softmax() {
+        let mut r = Rng(99);
+        let (heads, d, n) = (3, 4, 17);
+        let q: std::vec::Vec<f32> = r.vec(heads * d * n).iter().map(|v| v * 4.0).collect();
+        let k = r.vec(heads * d * n);
+        let v = r.vec(heads * d * n);
+        let mut scores = vec![0f32; n];
+        let mut out = vec![0f32; heads * d * n];
+        attention(
+            &AttentionGeom {
+                heads,
+                head_dim: d,
+                n,
+            },
+            &q,
+            &k,
+            &v,
+            &mut scores,
+            &mut out,
+        );
+        let mut want = vec![0f32; heads * d * n];
+        for h in 0..heads {
+            let at = |t: &[f32], c: usize, i: usize| t[(h * d + c) * n + i] as f64;
+            for i in 0..n {
+                let s: std::vec::Vec<f64> = (0..n)
+                    .map(|j| {
+                        (0..d).map(|c| at(&q, c, i) * at(&k, c, j)).sum::<f64>() / (d as f64).sqrt()
+                    })
+                    .collect();
+                let m = s.iter().cloned().fold(f64::MIN, f64::max);
+                let e: std::vec::Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for c in 0..d {
+                    want[(h * d + c) * n + i] =
+                        ((0..n).map(|j| e[j] * at(&v, c, j)).sum::<f64>() / z) as f32;
+                }
+            }
+        }
+        close(&out, &want, 1e-5);
+    }
+
+    #[test]
+    fn pooling_upsampling_and_embedding() {
+        let x: std::vec::Vec<f32> = (0..2 * 3 * 5).map(|i| i as f32).collect();
+        let mut p = vec![0f32; 4]; // [2, 1, 2]
+        avg_pool2(&x, 2, 3, 5, &mut p);
+        assert_eq!(p, vec![3.0, 5.0, 18.0, 20.0]);
+        let mut u = vec![0f32; 2 * 6 * 10];
+        upsample_nearest2(&x, 2, 3, 5, &mut u);
+        for c in 0..2 {
+            for y in 0..6 {
+                for xx in 0..10 {
+                    assert_eq!(u[(c * 6 + y) * 10 + xx], x[(c * 3 + y / 2) * 5 + xx / 2]);
+                }
+            }
+        }
+        let mut e = vec![0f32; 6];
+        timestep_embedding(10.0, true, 1.0, &mut e);
+        // half = 3, freq_i = exp(-ln(1e4) * i / 2): cos first when flipped.
+        for i in 0..3 {
+            let f = (-(10000f64.ln()) * i as f64 / 2.0).exp();
+            assert!((e[i] as f64 - (10.0 * f).cos()).abs() < 1e-5);
+            assert!((e[3 + i] as f64 - (10.0 * f).sin()).abs() < 1e-5);
+        }
+    }
+}
