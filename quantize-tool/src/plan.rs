@@ -95,3 +95,36 @@ pub fn plan(g: &Graph) -> Plan {
         liveness_bytes: liveness,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{config::UNetConfig, lower::lower, source::RandomSource};
+
+    /// Two buffers whose lives overlap (e.g. a skip connection held across the whole down path and a scratch
+    /// buffer of the middle block) never share bytes, and the arena is never below the liveness bound.
+    #[test]
+    fn live_buffers_never_overlap() {
+        let cfg = serde_json::json!({
+            "sample_size": 16, "in_channels": 3, "out_channels": 3, "block_out_channels": [8, 16, 16],
+            "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "ResnetDownsampleBlock2D"],
+            "up_block_types": ["ResnetUpsampleBlock2D", "AttnUpBlock2D", "UpBlock2D"],
+            "layers_per_block": 2, "norm_num_groups": 4, "attention_head_dim": 4, "num_class_embeds": 4
+        });
+        let g = lower(&UNetConfig::from_json(&cfg, None).unwrap(), &RandomSource { seed: 0 }).unwrap();
+        let p = plan(&g);
+        let life = lifetimes(&g);
+        let end = |b: usize| p.offsets[b] as u64 + g.buffers[b] as u64 * 4;
+        for a in 0..g.buffers.len() {
+            assert!(end(a) <= p.arena_bytes);
+            for b in a + 1..g.buffers.len() {
+                let live_together = life[a].0 <= life[b].1 && life[b].0 <= life[a].1;
+                let share = (p.offsets[a] as u64) < end(b) && (p.offsets[b] as u64) < end(a);
+                assert!(!(live_together && share), "buffers {a} and {b} overlap while both live");
+            }
+        }
+        assert!(p.arena_bytes >= p.liveness_bytes);
+        let sum: u64 = g.buffers.iter().map(|&n| aligned(n as u64 * 4)).sum();
+        assert!(p.arena_bytes * 3 < sum, "reuse: arena {} vs sum of buffers {sum}", p.arena_bytes);
+    }
+}
