@@ -231,10 +231,15 @@ impl<'a> Model<'a> {
             }
             ranges[j] = (e.offset as u64, e.offset as u64 + e.nbytes());
         }
+        // The buffers of one op never share bytes; the one exception is a concat of a buffer with itself (a U-Net
+        // without a mid block concatenates the last down output with its own skip), which the executor handles.
+        let self_concat = matches!(op, Op::Concat { a, b, .. } if a == b);
         for j in 0..uses.len() {
             for k in j + 1..uses.len() {
                 let (a, b) = (ranges[j], ranges[k]);
-                if a.0 < b.1 && b.0 < a.1 {
+                let both_reads = uses[j].2 == Some(Access::Read) && uses[k].2 == Some(Access::Read);
+                if a.0 < b.1 && b.0 < a.1 && !(self_concat && both_reads && uses[j].0 == uses[k].0)
+                {
                     return Err(OpFault::Aliasing);
                 }
             }
@@ -252,9 +257,6 @@ impl<'a> Model<'a> {
                 });
             }
         }
-        // Which buffers are written must be consistent with how they are declared (read-only uses are never
-        // written by the executor), nothing more to check here.
-        let _ = uses.iter().filter(|u| u.2 == Some(Access::Write)).count();
         Ok(())
     }
 
@@ -330,7 +332,10 @@ impl<'a> Model<'a> {
         let bad = Error::BadBuffer { index: i };
         let off = (i as usize).checked_mul(BUFFER_ENTRY_LEN).ok_or(bad)?;
         let w: [u32; 4] = rd_words(self.buffers, off).ok_or(bad)?;
-        if w[2] != DType::F32 as u32 || w[1] == 0 || w[1] > MAX_ELEMS || !(w[0] as usize).is_multiple_of(ALIGN)
+        if w[2] != DType::F32 as u32
+            || w[1] == 0
+            || w[1] > MAX_ELEMS
+            || !(w[0] as usize).is_multiple_of(ALIGN)
         {
             return Err(bad);
         }
@@ -639,6 +644,12 @@ impl<'a> Session<'_, 'a> {
                     a.scale_shift = Some(ss);
                     (k.group_norm)(&a, x, y);
                 }
+            }
+            Op::Concat { a, b, out, na, .. } if a == b => {
+                let [x, o] = self.bufs([a, out])?;
+                let (lo, hi) = o.split_at_mut(na as usize);
+                lo.copy_from_slice(x);
+                hi.copy_from_slice(x);
             }
             Op::Concat { a, b, out, na, .. } => {
                 let [x, y, o] = self.bufs([a, b, out])?;

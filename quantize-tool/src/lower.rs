@@ -395,8 +395,14 @@ impl Builder<'_> {
         let pad = self.cfg.downsample_padding;
         // padding 0: diffusers pads (0, 1, 0, 1) and convolves unpadded.
         let (pt, pb) = if pad == 0 { (0, 1) } else { (pad, pad) };
-        let oh = (x.h + pt + pb - 3) / 2 + 1;
-        let ow = (x.w + pt + pb - 3) / 2 + 1;
+        let oh = (x.h + pt + pb).saturating_sub(3) / 2 + 1;
+        let ow = (x.w + pt + pb).saturating_sub(3) / 2 + 1;
+        if oh * 2 != x.h || ow * 2 != x.w {
+            return Err(crate::error::cfg_err(
+                "downsample_padding",
+                format!("padding {pad} turns {}x{} into {oh}x{ow}, which the up path cannot match (diffusers fails too)", x.h, x.w),
+            ));
+        }
         self.conv(
             x,
             &format!("{p}.conv"),

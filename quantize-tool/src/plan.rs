@@ -111,7 +111,11 @@ mod tests {
             "up_block_types": ["ResnetUpsampleBlock2D", "AttnUpBlock2D", "UpBlock2D"],
             "layers_per_block": 2, "norm_num_groups": 4, "attention_head_dim": 4, "num_class_embeds": 4
         });
-        let g = lower(&UNetConfig::from_json(&cfg, None).unwrap(), &RandomSource { seed: 0 }).unwrap();
+        let g = lower(
+            &UNetConfig::from_json(&cfg, None).unwrap(),
+            &RandomSource { seed: 0 },
+        )
+        .unwrap();
         let p = plan(&g);
         let life = lifetimes(&g);
         let end = |b: usize| p.offsets[b] as u64 + g.buffers[b] as u64 * 4;
@@ -120,11 +124,18 @@ mod tests {
             for b in a + 1..g.buffers.len() {
                 let live_together = life[a].0 <= life[b].1 && life[b].0 <= life[a].1;
                 let share = (p.offsets[a] as u64) < end(b) && (p.offsets[b] as u64) < end(a);
-                assert!(!(live_together && share), "buffers {a} and {b} overlap while both live");
+                assert!(
+                    !(live_together && share),
+                    "buffers {a} and {b} overlap while both live"
+                );
             }
         }
         assert!(p.arena_bytes >= p.liveness_bytes);
         let sum: u64 = g.buffers.iter().map(|&n| aligned(n as u64 * 4)).sum();
-        assert!(p.arena_bytes * 3 < sum, "reuse: arena {} vs sum of buffers {sum}", p.arena_bytes);
+        assert!(
+            p.arena_bytes * 3 < sum,
+            "reuse: arena {} vs sum of buffers {sum}",
+            p.arena_bytes
+        );
     }
 }

@@ -9,11 +9,13 @@ to f16 and back (math still f32): the exact reference for ember's f16-weight blo
 
     .venv/bin/python tests/golden/generate.py             # the committed cases
     .venv/bin/python tests/golden/generate.py --cifar10   # google/ddpm-cifar10-32 architecture (not committed)
+    .venv/bin/python tests/golden/generate.py --list      # case names; --out DIR writes elsewhere
 """
 import argparse
 import json
 import os
 import platform
+import struct
 import sys
 
 import numpy as np
@@ -21,7 +23,7 @@ import safetensors
 import torch
 import diffusers
 from diffusers import DDPMScheduler, DDIMScheduler, UNet2DModel
-from safetensors.torch import save_file
+from safetensors.torch import save as st_save
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -80,7 +82,29 @@ CASES = {
              up_block_types=("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
              layers_per_block=1, norm_num_groups=4, attention_head_dim=8, class_embed_type="timestep",
              downsample_type="resnet", upsample_type="resnet"),
-        [0, 999], "i64", [4, 9], None),
+        [0, 999, 421], "i64", [4, 9, 0], None),
+    # Second class-table case: 3 channels, 8x8, resnet down/up blocks (default time shift), 2 layers per block,
+    # attention head dim 4 (heads 4 in the mid block), K = 4 fractional f32 timesteps.
+    "class_cond_resnet_blocks_8px": (
+        dict(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, 16),
+             down_block_types=("ResnetDownsampleBlock2D", "AttnDownBlock2D"),
+             up_block_types=("AttnUpBlock2D", "ResnetUpsampleBlock2D"),
+             layers_per_block=2, norm_num_groups=4, attention_head_dim=4, num_class_embeds=11),
+        [0, 37.5, 999, 500.25], "f32", [0, 10, 5, 3], None),
+    # Regression: no mid block, so the first up layer concatenates the last down output with itself (ember's
+    # validator once rejected that op as aliasing).
+    "no_mid_block": (
+        dict(sample_size=16, in_channels=1, out_channels=1, block_out_channels=(8, 16),
+             down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+             layers_per_block=1, norm_num_groups=4, mid_block_type=None),
+        [0, 421, 999], "i64", None, None),
+    # A single block (no down/upsampling), 3 layers per block, 24 channels with attention_head_dim 16 (one head of
+    # 16 channels: inner dim != channels), 2 channels in and out.
+    "single_block_inner_dim": (
+        dict(sample_size=8, in_channels=2, out_channels=2, block_out_channels=(24,),
+             down_block_types=("AttnDownBlock2D",), up_block_types=("AttnUpBlock2D",),
+             layers_per_block=3, norm_num_groups=8, attention_head_dim=16),
+        [3, 999], "f32", None, None),
 }
 
 CIFAR10 = dict(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(128, 256, 256, 256),
@@ -115,6 +139,21 @@ def perturb(model, gen):
                 p.copy_(torch.randn(p.shape, generator=gen))
 
 
+def save_sorted(tensors, path, metadata):
+    """``safetensors.torch.save_file`` with a reproducible header: the library writes ``__metadata__`` in hash-map
+    order (different on every run), so re-emit the header with sorted metadata keys and tensors in data order."""
+    raw = st_save(tensors, metadata=metadata)
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    meta = header.pop("__metadata__")
+    ordered = {"__metadata__": dict(sorted(meta.items()))}
+    ordered.update(sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]))
+    h = json.dumps(ordered, separators=(",", ":")).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + raw[8 + n:])
+
+
 def scheduler(kind):
     if kind == "ddpm":
         return DDPMScheduler()
@@ -136,6 +175,8 @@ def make_case(name, kwargs, timesteps, tdtype, labels, sched, out_root, seed, pe
     if perturb_weights:
         perturb(model, gen)
     model.save_pretrained(folder, safe_serialization=True)
+    with safetensors.safe_open(os.path.join(folder, "diffusion_pytorch_model.safetensors"), "pt") as f:
+        assert all(f.get_slice(k).get_dtype() == "F32" for k in f.keys()), "weights must be saved as f32"
     if sched is not None:
         scheduler(sched).save_pretrained(folder)
     nparams = sum(p.numel() for p in model.parameters())
@@ -165,8 +206,9 @@ def make_case(name, kwargs, timesteps, tdtype, labels, sched, out_root, seed, pe
     meta = versions()
     meta.update(case=name, seed=str(seed), K=str(len(timesteps)), timestep_dtype=tdtype,
                 config=json.dumps(kwargs, default=list))
-    save_file(tensors, os.path.join(folder, "io.safetensors"), metadata=meta)
-    print(f"{name:<28} {nparams:>10,} params  max|out| {mag:.3f}")
+    save_sorted(tensors, os.path.join(folder, "io.safetensors"), meta)
+    print(f"{name:<30} {nparams:>12,} params  max|out| {mag:.3f}")
+    return nparams
 
 
 def main():
@@ -174,16 +216,20 @@ def main():
     ap.add_argument("--out", default=HERE, help="output folder (default: tests/golden)")
     ap.add_argument("--cifar10", action="store_true", help="write ddpm-cifar10-32 (random weights) instead")
     ap.add_argument("--list", action="store_true", help="list the case names")
+    ap.add_argument("--only", nargs="*", help="generate only these cases")
     args = ap.parse_args()
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     if args.list:
         print("\n".join(CASES))
         return
     if args.cifar10:
-        make_case("ddpm-cifar10-32", CIFAR10, [10, 999], "i64", None, "ddpm", args.out, seed=10,
-                  perturb_weights=False, f16=False)
+        n = make_case("ddpm-cifar10-32", CIFAR10, [10, 999], "i64", None, "ddpm", args.out, seed=10,
+                      perturb_weights=False, f16=False)
+        assert 35.6e6 < n < 35.8e6, f"ddpm-cifar10-32 should have ~35.7 M parameters, got {n}"
         return
     for i, (name, (kwargs, ts, tdtype, labels, sched)) in enumerate(CASES.items()):
+        if args.only and name not in args.only:
+            continue
         make_case(name, kwargs, ts, tdtype, labels, sched, args.out, seed=1000 + i)
 
 
