@@ -319,13 +319,17 @@ impl ModelInfo {
     pub fn macs(&self) -> u64 {
         (self.macs_hi as u64) << 32 | self.macs_lo as u64
     }
-    /// Elements of the input sample.
+    /// Elements of the input sample (saturating: a validated model keeps it ≤ 2^26, on 32-bit targets too).
     pub fn input_len(&self) -> usize {
-        self.in_channels as usize * self.height as usize * self.width as usize
+        (self.in_channels as usize)
+            .saturating_mul(self.height as usize)
+            .saturating_mul(self.width as usize)
     }
-    /// Elements of the output.
+    /// Elements of the output (saturating, as [`ModelInfo::input_len`]).
     pub fn output_len(&self) -> usize {
-        self.out_channels as usize * self.height as usize * self.width as usize
+        (self.out_channels as usize)
+            .saturating_mul(self.height as usize)
+            .saturating_mul(self.width as usize)
     }
 }
 

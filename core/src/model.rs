@@ -153,8 +153,9 @@ impl<'a> Model<'a> {
                 return Err(Error::BadModel { field });
             }
         }
-        if (info.input_len() as u64) > MAX_ELEMS as u64
-            || (info.output_len() as u64) > MAX_ELEMS as u64
+        let plane = info.height as u64 * info.width as u64;
+        if info.in_channels as u64 * plane > MAX_ELEMS as u64
+            || info.out_channels as u64 * plane > MAX_ELEMS as u64
         {
             return Err(Error::BadModel { field: 2 });
         }
@@ -182,7 +183,9 @@ impl<'a> Model<'a> {
         for i in 0..self.n_tensors() {
             let t = self.tensor(i)?;
             let start = t.offset as usize;
-            let end = start + t.nbytes as usize;
+            let end = start
+                .checked_add(t.nbytes as usize)
+                .ok_or(Error::BadTensor { index: i })?;
             if start < self.data.0 || end > self.data.1 {
                 return Err(Error::BadTensor { index: i });
             }
@@ -296,8 +299,13 @@ impl<'a> Model<'a> {
     }
 
     fn op_raw(&self, i: u32) -> Result<Op, OpFault> {
-        let w: [u32; OP_WORDS] =
-            rd_words(self.ops, i as usize * OP_RECORD_LEN).ok_or(OpFault::UnknownKind(0))?;
+        let w: [u32; OP_WORDS] = rd_words(
+            self.ops,
+            (i as usize)
+                .checked_mul(OP_RECORD_LEN)
+                .ok_or(OpFault::UnknownKind(0))?,
+        )
+        .ok_or(OpFault::UnknownKind(0))?;
         Op::decode(&w)
     }
 
@@ -314,7 +322,11 @@ impl<'a> Model<'a> {
             .ok_or(Error::BadTensor { index: i })?;
         let b = self
             .tensors
-            .get(off..off + TENSOR_ENTRY_LEN)
+            .get(
+                off..off
+                    .checked_add(TENSOR_ENTRY_LEN)
+                    .ok_or(Error::BadTensor { index: i })?,
+            )
             .ok_or(Error::BadTensor { index: i })?;
         TensorEntry::decode(b, i)
     }
