@@ -18,12 +18,17 @@ fn quantize_tool() -> PathBuf {
     let ember = PathBuf::from(env!("CARGO_BIN_EXE_ember"));
     let qt = ember.with_file_name(format!("quantize-tool{}", std::env::consts::EXE_SUFFIX));
     if !qt.exists() {
-        let st = Command::new(env!("CARGO"))
-            .args(["build", "-p", "quantize-tool", "--bin", "quantize-tool"])
-            .current_dir(root())
-            .status()
-            .unwrap();
-        assert!(st.success());
+        // Same profile as this test binary (target/<profile>/ember).
+        let release = ember
+            .parent()
+            .and_then(|d| d.file_name())
+            .is_some_and(|n| n == "release");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-p", "quantize-tool", "--bin", "quantize-tool"]);
+        if release {
+            cmd.arg("--release");
+        }
+        assert!(cmd.current_dir(root()).status().unwrap().success());
     }
     qt
 }
