@@ -1,0 +1,333 @@
+#!/usr/bin/env python3
+"""ember vs PyTorch vs ONNX Runtime: one U-Net forward pass, batch 1, one thread each.
+
+For every architecture in benches/configs/ this script
+
+1. builds the diffusers ``UNet2DModel`` from the config JSON with seeded random weights and saves it
+   (``save_pretrained(..., safe_serialization=True)``) to a temporary folder;
+2. converts that folder with ``quantize-tool convert`` and reads ``quantize-tool inspect`` (arena bytes and the
+   liveness lower bound);
+3. checks numerically, on one seeded input, that ``ember forward`` matches PyTorch (max |ember - torch| / max |torch|)
+   so that the timings below compare the same network;
+4. times ``ember bench --json``, PyTorch (``torch.set_num_threads(1)``, ``no_grad``) and ONNX Runtime (opset 17,
+   one intra-op and one inter-op thread, all graph optimizations), with the same warm-up and iteration counts, and
+   reports medians.
+
+Usage (from the repository root, with the virtual environment of benches/requirements.txt):
+
+    python benches/compare.py --iters 10 --json-out bench.json
+    python benches/compare.py --models mnist32 --iters 50
+
+The ember binaries are taken from ``$CARGO_TARGET_DIR/release`` (default ``target/release``) and built with
+``cargo build --release -p quantize-tool -p ember-cli`` when missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+# One thread everywhere, before numpy / torch / onnxruntime load their thread pools.
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = REPO / "benches" / "configs"
+WARMUP = 2  # `ember bench` always runs 2 warm-up passes; torch and ORT get the same.
+TIMESTEP = 500.0
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------------- ember binaries
+
+
+def target_dir() -> Path:
+    env = os.environ.get("CARGO_TARGET_DIR")
+    if env:
+        p = Path(env)
+        return p if p.is_absolute() else REPO / p
+    return REPO / "target"
+
+
+def ember_binaries(build: bool) -> tuple[Path, Path]:
+    rel = target_dir() / "release"
+    qt, ember = rel / "quantize-tool", rel / "ember"
+    if build or not (qt.is_file() and ember.is_file()):
+        log(f"building ember binaries into {rel} ...")
+        subprocess.run(
+            ["cargo", "build", "--release", "-p", "quantize-tool", "-p", "ember-cli"], cwd=REPO, check=True
+        )
+    return qt, ember
+
+
+def run(cmd: list[str | Path]) -> str:
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({r.returncode}):\n{r.stdout}{r.stderr}")
+    return r.stdout
+
+
+def inspect_blob(qt: Path, blob: Path) -> dict:
+    text = run([qt, "inspect", blob])
+    m = re.search(r"arena bytes\s+(\d+) \(liveness lower bound (\d+)", text)
+    p = re.search(r"parameters\s+(\d+)", text)
+    macs = re.search(r"MACs / forward\s+(\d+)", text)
+    if not (m and p and macs):
+        raise RuntimeError(f"could not read `quantize-tool inspect` output:\n{text}")
+    return {
+        "arena_bytes": int(m.group(1)),
+        "liveness_lower_bound": int(m.group(2)),
+        "params": int(p.group(1)),
+        "macs": int(macs.group(1)),
+        "blob_bytes": blob.stat().st_size,
+    }
+
+
+# ------------------------------------------------------------------------------------------------- the torch model
+
+
+def load_config(name: str) -> dict:
+    path = CONFIGS / f"{name}.json"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in CONFIGS.glob("*.json")))
+        raise SystemExit(f"unknown model `{name}` (no {path}); known: {known}")
+    return json.loads(path.read_text())
+
+
+def build_unet(cfg: dict, seed: int):
+    """UNet2DModel from the config, every parameter re-drawn from a seeded generator.
+
+    Uniform in +-1/sqrt(fan_in) like PyTorch's default init, and norm scales 1 + 0.1 u, norm shifts random too, so
+    that no layer is an identity and the parity check exercises every tensor.
+    """
+    from diffusers import UNet2DModel
+
+    model = UNet2DModel.from_config(cfg)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            u = torch.rand(p.shape, generator=g, dtype=torch.float32) * 2 - 1
+            if "norm" in name and name.endswith(".weight"):
+                p.copy_(1 + 0.1 * u)
+            else:
+                fan_in = max(1, math.prod(p.shape[1:])) if p.dim() > 1 else max(1, p.shape[0])
+                p.copy_(u / math.sqrt(fan_in))
+    return model.eval()
+
+
+class Wrapper(torch.nn.Module):
+    """(sample, timestep) -> sample, the signature exported to ONNX."""
+
+    def __init__(self, unet):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample, timestep):
+        return self.unet(sample, timestep, return_dict=False)[0]
+
+
+def time_fn(fn, iters: int) -> dict:
+    for _ in range(WARMUP):
+        fn()
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return {"median_ms": statistics.median(times), "min_ms": min(times), "iters": iters}
+
+
+# ----------------------------------------------------------------------------------------------------- one model
+
+
+def compare(name: str, qt: Path, ember: Path, iters: int, seed: int, work: Path) -> dict:
+    import onnxruntime as ort
+    from safetensors.numpy import load_file, save_file
+
+    cfg = load_config(name)
+    d = work / name
+    d.mkdir(parents=True, exist_ok=True)
+    log(f"[{name}] building diffusers UNet2DModel (seed {seed}) ...")
+    unet = build_unet(cfg, seed)
+    unet.save_pretrained(d / "unet", safe_serialization=True)
+
+    blob = d / f"{name}.ember"
+    log(f"[{name}] quantize-tool convert ...")
+    run([qt, "convert", d / "unet", "-o", blob])
+    info = inspect_blob(qt, blob)
+
+    # One seeded input, shared by the parity checks and the torch / ORT timings.
+    c, s = cfg["in_channels"], cfg["sample_size"]
+    rng = np.random.default_rng(seed + 1)
+    sample = rng.standard_normal((1, c, s, s), dtype=np.float32)
+    timestep = np.array([TIMESTEP], dtype=np.float32)
+    x, t = torch.from_numpy(sample), torch.from_numpy(timestep)
+
+    with torch.no_grad():
+        ref = unet(x, t, return_dict=False)[0].numpy()
+    save_file({"sample": sample, "timestep": timestep}, str(d / "inputs.safetensors"))
+    run([ember, "forward", "--model", blob, "--inputs", d / "inputs.safetensors", "-o", d / "out.safetensors"])
+    got = load_file(str(d / "out.safetensors"))["sample"]
+    scale = float(np.abs(ref).max())
+    ember_err = float(np.abs(got - ref).max()) / scale
+    log(f"[{name}] ember vs torch: max abs err / max |torch| = {ember_err:.2e}")
+
+    log(f"[{name}] exporting ONNX (opset 17) ...")
+    onnx_path = d / f"{name}.onnx"
+    with warnings.catch_warnings():  # TracerWarnings about diffusers' shape asserts
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            Wrapper(unet),
+            (x, t),
+            str(onnx_path),
+            input_names=["sample", "timestep"],
+            output_names=["out"],
+            opset_version=17,
+            dynamo=False,
+        )
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    feeds = {"sample": sample, "timestep": timestep}
+    ort_out = sess.run(None, feeds)[0]
+    ort_err = float(np.abs(ort_out - ref).max()) / scale
+    log(f"[{name}] ORT vs torch:   max abs err / max |torch| = {ort_err:.2e}")
+
+    log(f"[{name}] timing ember ({WARMUP} warm-up + {iters}) ...")
+    eb = json.loads(run([ember, "bench", "--model", blob, "--iters", str(iters), "--json"]))
+    log(f"[{name}] ember median {eb['median_ms']:.2f} ms ({eb['kernels']} kernels)")
+
+    log(f"[{name}] timing torch ...")
+    with torch.no_grad():
+        tt = time_fn(lambda: unet(x, t, return_dict=False), iters)
+    log(f"[{name}] torch median {tt['median_ms']:.2f} ms")
+
+    log(f"[{name}] timing ONNX Runtime ...")
+    ot = time_fn(lambda: sess.run(None, feeds), iters)
+    log(f"[{name}] ORT median {ot['median_ms']:.2f} ms")
+
+    return {
+        "model": name,
+        "config": cfg,
+        **info,
+        "ember": {"median_ms": eb["median_ms"], "min_ms": eb["min_ms"], "iters": eb["iters"], "kernels": eb["kernels"]},
+        "torch": tt,
+        "ort": ot,
+        "ember_over_torch": eb["median_ms"] / tt["median_ms"],
+        "ember_over_ort": eb["median_ms"] / ot["median_ms"],
+        "ember_gmacs_per_s": info["macs"] / (eb["median_ms"] * 1e-3) / 1e9,
+        "ember_rel_err_vs_torch": ember_err,
+        "ort_rel_err_vs_torch": ort_err,
+    }
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def table(rows: list[dict]) -> str:
+    head = (
+        "| model | ember ms | torch ms | ORT ms | ember/torch | ember/ORT | ember GMAC/s | "
+        "arena bytes | liveness lower bound | arena/bound | ember rel err |"
+    )
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['ember']['median_ms']:.2f} | {r['torch']['median_ms']:.2f} | "
+            f"{r['ort']['median_ms']:.2f} | {r['ember_over_torch']:.2f}x | {r['ember_over_ort']:.2f}x | "
+            f"{r['ember_gmacs_per_s']:.2f} | {r['arena_bytes']:,} | {r['liveness_lower_bound']:,} | "
+            f"{r['arena_bytes'] / max(1, r['liveness_lower_bound']):.3f} | {r['ember_rel_err_vs_torch']:.1e} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--iters", type=int, default=10, help="timed iterations per runtime (after 2 warm-up passes)")
+    ap.add_argument(
+        "--models",
+        default="mnist32,ddpm-cifar10-32",
+        help="comma-separated config names from benches/configs/ (default: %(default)s)",
+    )
+    ap.add_argument("--json-out", type=Path, help="write every measurement and the environment as JSON here")
+    ap.add_argument("--seed", type=int, default=0, help="weight and input seed")
+    ap.add_argument("--build", action="store_true", help="rebuild the ember binaries even when present")
+    ap.add_argument("--keep", type=Path, help="keep the checkpoints, blobs and ONNX files in this folder")
+    ap.add_argument(
+        "--max-rel-err", type=float, default=1e-3, help="fail when ember's output differs from torch's by more"
+    )
+    args = ap.parse_args()
+
+    torch.set_num_threads(1)
+    torch.set_num_interop_threads(1)
+    qt, ember = ember_binaries(args.build)
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+
+    work = args.keep or Path(tempfile.mkdtemp(prefix="ember-compare-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        rows = [compare(n, qt, ember, args.iters, args.seed, work) for n in names]
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+    import diffusers
+    import onnxruntime
+
+    env = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu_name(),
+        "threads": 1,
+        "warmup": WARMUP,
+        "iters": args.iters,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+    }
+    print(
+        f"# {env['date']}  {env['cpu']}  1 thread  {WARMUP} warm-up + {args.iters} timed, medians  "
+        f"(torch {env['torch']}, onnxruntime {env['onnxruntime']}, ember {rows[0]['ember']['kernels']} kernels)"
+    )
+    print(table(rows))
+    if args.json_out:
+        args.json_out.write_text(json.dumps({"env": env, "results": rows}, indent=2) + "\n")
+        log(f"wrote {args.json_out}")
+    bad = [r["model"] for r in rows if not r["ember_rel_err_vs_torch"] <= args.max_rel_err]
+    if bad:
+        log(f"error: ember's output differs from torch's by more than {args.max_rel_err:g} for {', '.join(bad)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
