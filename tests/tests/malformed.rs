@@ -396,7 +396,8 @@ fn fuzz_regressions_are_rejected() {
         let (ctl, body) = raw.split_first().unwrap();
         let mut b = body.to_vec();
         if ctl & 1 != 0 && b.len() >= 16 {
-            let total = (u32::from_le_bytes(b[8..12].try_into().unwrap()) as usize).clamp(16, b.len());
+            let total =
+                (u32::from_le_bytes(b[8..12].try_into().unwrap()) as usize).clamp(16, b.len());
             let crc = crc32(&b[16..total]);
             b[12..16].copy_from_slice(&crc.to_le_bytes());
         }
