@@ -23,8 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// One U-Net evaluation: IN.safetensors (`sample` f32 [1,C,H,W], `timestep` f32|i64 [1], optional
-    /// `class_labels` i64 [1]) -> OUT.safetensors (`sample` f32 [1,C_out,H,W]).
+    /// One U-Net evaluation: IN.safetensors (`sample` f32 `[1,C,H,W]`, `timestep` f32|i64 `[1]`, optional
+    /// `class_labels` i64 `[1]`) -> OUT.safetensors (`sample` f32 `[1,C_out,H,W]`).
     Forward {
         /// The model blob.
         #[arg(long)]

@@ -2,7 +2,7 @@
 //!
 //! ember's compiler. It reads an ordinary diffusers checkpoint (`config.json` + `.safetensors`), lowers
 //! `UNet2DModel` to a flat op list ([`lower`]), plans every activation's arena offset ([`plan`]), stores the weights
-//! in the chosen dtype and writes one `.ember` blob ([`write`]) with the exact arena size. All the expensive thinking
+//! in the chosen dtype and writes one `.ember` blob ([`mod@write`]) with the exact arena size. All the expensive thinking
 //! happens here, once, on the host; `ember-core` only validates and executes.
 #![deny(missing_docs)]
 
