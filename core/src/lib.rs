@@ -26,6 +26,8 @@ pub mod error;
 pub mod format;
 mod model;
 pub mod op;
+pub mod rng;
+pub mod sampler;
 
 pub use error::{Error, OpFault, SectionKind};
 pub use format::{ModelInfo, ScheduleInfo};
