@@ -10,6 +10,9 @@ use ember_core::Model;
 use quantize_tool::AlignedBytes;
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 
+mod image;
+mod sample;
+
 #[derive(Parser)]
 #[command(
     name = "ember",
@@ -23,6 +26,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Sample an image: the whole reverse process (DDPM, DDIM, Euler, Euler ancestral, DPM-Solver++ 2M,
+    /// consistency) with guidance, inpainting, img2img and concat conditioning.
+    Sample(Box<sample::SampleArgs>),
     /// One U-Net evaluation: IN.safetensors (`sample` f32 `[1,C,H,W]`, `timestep` f32|i64 `[1]`, optional
     /// `class_labels` i64 `[1]`) -> OUT.safetensors (`sample` f32 `[1,C_out,H,W]`).
     Forward {
@@ -280,6 +286,7 @@ fn main() -> ExitCode {
             reference_tensor,
         } => compare(&output, &output_tensor, &reference, &reference_tensor),
         Cmd::Bench { model, iters, json } => bench(&model, iters, json),
+        Cmd::Sample(a) => sample::run(&a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -21,6 +21,8 @@ pub enum SectionKind {
     Strings,
     /// Noise-schedule metadata.
     Schedule,
+    /// Explicit inference timesteps.
+    Timesteps,
     /// A section kind this version does not know, by number.
     Unknown(u32),
 }
@@ -62,6 +64,53 @@ pub enum OpFault {
     Shape(u32),
     /// A flag argument is not 0 or 1, or names an input the model does not have.
     Flag(u32),
+}
+
+/// Why a sampler set-up was refused ([`Error::Sampler`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum SamplerFault {
+    /// The blob has no schedule section (its checkpoint had no scheduler config).
+    NoSchedule,
+    /// The number of inference steps is 0 or above what the schedule allows (`max`). With `steps` 0 and no
+    /// explicit timestep list in the blob, `max` is 0.
+    Steps {
+        /// Steps asked for.
+        steps: u32,
+        /// Largest number allowed.
+        max: u32,
+    },
+    /// The schedule's `variance_type` is one this sampler does not implement (code given).
+    VarianceType(u32),
+    /// `eta` is negative or not finite.
+    Eta,
+    /// Classifier-free guidance needs a class-conditional model with a null class recorded in the blob.
+    NoNullClass,
+    /// The guidance scale is not finite.
+    GuidanceScale,
+    /// `strength` is outside (0, 1], not finite, below 1 without an image, or leaves no step to run.
+    Strength,
+    /// A conditioning input has the wrong length (`what`: 0 image, 1 mask, 2 concat channels, 3 initial noise).
+    ConditioningLen {
+        /// Which input.
+        what: u32,
+        /// Elements expected.
+        expected: u32,
+        /// Elements given.
+        got: u32,
+    },
+    /// The model takes extra (concat) input channels and none were given, or they were given to a model that
+    /// takes none.
+    Concat,
+    /// A mask was given without an image.
+    MaskWithoutImage,
+    /// RePaint resampling (`resample` > 1) needs a mask and an ᾱ-space sampler (DDPM, DDIM).
+    Resample,
+    /// The Langevin corrector needs an ᾱ-space sampler (DDPM, DDIM), at least one step and a finite positive SNR.
+    Corrector,
+    /// The model's input or output channels do not fit the sampler (e.g. fewer input than output channels).
+    Channels,
 }
 
 /// Everything that can go wrong in ember-core.
@@ -159,8 +208,10 @@ pub enum Error {
         /// Number of classes the model knows.
         num_classes: u32,
     },
-    /// The timestep is not a finite number.
+    /// The timestep is not a finite number, or is outside the schedule.
     BadTimestep,
+    /// The sampler set-up is invalid.
+    Sampler(SamplerFault),
 }
 
 impl fmt::Display for Error {
@@ -191,6 +242,7 @@ impl fmt::Display for Error {
             Error::BadModel { field } => {
                 write!(f, "inconsistent model description (field {field})")
             }
+            Error::Sampler(fault) => write!(f, "invalid sampler set-up: {fault:?}"),
             Error::BadSchedule { field } => {
                 write!(f, "unknown code in schedule section (field {field})")
             }
@@ -219,7 +271,7 @@ impl fmt::Display for Error {
                     "class label {label} out of range (model has {num_classes} classes)"
                 )
             }
-            Error::BadTimestep => write!(f, "timestep is not finite"),
+            Error::BadTimestep => write!(f, "timestep is not finite or outside the schedule"),
         }
     }
 }

@@ -52,6 +52,9 @@ pub mod section {
     pub const STRINGS: u32 = 6;
     /// Noise schedule.
     pub const SCHEDULE: u32 = 7;
+    /// Explicit inference timesteps (`u32` each, strictly decreasing, below `num_train_timesteps`): the schedule a
+    /// distilled student was trained on. Not optional: a runtime that ignored it would sample wrongly.
+    pub const TIMESTEPS: u32 = 8;
 }
 
 pub(crate) fn section_kind(k: u32) -> SectionKind {
@@ -63,6 +66,7 @@ pub(crate) fn section_kind(k: u32) -> SectionKind {
         section::DATA => SectionKind::Data,
         section::STRINGS => SectionKind::Strings,
         section::SCHEDULE => SectionKind::Schedule,
+        section::TIMESTEPS => SectionKind::Timesteps,
         other => SectionKind::Unknown(other),
     }
 }
@@ -272,6 +276,9 @@ pub struct ModelInfo {
     pub liveness_bytes: u32,
     /// Weight dtype code of the blob (informational: 1 f32, 2 f16).
     pub weight_dtype: u32,
+    /// The class label that means "no class" (classifier-free guidance's unconditional pass), stored as
+    /// label + 1; 0 when the model has none.
+    pub null_class_plus1: u32,
 }
 
 impl ModelInfo {
@@ -292,12 +299,13 @@ impl ModelInfo {
             macs_hi: w[11],
             liveness_bytes: w[12],
             weight_dtype: w[13],
+            null_class_plus1: w[14],
         }
     }
     /// Encode to the section's words.
     pub fn to_words(&self) -> [u32; MODEL_WORDS] {
         let mut w = [0u32; MODEL_WORDS];
-        w[..14].copy_from_slice(&[
+        w[..15].copy_from_slice(&[
             self.in_channels,
             self.out_channels,
             self.height,
@@ -312,8 +320,13 @@ impl ModelInfo {
             self.macs_hi,
             self.liveness_bytes,
             self.weight_dtype,
+            self.null_class_plus1,
         ]);
         w
+    }
+    /// The null (unconditional) class label for classifier-free guidance, if the model has one.
+    pub fn null_class(&self) -> Option<u32> {
+        self.null_class_plus1.checked_sub(1)
     }
     /// Multiply-accumulates per forward.
     pub fn macs(&self) -> u64 {
@@ -359,12 +372,20 @@ pub struct ScheduleInfo {
     pub steps_offset: u32,
     /// Scheduler class: 0 unknown, 1 DDPM, 2 DDIM, 3 Euler, 4 Euler ancestral, 5 DPM-Solver multistep, 6 LCM.
     pub scheduler_class: u32,
+    /// LCM `timestep_scaling` as f32 bits; 0 means diffusers' default, 10.0.
+    pub timestep_scaling_bits: u32,
+    /// 1 when `set_alpha_to_one` is false (DDIM / LCM use ᾱ₀ past the last step); 0: true, diffusers' default.
+    pub alpha_final_is_first: u32,
+    /// LCM `original_inference_steps`; 0 means diffusers' default, 50.
+    pub original_inference_steps: u32,
+    /// Guidance scale a distilled student has folded in, as f32 bits; 0: none (informational, shown to users).
+    pub distilled_guidance_bits: u32,
 }
 
 impl ScheduleInfo {
     /// Decode and check every code.
     pub fn from_words(w: &[u32; SCHEDULE_WORDS]) -> Result<ScheduleInfo, Error> {
-        let limits = [(3, 3), (4, 2), (5, 5), (6, 1), (8, 2), (10, 6)];
+        let limits = [(3, 3), (4, 2), (5, 5), (6, 1), (8, 2), (10, 6), (12, 1)];
         for (field, max) in limits {
             if w[field] > max {
                 return Err(Error::BadSchedule {
@@ -384,12 +405,16 @@ impl ScheduleInfo {
             timestep_spacing: w[8],
             steps_offset: w[9],
             scheduler_class: w[10],
+            timestep_scaling_bits: w[11],
+            alpha_final_is_first: w[12],
+            original_inference_steps: w[13],
+            distilled_guidance_bits: w[14],
         })
     }
     /// Encode to the section's words.
     pub fn to_words(&self) -> [u32; SCHEDULE_WORDS] {
         let mut w = [0u32; SCHEDULE_WORDS];
-        w[..11].copy_from_slice(&[
+        w[..15].copy_from_slice(&[
             self.num_train_timesteps,
             self.beta_start.to_bits(),
             self.beta_end.to_bits(),
@@ -401,8 +426,30 @@ impl ScheduleInfo {
             self.timestep_spacing,
             self.steps_offset,
             self.scheduler_class,
+            self.timestep_scaling_bits,
+            self.alpha_final_is_first,
+            self.original_inference_steps,
+            self.distilled_guidance_bits,
         ]);
         w
+    }
+    /// LCM `timestep_scaling` (default 10).
+    pub fn timestep_scaling(&self) -> f32 {
+        match self.timestep_scaling_bits {
+            0 => 10.0,
+            b => f32::from_bits(b),
+        }
+    }
+    /// LCM `original_inference_steps` (default 50).
+    pub fn original_steps(&self) -> u32 {
+        match self.original_inference_steps {
+            0 => 50,
+            n => n,
+        }
+    }
+    /// The guidance scale folded into a distilled student, if recorded.
+    pub fn distilled_guidance(&self) -> Option<f32> {
+        (self.distilled_guidance_bits != 0).then(|| f32::from_bits(self.distilled_guidance_bits))
     }
 }
 

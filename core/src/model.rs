@@ -11,12 +11,32 @@ use crate::error::{Error, OpFault, SectionKind};
 use crate::format::*;
 use crate::op::{Access, Op, ProjSource};
 
+/// A blob's explicit timestep list (validated: strictly decreasing, below `num_train_timesteps`).
+#[derive(Clone, Copy, Debug)]
+pub struct Timesteps<'a>(&'a [u8]);
+
+impl Timesteps<'_> {
+    /// Number of timesteps.
+    pub fn len(&self) -> usize {
+        self.0.len() / 4
+    }
+    /// True when there are none (never for a list a [`Model`] returns).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// Timestep `i`, from the noisiest.
+    pub fn get(&self, i: usize) -> Option<u32> {
+        rd_u32(self.0, i.checked_mul(4)?)
+    }
+}
+
 /// A validated model: views into the blob, nothing copied.
 #[derive(Clone, Copy, Debug)]
 pub struct Model<'a> {
     blob: &'a [u8],
     info: ModelInfo,
     schedule: Option<ScheduleInfo>,
+    timesteps: &'a [u8],
     tensors: &'a [u8],
     buffers: &'a [u8],
     ops: &'a [u8],
@@ -69,7 +89,7 @@ impl<'a> Model<'a> {
         if n_sections > 64 {
             return Err(Error::BadSection(SectionKind::Unknown(u32::MAX)));
         }
-        let mut found: [Option<&'a [u8]>; 8] = [None; 8];
+        let mut found: [Option<&'a [u8]>; 9] = [None; 9];
         let mut data = (0usize, 0usize);
         for i in 0..n_sections {
             let e = table
@@ -88,7 +108,7 @@ impl<'a> Model<'a> {
                 return Err(section_err(kind));
             }
             let slot = match kind {
-                section::MODEL..=section::SCHEDULE => kind as usize,
+                section::MODEL..=section::TIMESTEPS => kind as usize,
                 _ if flags & SECTION_OPTIONAL != 0 => continue,
                 _ => return Err(section_err(kind)),
             };
@@ -112,6 +132,7 @@ impl<'a> Model<'a> {
             )?),
             None => None,
         };
+        let timesteps = found[section::TIMESTEPS as usize].unwrap_or(&[]);
         let tensors = req(section::TENSORS)?;
         let buffers = req(section::BUFFERS)?;
         let ops = req(section::OPS)?;
@@ -130,6 +151,7 @@ impl<'a> Model<'a> {
             blob,
             info,
             schedule,
+            timesteps,
             tensors,
             buffers,
             ops,
@@ -169,6 +191,29 @@ impl<'a> Model<'a> {
         }
         if !(info.arena_bytes as usize).is_multiple_of(ALIGN) {
             return Err(Error::BadModel { field: 8 });
+        }
+        if let Some(null) = info.null_class() {
+            if null >= info.num_classes {
+                return Err(Error::BadModel { field: 14 });
+            }
+        }
+        // Explicit timesteps: need a schedule; strictly decreasing, each below num_train_timesteps.
+        if !self.timesteps.is_empty() {
+            let bad = Error::BadSection(SectionKind::Timesteps);
+            let n_train = self.schedule.ok_or(bad)?.num_train_timesteps;
+            if !self.timesteps.len().is_multiple_of(4)
+                || self.timesteps.len() / 4 > n_train as usize
+            {
+                return Err(bad);
+            }
+            let mut prev = u32::MAX;
+            for i in 0..self.timesteps.len() / 4 {
+                let t = rd_u32(self.timesteps, i * 4).ok_or(bad)?;
+                if t >= n_train || (i > 0 && t >= prev) {
+                    return Err(bad);
+                }
+                prev = t;
+            }
         }
         for (field, b, n) in [
             (6u32, info.input_buffer, info.input_len()),
@@ -271,6 +316,11 @@ impl<'a> Model<'a> {
     /// The noise-schedule metadata, when the checkpoint had a scheduler config.
     pub fn schedule(&self) -> Option<&ScheduleInfo> {
         self.schedule.as_ref()
+    }
+
+    /// The explicit inference timesteps stored in the blob (a distilled student's own), if any.
+    pub fn timesteps(&self) -> Option<Timesteps<'a>> {
+        (!self.timesteps.is_empty()).then_some(Timesteps(self.timesteps))
     }
 
     /// Arena bytes [`Model::bind`] needs.

@@ -447,6 +447,46 @@ pub fn schedule_from_json(v: &Value) -> Result<ember_core::ScheduleInfo, Convert
         Some("LCMScheduler") => 6,
         _ => 0,
     };
+    // Options that change the σ / timestep grid, which ember does not implement: refused by name.
+    for (k, off) in [
+        ("use_karras_sigmas", Value::Bool(false)),
+        ("use_exponential_sigmas", Value::Bool(false)),
+        ("use_beta_sigmas", Value::Bool(false)),
+        ("use_lu_lambdas", Value::Bool(false)),
+        ("use_flow_sigmas", Value::Bool(false)),
+        ("thresholding", Value::Bool(false)),
+        ("rescale_betas_zero_snr", Value::Bool(false)),
+        ("interpolation_type", Value::String("linear".into())),
+        ("final_sigmas_type", Value::String("zero".into())),
+        ("timestep_type", Value::String("discrete".into())),
+        ("sigma_min", Value::Null),
+        ("sigma_max", Value::Null),
+    ] {
+        if let Some(x) = get(v, k) {
+            if *x != off && !(off == Value::Null && x.is_null()) {
+                return Err(cfg_err(
+                    &field(k),
+                    format!("{x} is not supported (only {off})"),
+                ));
+            }
+        }
+    }
+    if class == 5 {
+        if let Some(x) = get(v, "lambda_min_clipped") {
+            if x.as_f64().is_some_and(|f| f.is_finite()) {
+                return Err(cfg_err(
+                    &field("lambda_min_clipped"),
+                    "only -inf is supported",
+                ));
+            }
+        }
+    }
+    // Per-class defaults of diffusers 0.42.1 for fields a hand-written config may omit.
+    let (spacing_default, clip_default) = match class {
+        3..=5 => ("linspace", false),
+        6 => ("leading", false),
+        _ => ("leading", true),
+    };
     let mut beta_schedule = code(
         "beta_schedule",
         "linear",
@@ -480,14 +520,115 @@ pub fn schedule_from_json(v: &Value) -> Result<ember_core::ScheduleInfo, Convert
                 ],
             )?,
         },
-        clip_sample: bool_or(v, "clip_sample", true)? as u32,
+        // Euler and DPM-Solver never clip.
+        clip_sample: (bool_or(v, "clip_sample", clip_default)? && !(3..=5).contains(&class)) as u32,
         clip_sample_range: f32_or(v, "clip_sample_range", 1.0)?,
         timestep_spacing: code(
             "timestep_spacing",
-            "leading",
+            spacing_default,
             &["leading", "trailing", "linspace"],
         )?,
         steps_offset: usize_or(v, "steps_offset", 0)? as u32,
         scheduler_class: class,
+        timestep_scaling_bits: match get(v, "timestep_scaling") {
+            None | Some(Value::Null) => 0,
+            Some(_) => {
+                let x = f32_or(v, "timestep_scaling", 10.0)?;
+                if !(x.is_finite() && x > 0.0) {
+                    return Err(cfg_err(
+                        &field("timestep_scaling"),
+                        "must be a positive number",
+                    ));
+                }
+                x.to_bits()
+            }
+        },
+        alpha_final_is_first: !bool_or(v, "set_alpha_to_one", true)? as u32,
+        original_inference_steps: match get(v, "original_inference_steps") {
+            None | Some(Value::Null) => 0,
+            Some(_) => {
+                let n = usize_or(v, "original_inference_steps", 50)?;
+                if n == 0 || n > u32::MAX as usize {
+                    return Err(cfg_err(
+                        &field("original_inference_steps"),
+                        "must be positive",
+                    ));
+                }
+                n as u32
+            }
+        },
+        distilled_guidance_bits: 0,
     })
+}
+
+/// The error for a null class past the model's classes.
+pub fn cfg_null_class(k: u32, num_classes: u32) -> ConvertError {
+    cfg_err(
+        "null_class",
+        format!("class {k} is not one of the model's {num_classes} classes"),
+    )
+}
+
+/// A config error naming `field` (for callers outside this module).
+pub fn cfg_err_pub(field: &str, msg: impl Into<String>) -> ConvertError {
+    cfg_err(field, msg)
+}
+
+/// Timesteps from a comma-separated string (`"999,749,499,249"`).
+pub fn parse_timesteps(s: &str, what: &str) -> Result<Vec<u32>, ConvertError> {
+    s.split(',')
+        .map(|x| {
+            x.trim()
+                .parse::<u32>()
+                .map_err(|_| cfg_err(what, format!("`{}` is not a timestep", x.trim())))
+        })
+        .collect()
+}
+
+/// Timesteps from a JSON array of integers.
+pub fn timesteps_from_json(v: &Value, what: &str) -> Result<Vec<u32>, ConvertError> {
+    let arr = v
+        .as_array()
+        .ok_or_else(|| cfg_err(what, "must be a list of integers"))?;
+    arr.iter()
+        .map(|x| {
+            x.as_u64()
+                .and_then(|t| u32::try_from(t).ok())
+                .ok_or_else(|| cfg_err(what, format!("`{x}` is not a timestep")))
+        })
+        .collect()
+}
+
+/// Explicit timesteps must be non-empty, strictly decreasing and below `num_train_timesteps`, and need a schedule.
+pub fn check_timesteps(
+    ts: &[u32],
+    schedule: Option<&ember_core::ScheduleInfo>,
+) -> Result<(), ConvertError> {
+    let s = schedule.ok_or_else(|| {
+        cfg_err(
+            "timesteps",
+            "explicit timesteps need a scheduler config (the noise schedule they index)",
+        )
+    })?;
+    if ts.is_empty() {
+        return Err(cfg_err("timesteps", "the list is empty"));
+    }
+    for (i, &t) in ts.iter().enumerate() {
+        if t >= s.num_train_timesteps {
+            return Err(cfg_err(
+                "timesteps",
+                format!(
+                    "{t} is not below num_train_timesteps {}",
+                    s.num_train_timesteps
+                ),
+            ));
+        }
+        if i > 0 && t >= ts[i - 1] {
+            return Err(cfg_err(
+                "timesteps",
+                format!("must be strictly decreasing ({} then {t})", ts[i - 1]),
+            ));
+        }
+    }
+    Ok(())
 }

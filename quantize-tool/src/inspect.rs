@@ -3,6 +3,7 @@
 use std::fmt::Write;
 
 use ember_core::op::Op;
+use ember_core::sampler::driver::{arena_bytes, Method, SamplerConfig};
 use ember_core::Model;
 
 /// Layers, parameters, MACs, weight bytes, arena bytes vs the liveness lower bound.
@@ -92,10 +93,81 @@ pub fn report(m: &Model<'_>, verbose: bool) -> String {
             .get(sc.variance_type as usize)
             .unwrap_or(&"?"),
         );
+        let _ = writeln!(
+            s,
+            "scheduler        {}, spacing {}",
+            [
+                "unknown",
+                "DDPM",
+                "DDIM",
+                "Euler",
+                "Euler ancestral",
+                "DPM-Solver++",
+                "LCM"
+            ]
+            .get(sc.scheduler_class as usize)
+            .unwrap_or(&"?"),
+            ["leading", "trailing", "linspace"]
+                .get(sc.timestep_spacing as usize)
+                .unwrap_or(&"?"),
+        );
+        if let Some(g) = sc.distilled_guidance() {
+            let _ = writeln!(s, "distilled        guidance scale {g} folded in");
+        }
     } else {
         let _ = writeln!(s, "schedule         (none in the checkpoint)");
     }
+    if let Some(ts) = m.timesteps() {
+        let list: Vec<String> = (0..ts.len())
+            .filter_map(|i| ts.get(i).map(|t| t.to_string()))
+            .collect();
+        let _ = writeln!(s, "timesteps        [{}] (explicit)", list.join(", "));
+    }
+    if let Some(k) = info.null_class() {
+        let _ = writeln!(s, "null class       {k} (classifier-free guidance)");
+    }
     s
+}
+
+/// The arena a sampler needs on top of the model: one line, or the reason it cannot run.
+pub fn sampler_line(m: &Model<'_>, cfg: &SamplerConfig) -> String {
+    match arena_bytes(m, cfg) {
+        Ok(total) => {
+            let model = m.arena_bytes().next_multiple_of(16);
+            format!(
+                "sampler arena    {total} bytes = model {model} + sampler {} ({}, {} steps{}{})",
+                total - model,
+                cfg.method.name(),
+                if cfg.steps == 0 {
+                    m.timesteps().map_or(0, |t| t.len() as u32)
+                } else {
+                    cfg.steps
+                },
+                if cfg.guidance_scale != 1.0 {
+                    ", guided"
+                } else {
+                    ""
+                },
+                if cfg.corrector.is_some() {
+                    ", Langevin corrector"
+                } else {
+                    ""
+                },
+            )
+        }
+        Err(e) => format!("sampler arena    cannot sample: {e}"),
+    }
+}
+
+/// The sampler a blob names by default: its scheduler class (DDIM when unknown) and its explicit timesteps (else
+/// 50 steps, diffusers pipelines' default).
+pub fn default_sampler(m: &Model<'_>) -> SamplerConfig {
+    let method = m
+        .schedule()
+        .and_then(|s| Method::from_scheduler_class(s.scheduler_class))
+        .unwrap_or(Method::Ddim);
+    let steps = if m.timesteps().is_some() { 0 } else { 50 };
+    SamplerConfig::new(method, steps)
 }
 
 fn describe(m: &Model<'_>, op: &Op) -> String {

@@ -73,6 +73,11 @@ pub struct ConvertOptions {
     pub config: Option<PathBuf>,
     /// Explicit scheduler config file.
     pub scheduler_config: Option<PathBuf>,
+    /// The null class for classifier-free guidance (overrides the weights' metadata `ember.null_class`).
+    pub null_class: Option<u32>,
+    /// Explicit inference timesteps (overrides metadata `ember.timesteps` and the scheduler config's
+    /// `ember_timesteps`).
+    pub timesteps: Option<Vec<u32>>,
 }
 
 impl Default for ConvertOptions {
@@ -82,6 +87,8 @@ impl Default for ConvertOptions {
             sample_size: None,
             config: None,
             scheduler_config: None,
+            null_class: None,
+            timesteps: None,
         }
     }
 }
@@ -211,6 +218,17 @@ pub fn load_checkpoint(input: &Path, opts: &ConvertOptions) -> Result<Checkpoint
     })
 }
 
+/// What the blob records for sampling besides the U-Net.
+#[derive(Clone, Debug, Default)]
+pub struct Sampling {
+    /// The noise schedule (from the scheduler config).
+    pub schedule: Option<ScheduleInfo>,
+    /// Explicit inference timesteps (a distilled student's), noisiest first.
+    pub timesteps: Option<Vec<u32>>,
+    /// The null class label of a class-conditional model trained with label dropout.
+    pub null_class: Option<u32>,
+}
+
 /// Lower, plan and serialize a model. The blob is validated by the runtime's own parser before it is returned.
 pub fn compile(
     cfg: &UNetConfig,
@@ -218,6 +236,25 @@ pub fn compile(
     schedule: Option<ScheduleInfo>,
     dtype: WeightDtype,
 ) -> Result<Compiled, ConvertError> {
+    compile_with(
+        cfg,
+        src,
+        &Sampling {
+            schedule,
+            ..Sampling::default()
+        },
+        dtype,
+    )
+}
+
+/// [`compile`] with the sampling extras: explicit timesteps and the null class.
+pub fn compile_with(
+    cfg: &UNetConfig,
+    src: &dyn TensorSource,
+    sampling: &Sampling,
+    dtype: WeightDtype,
+) -> Result<Compiled, ConvertError> {
+    let schedule = sampling.schedule;
     let graph = lower::lower(cfg, src)?;
     let plan = plan::plan(&graph);
     let (class_kind, num_classes) = match cfg.class_embed {
@@ -232,8 +269,18 @@ pub fn compile(
         width: cfg.sample_size.1 as u32,
         num_classes,
         class_kind,
+        null_class_plus1: match sampling.null_class {
+            None => 0,
+            Some(k) if k < num_classes => k + 1,
+            Some(k) => {
+                return Err(config::cfg_null_class(k, num_classes));
+            }
+        },
         ..ModelInfo::default()
     };
+    if let Some(ts) = &sampling.timesteps {
+        config::check_timesteps(ts, schedule.as_ref())?;
+    }
     let blob = write::to_blob(
         &graph,
         &plan,
@@ -241,6 +288,7 @@ pub fn compile(
             info,
             schedule,
             dtype,
+            timesteps: sampling.timesteps.as_deref(),
         },
     )?;
     let aligned = AlignedBytes::new(&blob);
@@ -258,10 +306,59 @@ pub fn compile(
 pub fn convert_path(input: &Path, opts: &ConvertOptions) -> Result<Compiled, ConvertError> {
     let ck = load_checkpoint(input, opts)?;
     let cfg = UNetConfig::from_json(&ck.config, opts.sample_size)?;
-    let schedule = ck
+    let mut schedule = ck
         .scheduler
         .as_ref()
         .map(config::schedule_from_json)
         .transpose()?;
-    compile(&cfg, &ck.weights, schedule, opts.dtype)
+    let meta = &ck.weights.metadata;
+    let null_class = match (opts.null_class, meta.get("ember.null_class")) {
+        (Some(k), _) => Some(k),
+        (None, Some(s)) => Some(s.trim().parse::<u32>().map_err(|_| {
+            config::cfg_err_pub(
+                "metadata ember.null_class",
+                format!("`{s}` is not a class index"),
+            )
+        })?),
+        (None, None) => None,
+    };
+    let from_sched = ck
+        .scheduler
+        .as_ref()
+        .and_then(|v| v.get("ember_timesteps"))
+        .map(|v| config::timesteps_from_json(v, "scheduler.ember_timesteps"))
+        .transpose()?;
+    let timesteps = match (&opts.timesteps, meta.get("ember.timesteps"), from_sched) {
+        (Some(t), _, _) => Some(t.clone()),
+        (None, Some(s), _) => Some(config::parse_timesteps(s, "metadata ember.timesteps")?),
+        (None, None, t) => t,
+    };
+    let guidance = meta
+        .get("ember.guidance_scale")
+        .map(|s| (s.clone(), "metadata ember.guidance_scale"))
+        .or_else(|| {
+            ck.scheduler
+                .as_ref()
+                .and_then(|v| v.get("ember_guidance_scale"))
+                .map(|v| (v.to_string(), "scheduler.ember_guidance_scale"))
+        });
+    if let (Some(s), Some((g, what))) = (schedule.as_mut(), guidance) {
+        let g: f32 = g
+            .trim()
+            .parse()
+            .ok()
+            .filter(|g: &f32| g.is_finite() && *g != 0.0)
+            .ok_or_else(|| config::cfg_err_pub(what, format!("`{g}` is not a guidance scale")))?;
+        s.distilled_guidance_bits = g.to_bits();
+    }
+    compile_with(
+        &cfg,
+        &ck.weights,
+        &Sampling {
+            schedule,
+            timesteps,
+            null_class,
+        },
+        opts.dtype,
+    )
 }

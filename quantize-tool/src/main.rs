@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use ember_core::sampler::driver::{Corrector, Method};
 use quantize_tool::{convert_path, AlignedBytes, ConvertOptions, WeightDtype};
 
 #[derive(Parser)]
@@ -45,6 +46,13 @@ enum Cmd {
         /// Sample size HxW (or N), overriding the config's sample_size.
         #[arg(long, value_parser = parse_size)]
         sample_size: Option<(usize, usize)>,
+        /// Null class label for classifier-free guidance (default: the weights' metadata `ember.null_class`).
+        #[arg(long)]
+        null_class: Option<u32>,
+        /// Explicit inference timesteps, comma-separated, noisiest first (default: metadata `ember.timesteps`,
+        /// else the scheduler config's `ember_timesteps`).
+        #[arg(long)]
+        timesteps: Option<String>,
     },
     /// Describe a .ember blob: layers, parameters, MACs, weight bytes, arena bytes vs the liveness lower bound.
     Inspect {
@@ -53,6 +61,19 @@ enum Cmd {
         /// List every op.
         #[arg(short, long)]
         verbose: bool,
+        /// Report the arena for this sampler: ddpm, ddim, euler, euler-a, dpmpp-2m, consistency (default: the
+        /// blob's scheduler).
+        #[arg(long)]
+        sampler: Option<String>,
+        /// Inference steps for the sampler report (default: the blob's explicit timesteps, else 50).
+        #[arg(long)]
+        steps: Option<u32>,
+        /// Report the arena with classifier-free guidance (a second output buffer).
+        #[arg(long)]
+        guided: bool,
+        /// Report the arena with the Langevin corrector.
+        #[arg(long)]
+        corrector: bool,
     },
 }
 
@@ -93,7 +114,13 @@ fn run() -> Result<(), String> {
             config,
             scheduler_config,
             sample_size,
+            null_class,
+            timesteps,
         } => {
+            let timesteps = timesteps
+                .map(|t| quantize_tool::config::parse_timesteps(&t, "--timesteps"))
+                .transpose()
+                .map_err(|e| e.to_string())?;
             let opts = ConvertOptions {
                 dtype: match dtype {
                     Dtype::F32 => WeightDtype::F32,
@@ -102,6 +129,8 @@ fn run() -> Result<(), String> {
                 sample_size,
                 config,
                 scheduler_config,
+                null_class,
+                timesteps,
             };
             let out = output.unwrap_or_else(|| default_output(&input));
             let c = convert_path(&input, &opts).map_err(|e| e.to_string())?;
@@ -115,14 +144,49 @@ fn run() -> Result<(), String> {
                 c.info.macs() as f64 / 1e6
             );
             println!("arena bytes: {}", c.info.arena_bytes);
+            let aligned = AlignedBytes::new(&c.blob);
+            if let Ok(m) = ember_core::Model::parse(aligned.as_slice()) {
+                if m.schedule().is_some() {
+                    let cfg = quantize_tool::inspect::default_sampler(&m);
+                    println!("{}", quantize_tool::inspect::sampler_line(&m, &cfg));
+                }
+            }
             Ok(())
         }
-        Cmd::Inspect { model, verbose } => {
+        Cmd::Inspect {
+            model,
+            verbose,
+            sampler,
+            steps,
+            guided,
+            corrector,
+        } => {
             let bytes =
                 AlignedBytes::read(&model).map_err(|e| format!("{}: {e}", model.display()))?;
             let m = ember_core::Model::parse(bytes.as_slice())
                 .map_err(|e| format!("{}: {e}", model.display()))?;
             print!("{}", quantize_tool::inspect::report(&m, verbose));
+            if m.schedule().is_some() {
+                let mut cfg = quantize_tool::inspect::default_sampler(&m);
+                if let Some(name) = sampler {
+                    cfg.method = Method::from_name(&name).ok_or_else(|| {
+                        format!("unknown sampler `{name}` (ddpm, ddim, euler, euler-a, dpmpp-2m, consistency)")
+                    })?;
+                }
+                if let Some(n) = steps {
+                    cfg.steps = n;
+                }
+                if guided {
+                    cfg.guidance_scale = 2.0;
+                }
+                if corrector {
+                    cfg.corrector = Some(Corrector {
+                        snr: 0.16,
+                        steps: 1,
+                    });
+                }
+                println!("{}", quantize_tool::inspect::sampler_line(&m, &cfg));
+            }
             Ok(())
         }
     }

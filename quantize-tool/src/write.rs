@@ -34,17 +34,19 @@ fn too_large(what: &str) -> ConvertError {
 
 /// Everything the writer needs besides the graph.
 #[derive(Clone, Copy, Debug)]
-pub struct BlobMeta {
+pub struct BlobMeta<'t> {
     /// Model description (buffers/arena fields are filled in by the writer).
     pub info: ModelInfo,
     /// Schedule, when the checkpoint had one.
     pub schedule: Option<ScheduleInfo>,
     /// Weight storage.
     pub dtype: WeightDtype,
+    /// Explicit inference timesteps, if any.
+    pub timesteps: Option<&'t [u32]>,
 }
 
 /// Serialize `g` with memory plan `p`.
-pub fn to_blob(g: &Graph, p: &Plan, meta: &BlobMeta) -> Result<Vec<u8>, ConvertError> {
+pub fn to_blob(g: &Graph, p: &Plan, meta: &BlobMeta<'_>) -> Result<Vec<u8>, ConvertError> {
     let mut info = meta.info;
     info.input_buffer = g.input;
     info.output_buffer = g.output;
@@ -85,7 +87,10 @@ pub fn to_blob(g: &Graph, p: &Plan, meta: &BlobMeta) -> Result<Vec<u8>, ConvertE
     for op in &g.ops {
         ops.extend_from_slice(&words_to_bytes::<OP_WORDS, OP_RECORD_LEN>(&op.encode()));
     }
-    let n_sections = 6 + sched_sec.is_some() as usize;
+    let ts_sec: Option<Vec<u8>> = meta
+        .timesteps
+        .map(|ts| ts.iter().flat_map(|t| t.to_le_bytes()).collect());
+    let n_sections = 6 + sched_sec.is_some() as usize + ts_sec.is_some() as usize;
     let table_off = HEADER_LEN;
     let mut body_off = table_off + n_sections * SECTION_ENTRY_LEN;
     // Layout: model, schedule, tensors, buffers, ops, strings, data.
@@ -99,6 +104,9 @@ pub fn to_blob(g: &Graph, p: &Plan, meta: &BlobMeta) -> Result<Vec<u8>, ConvertE
     place(section::MODEL, model_sec.len(), 4);
     if let Some(s) = &sched_sec {
         place(section::SCHEDULE, s.len(), 4);
+    }
+    if let Some(t) = &ts_sec {
+        place(section::TIMESTEPS, t.len(), 4);
     }
     place(section::TENSORS, tensors_len, 4);
     place(section::BUFFERS, buffers.len(), 4);
@@ -172,6 +180,7 @@ pub fn to_blob(g: &Graph, p: &Plan, meta: &BlobMeta) -> Result<Vec<u8>, ConvertE
         let payload: &[u8] = match kind {
             section::MODEL => &model_sec,
             section::SCHEDULE => sched_sec.as_ref().map(|s| &s[..]).unwrap_or(&[]),
+            section::TIMESTEPS => ts_sec.as_deref().unwrap_or(&[]),
             section::BUFFERS => &buffers,
             section::OPS => &ops,
             section::STRINGS => &strings,

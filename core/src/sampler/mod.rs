@@ -21,6 +21,7 @@
 //! # Ok::<(), ember_core::Error>(())
 //! ```
 
+pub mod driver;
 pub mod schedule;
 pub mod step;
 
