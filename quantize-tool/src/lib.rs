@@ -110,14 +110,55 @@ fn read_json(path: &Path) -> Result<Value, ConvertError> {
         path: p.clone(),
         msg: e.to_string(),
     })?;
-    serde_json::from_str(&s).map_err(|e| ConvertError::Json {
+    serde_json::from_str(&python_json(&s)).map_err(|e| ConvertError::Json {
         path: p,
         msg: e.to_string(),
     })
 }
 
+/// Python's `json` writes the non-standard tokens `NaN`, `Infinity` and `-Infinity` (diffusers' DPM-Solver
+/// config holds `"lambda_min_clipped": -Infinity`); turn them, outside strings, into the strings `"nan"`, `"inf"`,
+/// `"-inf"` so a strict parser reads the file. The config reader treats those as the non-finite values.
+pub fn python_json(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let (mut in_str, mut escaped) = (false, false);
+    let mut rest = s;
+    while let Some(c) = rest.chars().next() {
+        if in_str {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_str = false;
+            }
+            rest = &rest[c.len_utf8()..];
+            continue;
+        }
+        let token = [
+            ("-Infinity", "\"-inf\""),
+            ("Infinity", "\"inf\""),
+            ("NaN", "\"nan\""),
+        ]
+        .into_iter()
+        .find(|(t, _)| rest.starts_with(t));
+        if let Some((t, r)) = token {
+            out.push_str(r);
+            rest = &rest[t.len()..];
+            continue;
+        }
+        if c == '"' {
+            in_str = true;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
 fn parse_json_str(s: &str, what: &str) -> Result<Value, ConvertError> {
-    serde_json::from_str(s).map_err(|e| ConvertError::Json {
+    serde_json::from_str(&python_json(s)).map_err(|e| ConvertError::Json {
         path: what.to_string(),
         msg: e.to_string(),
     })
