@@ -5,7 +5,9 @@
 #   (d) ember-core also builds for thumbv8m.main-none-eabihf (Cortex-M33/M55);
 #   (b) a tiny U-Net blob is compiled on the host (ci/nostd/host-gen), the ci/nostd firmware (cortex-m-rt, static
 #       arena, no allocator) runs one forward pass under QEMU (Cortex-M7, mps2-an500) and compares its output with
-#       the host engine's, bit for bit;
+#       the host engine's, bit for bit; then runs every sampler (DDPM + Langevin corrector, DDIM η 0.5, Euler,
+#       Euler ancestral, DPM-Solver++ 2M, consistency; 2 guided steps each) in exactly the arena that
+#       `sampler::driver::arena_bytes` reports, and compares each final sample with the host's, bit for bit;
 #   (c) the firmware ELF links no allocator symbol; its section sizes are printed.
 # Uses Debian's rustc/cargo (rustc-web, with the standard library's source) for the cross builds and installs the
 # apt packages it needs when they are missing. See docs/BARE_METAL.md.

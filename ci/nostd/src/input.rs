@@ -33,3 +33,35 @@ pub fn fnv1a_bits(x: &[f32]) -> u32 {
 pub fn sum(x: &[f32]) -> f32 {
     x.iter().fold(0.0f32, |a, &v| a + v)
 }
+
+use ember_core::sampler::driver::{Conditioning, Corrector, Method, SamplerConfig};
+
+/// Seed of every sampler run.
+pub const SEED: u64 = 5;
+/// Number of sampler configurations the smoke test runs.
+pub const N_SAMPLERS: usize = 6;
+
+/// Sampler `i`: every method, 2 steps, classifier-free guidance 2.0 (two U-Net passes per step); DDIM with η 0.5,
+/// DDPM with the Langevin corrector.
+pub fn sampler_config(i: usize) -> SamplerConfig {
+    let methods = [
+        Method::Ddpm,
+        Method::Ddim,
+        Method::Euler,
+        Method::EulerAncestral,
+        Method::DpmSolver2m,
+        Method::Consistency,
+    ];
+    let method = methods[i % methods.len()];
+    SamplerConfig {
+        guidance_scale: 2.0,
+        eta: if method == Method::Ddim { 0.5 } else { 0.0 },
+        corrector: (method == Method::Ddpm).then_some(Corrector { snr: 0.16, steps: 1 }),
+        ..SamplerConfig::new(method, 2)
+    }
+}
+
+/// Class 3, no other conditioning.
+pub fn conditioning() -> Conditioning<'static> {
+    Conditioning { class: Some(LABEL), ..Conditioning::default() }
+}

@@ -16,15 +16,22 @@ mod input;
 #[allow(dead_code)]
 mod model_const;
 
-use model_const::{ARENA_BYTES, BLOB_BYTES, EXPECTED_BITS, EXPECTED_FNV, EXPECTED_SUM_BITS, INPUT_LEN, MACS, OUTPUT_LEN};
+use ember_core::sampler::driver::{arena_bytes, Control, Init, Sampler};
+use model_const::{
+    ARENA_BYTES, BLOB_BYTES, EXPECTED_BITS, EXPECTED_FNV, EXPECTED_SUM_BITS, INPUT_LEN, MACS, OUTPUT_LEN,
+    SAMPLERS, SAMPLER_ARENA_BYTES,
+};
+
+/// One arena for the forward check and every sampler run: the larger of the two needs.
+const ARENA_LEN: usize = if SAMPLER_ARENA_BYTES > ARENA_BYTES { SAMPLER_ARENA_BYTES } else { ARENA_BYTES };
 
 const BLOB_LEN: usize = include_bytes!("../model.ember").len();
 
 /// The model, in flash (.rodata), 16-byte aligned so it is read in place.
 static BLOB: Aligned<BLOB_LEN> = Aligned(*include_bytes!("../model.ember"));
 
-/// The one activation arena (.bss), exactly the size the blob's memory plan asks for.
-static mut ARENA: Aligned<ARENA_BYTES> = Aligned([0; ARENA_BYTES]);
+/// The one arena (.bss): the blob's memory plan, or the largest sampler run (model plan + sampler state).
+static mut ARENA: Aligned<ARENA_LEN> = Aligned([0; ARENA_LEN]);
 
 /// Relative tolerance used only if the output is not bit-identical to the host's (libm results could in principle
 /// differ across targets); the firmware reports which comparison passed.
@@ -66,7 +73,7 @@ fn run() -> Result<(), ()> {
     input::fill(&mut sample);
     let mut out = [0.0f32; OUTPUT_LEN];
 
-    let mut session = model.bind(arena).map_err(|e| hprintln!("FAIL: Model::bind: {:?}", e))?;
+    let mut session = model.bind(&mut *arena).map_err(|e| hprintln!("FAIL: Model::bind: {:?}", e))?;
     session
         .forward(&sample, input::TIMESTEP, Some(input::LABEL), &mut out)
         .map_err(|e| hprintln!("FAIL: Session::forward: {:?}", e))?;
@@ -94,9 +101,10 @@ fn run() -> Result<(), ()> {
         let rel = abs / if h.abs() > 1.0 { h.abs() } else { 1.0 };
         max_rel = if rel > max_rel { rel } else { max_rel };
     }
+    drop(session);
     if mismatches == 0 && fnv == EXPECTED_FNV && sum.to_bits() == EXPECTED_SUM_BITS {
         hprintln!("PASS: device output is bit-identical to the host engine ({} values)", OUTPUT_LEN);
-        Ok(())
+        samplers(&model, arena)
     } else if max_rel <= REL_TOL {
         hprintln!(
             "PASS (tolerance): {} of {} values differ from the host in their bits; max abs diff {}, max rel diff {} <= {}",
@@ -117,6 +125,42 @@ fn run() -> Result<(), ()> {
             REL_TOL
         );
         Err(())
+    }
+}
+
+/// Every sampler (2 guided steps each) in exactly the arena `arena_bytes` reports; the final sample must be
+/// bit-identical to the host's.
+fn samplers(model: &Model<'_>, arena: &mut [u8]) -> Result<(), ()> {
+    let mut failed = false;
+    for (i, &(host_need, host_fnv)) in SAMPLERS.iter().enumerate() {
+        let cfg = input::sampler_config(i);
+        let need = arena_bytes(model, &cfg).map_err(|e| hprintln!("FAIL: arena_bytes: {:?}", e))?;
+        let mut s = Sampler::new(model, &mut arena[..need], cfg, input::conditioning(), Init::Seed(input::SEED))
+            .map_err(|e| hprintln!("FAIL: Sampler::new {:?}: {:?}", cfg.method, e))?;
+        let mut steps = 0u32;
+        s.run(&mut |_| {
+            steps += 1;
+            Control::Continue
+        })
+        .map_err(|e| hprintln!("FAIL: Sampler::run {:?}: {:?}", cfg.method, e))?;
+        let fnv = input::fnv1a_bits(s.sample());
+        let ok = fnv == host_fnv && need == host_need;
+        failed |= !ok;
+        hprintln!(
+            "{} sampler {:?}: {} steps, arena {} B (host {} B), sample fnv 0x{:08x} (host 0x{:08x})",
+            if ok { "PASS" } else { "FAIL" },
+            cfg.method,
+            steps,
+            need,
+            host_need,
+            fnv,
+            host_fnv
+        );
+    }
+    if failed {
+        Err(())
+    } else {
+        Ok(())
     }
 }
 

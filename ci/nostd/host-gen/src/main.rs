@@ -13,6 +13,27 @@ const CONFIG: &str = r#"{"sample_size":16,"in_channels":1,"out_channels":1,"bloc
 "down_block_types":["DownBlock2D","AttnDownBlock2D"],"up_block_types":["AttnUpBlock2D","UpBlock2D"],
 "layers_per_block":1,"norm_num_groups":8,"attention_head_dim":8,"num_class_embeds":10}"#;
 
+const SCHEDULER: &str = r#"{"_class_name":"DDIMScheduler","beta_schedule":"squaredcos_cap_v2",
+"prediction_type":"v_prediction","clip_sample":false,"timestep_spacing":"trailing"}"#;
+
+/// Every sampler, as the firmware runs it: `input::sampler_config(i)`.
+fn run_samplers(model: &ember_core::Model<'_>) -> Result<Vec<(usize, u32)>, Box<dyn Error>> {
+    use ember_core::sampler::driver::{arena_bytes, Control, Init, Sampler};
+    let mut r = Vec::new();
+    for i in 0..input::N_SAMPLERS {
+        let cfg = input::sampler_config(i);
+        let need = arena_bytes(model, &cfg)?;
+        let mut arena = quantize_tool::AlignedBytes::zeroed(need);
+        let mut s = Sampler::new(model, arena.as_mut_slice(), cfg, input::conditioning(), Init::Seed(input::SEED))?;
+        s.run(&mut |_| Control::Continue)?;
+        if s.sample().iter().any(|v| !v.is_finite()) {
+            return Err(format!("sampler {i}: not finite").into());
+        }
+        r.push((need, input::fnv1a_bits(s.sample())));
+    }
+    Ok(r)
+}
+
 fn main() -> Result<(), Box<dyn Error>> {
     let out_dir = match std::env::args_os().nth(1) {
         Some(p) => PathBuf::from(p),
@@ -20,7 +41,11 @@ fn main() -> Result<(), Box<dyn Error>> {
     };
     let json: serde_json::Value = serde_json::from_str(CONFIG)?;
     let cfg = quantize_tool::UNetConfig::from_json(&json, None)?;
-    let c = quantize_tool::compile(&cfg, &quantize_tool::RandomSource { seed: 1 }, None, quantize_tool::WeightDtype::F32)?;
+    // A schedule (cosine, v-prediction, trailing) and a null class, so the firmware can run every sampler with
+    // classifier-free guidance.
+    let sched = quantize_tool::config::schedule_from_json(&serde_json::from_str(SCHEDULER)?)?;
+    let sampling = quantize_tool::Sampling { schedule: Some(sched), timesteps: None, null_class: Some(9) };
+    let c = quantize_tool::compile_with(&cfg, &quantize_tool::RandomSource { seed: 1 }, &sampling, quantize_tool::WeightDtype::F32)?;
 
     // Run the blob on the host with the generic (scalar reference) kernels: the same code the firmware runs.
     let blob = quantize_tool::AlignedBytes::new(&c.blob);
@@ -40,6 +65,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         return Err("host output is not finite".into());
     }
     let (sum, hash) = (input::sum(&out), input::fnv1a_bits(&out));
+    let samplers = run_samplers(&model)?;
+    let sampler_arena = samplers.iter().map(|s| s.0).max().unwrap_or(0);
 
     std::fs::write(out_dir.join("model.ember"), &c.blob)?;
     let mut s = String::new();
@@ -49,6 +76,13 @@ fn main() -> Result<(), Box<dyn Error>> {
     writeln!(s)?;
     writeln!(s, "/// Blob size in bytes.\npub const BLOB_BYTES: usize = {};", c.blob.len())?;
     writeln!(s, "/// `Model::arena_bytes()` of the blob.\npub const ARENA_BYTES: usize = {arena_bytes};")?;
+    writeln!(s, "/// Largest `sampler::driver::arena_bytes` over the samplers of `input::sampler_config`.\npub const SAMPLER_ARENA_BYTES: usize = {sampler_arena};")?;
+    writeln!(s, "/// Per sampler: (exact arena bytes, FNV-1a of the host's final sample bits).")?;
+    write!(s, "pub const SAMPLERS: [(usize, u32); {}] = [", samplers.len())?;
+    for (need, fnv) in &samplers {
+        write!(s, "({need}, 0x{fnv:08x}), ")?;
+    }
+    writeln!(s, "];")?;
     writeln!(s, "/// Elements of the input sample.\npub const INPUT_LEN: usize = {};", info.input_len())?;
     writeln!(s, "/// Elements of the output.\npub const OUTPUT_LEN: usize = {};", info.output_len())?;
     writeln!(s, "/// Multiply-accumulates per forward pass.\npub const MACS: u64 = {};", info.macs())?;
@@ -65,6 +99,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     writeln!(s, "\n];")?;
     std::fs::write(out_dir.join("src").join("model_const.rs"), s)?;
 
+    for (i, (need, fnv)) in samplers.iter().enumerate() {
+        println!("host-gen: sampler {:?}: arena {need} B, sample fnv 0x{fnv:08x}", input::sampler_config(i).method);
+    }
     println!(
         "host-gen: blob {} B, {} ops, arena {} B, {} MACs; host output sum {:e} (0x{:08x}) fnv 0x{:08x} out[0..4] {:?}",
         c.blob.len(),
