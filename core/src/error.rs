@@ -113,6 +113,52 @@ pub enum SamplerFault {
     Channels,
 }
 
+impl fmt::Display for SamplerFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            SamplerFault::NoSchedule => write!(f, "the blob has no noise schedule"),
+            SamplerFault::Steps { steps: 0, max: 0 } => {
+                write!(f, "0 steps asks for the blob's own timesteps, and it has none")
+            }
+            SamplerFault::Steps { steps, max } => write!(f, "{steps} steps: allowed 1..={max}"),
+            SamplerFault::VarianceType(v) => write!(f, "variance_type code {v} is not implemented"),
+            SamplerFault::Eta => write!(f, "eta must be a finite number >= 0"),
+            SamplerFault::NoNullClass => write!(
+                f,
+                "guidance needs a class-conditional model with a null class (convert with --null-class)"
+            ),
+            SamplerFault::GuidanceScale => write!(f, "the guidance scale is not finite"),
+            SamplerFault::Strength => write!(
+                f,
+                "strength must be in (0, 1], needs an image below 1, and must leave at least one step"
+            ),
+            SamplerFault::ConditioningLen { what, expected, got } => write!(
+                f,
+                "{} has {got} elements, expected {expected}",
+                ["the image", "the mask", "the concat channels", "the initial noise"]
+                    .get(what as usize)
+                    .unwrap_or(&"an input")
+            ),
+            SamplerFault::Concat => write!(
+                f,
+                "concat channels must be given exactly when the model's in_channels exceed its sample channels"
+            ),
+            SamplerFault::MaskWithoutImage => write!(f, "a mask needs an image"),
+            SamplerFault::Resample => write!(
+                f,
+                "resampling (> 1) needs a mask and the ddpm or ddim sampler (and 0 is not a count)"
+            ),
+            SamplerFault::Corrector => write!(
+                f,
+                "the Langevin corrector needs ddpm or ddim, at least one step and a positive finite SNR"
+            ),
+            SamplerFault::Channels => {
+                write!(f, "the model's channels do not fit a sampler (input < output channels)")
+            }
+        }
+    }
+}
+
 /// Everything that can go wrong in ember-core.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -242,7 +288,7 @@ impl fmt::Display for Error {
             Error::BadModel { field } => {
                 write!(f, "inconsistent model description (field {field})")
             }
-            Error::Sampler(fault) => write!(f, "invalid sampler set-up: {fault:?}"),
+            Error::Sampler(fault) => write!(f, "invalid sampler set-up: {fault}"),
             Error::BadSchedule { field } => {
                 write!(f, "unknown code in schedule section (field {field})")
             }
