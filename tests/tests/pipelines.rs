@@ -173,3 +173,79 @@ fn all_cases_listed() {
         ]
     );
 }
+
+/// Inpainting steps against diffusers' `RePaintScheduler.step` given the noise it drew: ember's DDIM step (η as
+/// configured, clip as configured) followed by its known-region update (`impose_known` at ᾱ_prev) must give
+/// RePaint's `prev_sample`. (RePaint uses its one noise draw for both the variance and the known part; the driver
+/// draws them separately, which is the same distribution — here both get the recorded draw.)
+#[test]
+fn repaint_steps_match_diffusers() {
+    use ember_core::sampler::driver::impose_known;
+    use ember_core::sampler::schedule::fill_alphas_cumprod;
+    use ember_core::sampler::step::{ddim_step, Prediction, StepArgs};
+    let raw = std::fs::read(dir().join("steps.safetensors")).unwrap();
+    let meta = meta(&raw);
+    let st = SafeTensors::deserialize(&raw).unwrap();
+    let count: usize = meta["repaint_count"].parse().unwrap();
+    assert!(count >= 3);
+    for j in 0..count {
+        let key = |k: &str| format!("repaint_{j}_{k}");
+        let cfg: serde_json::Value = serde_json::from_str(&meta[&key("scheduler_config")]).unwrap();
+        let s = quantize_tool::config::schedule_from_json(&cfg).unwrap();
+        let n = s.num_train_timesteps as usize;
+        let (mut betas, mut ac) = (vec![0f32; n], vec![0f32; n]);
+        fill_alphas_cumprod(&s, &mut betas, &mut ac).unwrap();
+        let t: u32 = meta[&key("t")].parse().unwrap();
+        let prev_t: i64 = meta[&key("prev_t")].parse().unwrap();
+        let eta: f32 = meta[&key("eta")].parse().unwrap();
+        let get = |k: &str| f32s(&st, &key(k)).unwrap();
+        let (x, model, image, mask, noise) = (
+            get("x"),
+            get("model"),
+            get("image"),
+            get("mask"),
+            get("noise_0"),
+        );
+        let args = StepArgs {
+            alphas_cumprod: &ac,
+            prediction: Prediction::Epsilon,
+            clip: (s.clip_sample == 1).then_some(s.clip_sample_range),
+            t,
+            prev_t,
+        };
+        let mut out = vec![0f32; x.len()];
+        let mut x0 = vec![0f32; x.len()];
+        let step_noise = (t > 0 && eta > 0.0).then_some(&noise[..]);
+        ddim_step(
+            &args,
+            1.0,
+            eta,
+            &x,
+            &model,
+            step_noise,
+            &mut out,
+            Some(&mut x0),
+        )
+        .unwrap();
+        let a_prev = if prev_t < 0 { 1.0 } else { ac[prev_t as usize] };
+        impose_known(
+            &mut out,
+            &image,
+            &mask,
+            a_prev.sqrt(),
+            (1.0 - a_prev).sqrt(),
+            &noise,
+        );
+        for (what, got, want) in [("prev_sample", &out, get("out")), ("x0", &x0, get("x0"))] {
+            let mag = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+            let err = got
+                .iter()
+                .zip(&want)
+                .fold(0f32, |e, (a, b)| e.max((a - b).abs()));
+            assert!(
+                err <= 2e-5 * mag,
+                "repaint {j} (t={t}, eta={eta}) {what}: {err:e}"
+            );
+        }
+    }
+}
