@@ -23,6 +23,8 @@ pub enum SectionKind {
     Schedule,
     /// Explicit inference timesteps.
     Timesteps,
+    /// Explicit betas.
+    Betas,
     /// A section kind this version does not know, by number.
     Unknown(u32),
 }

@@ -55,6 +55,9 @@ pub mod section {
     /// Explicit inference timesteps (`u32` each, strictly decreasing, below `num_train_timesteps`): the schedule a
     /// distilled student was trained on. Not optional: a runtime that ignored it would sample wrongly.
     pub const TIMESTEPS: u32 = 8;
+    /// Explicit betas (`f32` each, `num_train_timesteps` of them): the schedule when `beta_schedule` is 3
+    /// (`trained_betas`). Not optional.
+    pub const BETAS: u32 = 9;
 }
 
 pub(crate) fn section_kind(k: u32) -> SectionKind {
@@ -67,6 +70,7 @@ pub(crate) fn section_kind(k: u32) -> SectionKind {
         section::STRINGS => SectionKind::Strings,
         section::SCHEDULE => SectionKind::Schedule,
         section::TIMESTEPS => SectionKind::Timesteps,
+        section::BETAS => SectionKind::Betas,
         other => SectionKind::Unknown(other),
     }
 }

@@ -37,6 +37,7 @@ pub struct Model<'a> {
     info: ModelInfo,
     schedule: Option<ScheduleInfo>,
     timesteps: &'a [u8],
+    betas: &'a [u8],
     tensors: &'a [u8],
     buffers: &'a [u8],
     ops: &'a [u8],
@@ -89,7 +90,7 @@ impl<'a> Model<'a> {
         if n_sections > 64 {
             return Err(Error::BadSection(SectionKind::Unknown(u32::MAX)));
         }
-        let mut found: [Option<&'a [u8]>; 9] = [None; 9];
+        let mut found: [Option<&'a [u8]>; 10] = [None; 10];
         let mut data = (0usize, 0usize);
         for i in 0..n_sections {
             let e = table
@@ -108,7 +109,7 @@ impl<'a> Model<'a> {
                 return Err(section_err(kind));
             }
             let slot = match kind {
-                section::MODEL..=section::TIMESTEPS => kind as usize,
+                section::MODEL..=section::BETAS => kind as usize,
                 _ if flags & SECTION_OPTIONAL != 0 => continue,
                 _ => return Err(section_err(kind)),
             };
@@ -133,6 +134,7 @@ impl<'a> Model<'a> {
             None => None,
         };
         let timesteps = found[section::TIMESTEPS as usize].unwrap_or(&[]);
+        let betas = found[section::BETAS as usize].unwrap_or(&[]);
         let tensors = req(section::TENSORS)?;
         let buffers = req(section::BUFFERS)?;
         let ops = req(section::OPS)?;
@@ -152,6 +154,7 @@ impl<'a> Model<'a> {
             info,
             schedule,
             timesteps,
+            betas,
             tensors,
             buffers,
             ops,
@@ -195,6 +198,24 @@ impl<'a> Model<'a> {
         if let Some(null) = info.null_class() {
             if null >= info.num_classes {
                 return Err(Error::BadModel { field: 14 });
+            }
+        }
+        // Explicit betas: exactly when the schedule says so, one per train timestep, each in (0, 1].
+        let explicit = self.schedule.is_some_and(|s| s.beta_schedule == 3);
+        if explicit || !self.betas.is_empty() {
+            let bad = Error::BadSection(SectionKind::Betas);
+            let s = self.schedule.ok_or(bad)?;
+            if self.betas.is_empty() {
+                return Err(Error::MissingSection(SectionKind::Betas));
+            }
+            if s.beta_schedule != 3 || self.betas.len() != s.num_train_timesteps as usize * 4 {
+                return Err(bad);
+            }
+            for i in 0..s.num_train_timesteps as usize {
+                let b = f32::from_bits(rd_u32(self.betas, i * 4).ok_or(bad)?);
+                if !(b > 0.0 && b <= 1.0) {
+                    return Err(bad);
+                }
             }
         }
         // Explicit timesteps: need a schedule; strictly decreasing, each below num_train_timesteps.
@@ -321,6 +342,29 @@ impl<'a> Model<'a> {
     /// The explicit inference timesteps stored in the blob (a distilled student's own), if any.
     pub fn timesteps(&self) -> Option<Timesteps<'a>> {
         (!self.timesteps.is_empty()).then_some(Timesteps(self.timesteps))
+    }
+
+    /// Fill `betas` (`num_train_timesteps` long) with the blob's explicit betas (`trained_betas`, schedule code 3)
+    /// or, for the other schedules, with [`crate::sampler::schedule::fill_betas`].
+    pub fn fill_betas(&self, betas: &mut [f32]) -> Result<(), Error> {
+        let s = self
+            .schedule
+            .ok_or(Error::MissingSection(SectionKind::Schedule))?;
+        if s.beta_schedule != 3 {
+            return crate::sampler::schedule::fill_betas(&s, betas);
+        }
+        if betas.len() * 4 != self.betas.len() {
+            return Err(Error::OutputLen {
+                expected: (self.betas.len() / 4) as u32,
+                got: u32::try_from(betas.len()).unwrap_or(u32::MAX),
+            });
+        }
+        for (i, b) in betas.iter_mut().enumerate() {
+            *b = f32::from_bits(
+                rd_u32(self.betas, i * 4).ok_or(Error::BadSection(SectionKind::Betas))?,
+            );
+        }
+        Ok(())
     }
 
     /// Arena bytes [`Model::bind`] needs.

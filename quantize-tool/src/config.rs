@@ -561,6 +561,22 @@ pub fn schedule_from_json(v: &Value) -> Result<ember_core::ScheduleInfo, Convert
     })
 }
 
+/// `trained_betas` as f32 (diffusers: `torch.tensor(trained_betas, dtype=torch.float32)`), when the config has them.
+pub fn trained_betas_from_json(v: &Value) -> Result<Option<Vec<f32>>, ConvertError> {
+    match get(v, "trained_betas") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| {
+                x.as_f64().map(|f| f as f32).ok_or_else(|| {
+                    cfg_err("scheduler.trained_betas", format!("`{x}` is not a number"))
+                })
+            })
+            .collect::<Result<Vec<f32>, _>>()
+            .map(Some),
+        _ => Ok(None),
+    }
+}
+
 /// The error for a null class past the model's classes.
 pub fn cfg_null_class(k: u32, num_classes: u32) -> ConvertError {
     cfg_err(

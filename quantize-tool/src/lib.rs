@@ -268,6 +268,8 @@ pub struct Sampling {
     pub timesteps: Option<Vec<u32>>,
     /// The null class label of a class-conditional model trained with label dropout.
     pub null_class: Option<u32>,
+    /// Explicit betas (`trained_betas`; the schedule's `beta_schedule` is then 3).
+    pub betas: Option<Vec<f32>>,
 }
 
 /// Lower, plan and serialize a model. The blob is validated by the runtime's own parser before it is returned.
@@ -322,6 +324,34 @@ pub fn compile_with(
     if let Some(ts) = &sampling.timesteps {
         config::check_timesteps(ts, schedule.as_ref())?;
     }
+    let explicit = schedule.is_some_and(|s| s.beta_schedule == 3);
+    match (&sampling.betas, schedule) {
+        (Some(b), Some(s)) if explicit => {
+            if b.len() != s.num_train_timesteps as usize {
+                return Err(config::cfg_err_pub(
+                    "scheduler.trained_betas",
+                    format!(
+                        "{} values for num_train_timesteps {}",
+                        b.len(),
+                        s.num_train_timesteps
+                    ),
+                ));
+            }
+            if let Some(x) = b.iter().find(|x| !(**x > 0.0 && **x <= 1.0)) {
+                return Err(config::cfg_err_pub(
+                    "scheduler.trained_betas",
+                    format!("{x} is not in (0, 1]"),
+                ));
+            }
+        }
+        (None, _) if !explicit => {}
+        _ => {
+            return Err(config::cfg_err_pub(
+                "scheduler.trained_betas",
+                "explicit betas and beta_schedule disagree",
+            ))
+        }
+    }
     let blob = write::to_blob(
         &graph,
         &plan,
@@ -330,6 +360,7 @@ pub fn compile_with(
             schedule,
             dtype,
             timesteps: sampling.timesteps.as_deref(),
+            betas: sampling.betas.as_deref(),
         },
     )?;
     let aligned = AlignedBytes::new(&blob);
@@ -392,6 +423,12 @@ pub fn convert_path(input: &Path, opts: &ConvertOptions) -> Result<Compiled, Con
             .ok_or_else(|| config::cfg_err_pub(what, format!("`{g}` is not a guidance scale")))?;
         s.distilled_guidance_bits = g.to_bits();
     }
+    let betas = ck
+        .scheduler
+        .as_ref()
+        .map(config::trained_betas_from_json)
+        .transpose()?
+        .flatten();
     compile_with(
         &cfg,
         &ck.weights,
@@ -399,6 +436,7 @@ pub fn convert_path(input: &Path, opts: &ConvertOptions) -> Result<Compiled, Con
             schedule,
             timesteps,
             null_class,
+            betas,
         },
         opts.dtype,
     )

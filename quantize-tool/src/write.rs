@@ -43,6 +43,8 @@ pub struct BlobMeta<'t> {
     pub dtype: WeightDtype,
     /// Explicit inference timesteps, if any.
     pub timesteps: Option<&'t [u32]>,
+    /// Explicit betas, if any.
+    pub betas: Option<&'t [f32]>,
 }
 
 /// Serialize `g` with memory plan `p`.
@@ -90,7 +92,11 @@ pub fn to_blob(g: &Graph, p: &Plan, meta: &BlobMeta<'_>) -> Result<Vec<u8>, Conv
     let ts_sec: Option<Vec<u8>> = meta
         .timesteps
         .map(|ts| ts.iter().flat_map(|t| t.to_le_bytes()).collect());
-    let n_sections = 6 + sched_sec.is_some() as usize + ts_sec.is_some() as usize;
+    let betas_sec: Option<Vec<u8>> = meta
+        .betas
+        .map(|b| b.iter().flat_map(|x| x.to_le_bytes()).collect());
+    let n_sections =
+        6 + sched_sec.is_some() as usize + ts_sec.is_some() as usize + betas_sec.is_some() as usize;
     let table_off = HEADER_LEN;
     let mut body_off = table_off + n_sections * SECTION_ENTRY_LEN;
     // Layout: model, schedule, tensors, buffers, ops, strings, data.
@@ -107,6 +113,9 @@ pub fn to_blob(g: &Graph, p: &Plan, meta: &BlobMeta<'_>) -> Result<Vec<u8>, Conv
     }
     if let Some(t) = &ts_sec {
         place(section::TIMESTEPS, t.len(), 4);
+    }
+    if let Some(b) = &betas_sec {
+        place(section::BETAS, b.len(), 4);
     }
     place(section::TENSORS, tensors_len, 4);
     place(section::BUFFERS, buffers.len(), 4);
@@ -181,6 +190,7 @@ pub fn to_blob(g: &Graph, p: &Plan, meta: &BlobMeta<'_>) -> Result<Vec<u8>, Conv
             section::MODEL => &model_sec,
             section::SCHEDULE => sched_sec.as_ref().map(|s| &s[..]).unwrap_or(&[]),
             section::TIMESTEPS => ts_sec.as_deref().unwrap_or(&[]),
+            section::BETAS => betas_sec.as_deref().unwrap_or(&[]),
             section::BUFFERS => &buffers,
             section::OPS => &ops,
             section::STRINGS => &strings,

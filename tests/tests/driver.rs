@@ -99,6 +99,7 @@ fn blob(sched: Value, classes: usize, extra_in: usize, timesteps: Option<Vec<u32
             schedule,
             timesteps,
             null_class: (classes > 0).then(|| classes as u32 - 1),
+            betas: None,
         },
         WeightDtype::F32,
     )
@@ -635,4 +636,64 @@ fn bad_setups_are_typed_errors() {
         arena_bytes(&nm, &ddim).err(),
         Some(Error::Sampler(SamplerFault::NoSchedule))
     );
+}
+
+/// Explicit betas (`trained_betas`) travel in the blob: a schedule given as the linear schedule's own betas samples
+/// bit-identically to the named linear schedule; a blob that names explicit betas without them is refused.
+#[test]
+fn trained_betas_are_stored_and_used() {
+    let named = json!({"_class_name": "DDIMScheduler", "clip_sample": false});
+    let s = quantize_tool::config::schedule_from_json(&named).unwrap();
+    let mut betas = vec![0f32; 1000];
+    ember_core::sampler::schedule::fill_betas(&s, &mut betas).unwrap();
+    let mut explicit = named.clone();
+    explicit["trained_betas"] = json!(betas.iter().map(|&b| b as f64).collect::<Vec<f64>>());
+    let dir = std::env::temp_dir().join(format!("ember-betas-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/pipelines/ddim_eps_leading");
+    let run = |sched: &Value| {
+        std::fs::create_dir_all(dir.join("scheduler")).unwrap();
+        std::fs::write(
+            dir.join("scheduler/scheduler_config.json"),
+            sched.to_string(),
+        )
+        .unwrap();
+        let opts = quantize_tool::ConvertOptions {
+            scheduler_config: Some(dir.join("scheduler/scheduler_config.json")),
+            ..Default::default()
+        };
+        let c = quantize_tool::convert_path(&src, &opts).unwrap();
+        let b = AlignedBytes::new(&c.blob);
+        let m = Model::parse(b.as_slice()).unwrap();
+        (
+            m.schedule().unwrap().beta_schedule,
+            sample_with(
+                &m,
+                SamplerConfig::new(Method::Ddpm, 5),
+                Conditioning::default(),
+                3,
+            )
+            .unwrap(),
+        )
+    };
+    let (code_a, a) = run(&named);
+    let (code_b, b) = run(&explicit);
+    assert_eq!((code_a, code_b), (0, 3));
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+    let mut wrong = explicit.clone();
+    wrong["trained_betas"] = json!([0.1, 0.2]);
+    std::fs::write(
+        dir.join("scheduler/scheduler_config.json"),
+        wrong.to_string(),
+    )
+    .unwrap();
+    let opts = quantize_tool::ConvertOptions {
+        scheduler_config: Some(dir.join("scheduler/scheduler_config.json")),
+        ..Default::default()
+    };
+    let e = quantize_tool::convert_path(&src, &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("trained_betas"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

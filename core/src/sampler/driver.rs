@@ -562,7 +562,7 @@ impl<'s, 'a> Sampler<'s, 'a> {
         let ac = take(&mut rest, sl[0]);
         let ts = take(&mut rest, sl[1]);
         let sig = take(&mut rest, sl[2]);
-        fill_ac_in_place(&sched, ac)?;
+        fill_ac_in_place(model, ac)?;
         if plan.explicit {
             let list = model.timesteps().ok_or(fault(SamplerFault::NoSchedule))?;
             for (i, t) in ts.iter_mut().enumerate() {
@@ -1027,10 +1027,11 @@ pub fn impose_known(x: &mut [f32], image: &[f32], mask: &[f32], ci: f32, cn: f32
     }
 }
 
-/// ᾱ in place: the β's into `ac`, then the cumulative product over them exactly as
-/// [`super::schedule::alphas_cumprod_from_betas`] computes it (f64 running product, each rounded to f32).
-fn fill_ac_in_place(s: &ScheduleInfo, ac: &mut [f32]) -> Result<(), Error> {
-    super::schedule::fill_betas(s, ac)?;
+/// ᾱ in place: the β's into `ac` (the blob's explicit ones, or the named schedule's), then the cumulative product
+/// over them exactly as [`super::schedule::alphas_cumprod_from_betas`] computes it (f64 running product, each
+/// rounded to f32).
+fn fill_ac_in_place(model: &Model<'_>, ac: &mut [f32]) -> Result<(), Error> {
+    model.fill_betas(ac)?;
     let mut acc = 1.0f64;
     for v in ac.iter_mut() {
         acc *= f64::from(1.0f32 - *v);

@@ -70,7 +70,8 @@ pub enum BetaSchedule {
     ScaledLinear,
     /// `"squaredcos_cap_v2"`: the cosine schedule of Nichol & Dhariwal (2021), betas capped at 0.999 (code 2).
     SquaredCosCapV2,
-    /// Explicit `trained_betas` (code 3). The blob has no betas section yet, so [`fill_betas`] refuses it.
+    /// Explicit `trained_betas` (code 3), stored in the blob's BETAS section: [`crate::Model::fill_betas`] reads
+    /// them; [`fill_betas`], which has only the schedule words, refuses this code.
     Explicit,
 }
 

@@ -44,7 +44,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     // A schedule (cosine, v-prediction, trailing) and a null class, so the firmware can run every sampler with
     // classifier-free guidance.
     let sched = quantize_tool::config::schedule_from_json(&serde_json::from_str(SCHEDULER)?)?;
-    let sampling = quantize_tool::Sampling { schedule: Some(sched), timesteps: None, null_class: Some(9) };
+    let sampling = quantize_tool::Sampling { schedule: Some(sched), null_class: Some(9), ..Default::default() };
     let c = quantize_tool::compile_with(&cfg, &quantize_tool::RandomSource { seed: 1 }, &sampling, quantize_tool::WeightDtype::F32)?;
 
     // Run the blob on the host with the generic (scalar reference) kernels: the same code the firmware runs.
