@@ -47,7 +47,7 @@ pub struct SampleArgs {
     #[arg(long)]
     pub image: Option<PathBuf>,
     /// Inpainting mask: PNG (white = keep the known pixel, black = generate; RePaint's convention) or
-    /// .safetensors tensor `mask` ([H,W] or [C,H,W], 1 = keep).
+    /// .safetensors tensor `mask` (H×W or C×H×W, 1 = keep).
     #[arg(long)]
     pub mask: Option<PathBuf>,
     /// img2img / SDEdit strength in (0, 1]: how much of the schedule to run from the noised --image.
@@ -68,7 +68,7 @@ pub struct SampleArgs {
     /// Print one line per step (timestep, x̂₀ range) to stderr.
     #[arg(long)]
     pub progress: bool,
-    /// Output: .png (pixels) or .safetensors (`sample` f32 [1,C,H,W], the final sample before pixel conversion).
+    /// Output: .png (pixels) or .safetensors (`sample` f32 1×C×H×W, the final sample before pixel conversion).
     #[arg(short, long)]
     pub output: PathBuf,
 }
