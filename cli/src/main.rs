@@ -10,6 +10,7 @@ use ember_core::Model;
 use quantize_tool::AlignedBytes;
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 
+mod generate;
 mod image;
 mod sample;
 
@@ -26,6 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Make digits with the built-in MNIST student (no flags needed): a PNG grid of classes 0–9.
+    Generate(Box<generate::GenerateArgs>),
     /// Sample an image: the whole reverse process (DDPM, DDIM, Euler, Euler ancestral, DPM-Solver++ 2M,
     /// consistency) with guidance, inpainting, img2img and concat conditioning.
     Sample(Box<sample::SampleArgs>),
@@ -287,6 +290,7 @@ fn main() -> ExitCode {
         } => compare(&output, &output_tensor, &reference, &reference_tensor),
         Cmd::Bench { model, iters, json } => bench(&model, iters, json),
         Cmd::Sample(a) => sample::run(&a),
+        Cmd::Generate(a) => generate::run(&a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
