@@ -385,3 +385,80 @@ fn sample_with_init_noise_matches_diffusers_pipeline() {
     }
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// The main job: `ember generate` with the built-in student. Raw output holds `sample` [N,1,32,32] in [-1, 1] and
+/// `class_labels` [N]; the same seed gives the same bytes; a PNG is a real PNG; bad flags fail without a file.
+#[test]
+fn generate_with_the_built_in_student() {
+    let d = tmpdir("generate");
+    let run = |args: &[&str], out: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_ember"))
+            .arg("generate")
+            .args(args)
+            .arg("-o")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let a = d.join("a.safetensors");
+    let r = run(&["--classes", "3,7", "--per-class", "2", "--seed", "5"], &a);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let raw = std::fs::read(&a).unwrap();
+    let st = SafeTensors::deserialize(&raw).unwrap();
+    let s = st.tensor("sample").unwrap();
+    assert_eq!(s.shape(), &[4, 1, 32, 32]);
+    let x = f32s(&st, "sample");
+    assert!(x.iter().all(|v| v.is_finite() && v.abs() <= 1.5));
+    let l = st.tensor("class_labels").unwrap();
+    assert_eq!(l.dtype(), Dtype::I64);
+    let labels: Vec<i64> = l
+        .data()
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(labels, [3, 3, 7, 7]);
+    // Digits are mostly background (-1) with bright strokes.
+    let bg = x.iter().filter(|v| **v < -0.9).count() as f32 / x.len() as f32;
+    assert!(bg > 0.6, "background fraction {bg}");
+    let b = d.join("b.safetensors");
+    assert!(run(
+        &[
+            "--classes",
+            "3,7",
+            "--per-class",
+            "2",
+            "--seed",
+            "5",
+            "--threads",
+            "1"
+        ],
+        &b
+    )
+    .status
+    .success());
+    assert_eq!(
+        raw,
+        std::fs::read(&b).unwrap(),
+        "threads must not change the bits"
+    );
+    let png = d.join("c.png");
+    assert!(run(&["--classes", "1", "--per-class", "1"], &png)
+        .status
+        .success());
+    assert_eq!(&std::fs::read(&png).unwrap()[..8], b"\x89PNG\r\n\x1a\n");
+    for (args, needle) in [
+        (vec!["--classes", "11"], "class label"),
+        (vec!["--scheduler", "plms"], "unknown scheduler"),
+        (vec!["--model", "no-such.ember"], "no-such.ember"),
+    ] {
+        let out = d.join("bad.png");
+        let r = run(&args, &out);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(
+            !r.status.success() && err.contains(needle),
+            "{args:?}: {err}"
+        );
+        assert!(!out.exists());
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
