@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import struct
 import sys
 
 import numpy as np
@@ -23,7 +22,9 @@ import safetensors
 import torch
 import diffusers
 from diffusers import DDPMScheduler, DDIMScheduler, UNet2DModel
-from safetensors.torch import save as st_save
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from st_sorted import save_sorted  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -137,21 +138,6 @@ def perturb(model, gen):
                 p.copy_(0.1 * torch.randn(p.shape, generator=gen))
             elif name == "class_embedding.weight":
                 p.copy_(torch.randn(p.shape, generator=gen))
-
-
-def save_sorted(tensors, path, metadata):
-    """``safetensors.torch.save_file`` with a reproducible header: the library writes ``__metadata__`` in hash-map
-    order (different on every run), so re-emit the header with sorted metadata keys and tensors in data order."""
-    raw = st_save(tensors, metadata=metadata)
-    n = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
-    meta = header.pop("__metadata__")
-    ordered = {"__metadata__": dict(sorted(meta.items()))}
-    ordered.update(sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]))
-    h = json.dumps(ordered, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + raw[8 + n:])
 
 
 def scheduler(kind):

@@ -41,7 +41,6 @@ import json
 import math
 import os
 import platform
-import struct
 import sys
 
 import numpy as np
@@ -53,7 +52,10 @@ import diffusers.schedulers.scheduling_repaint as scheduling_repaint
 from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, RePaintScheduler,
                        UNet2DModel)
 from diffusers.utils import logging as diffusers_logging
-from safetensors.torch import load_file, save as st_save
+from safetensors.torch import load_file
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from st_sorted import save_sorted  # noqa: E402
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pipelines")
 
@@ -157,21 +159,6 @@ def perturb(model, gen):
                 p.copy_(torch.randn(p.shape, generator=gen))
         for name, p in model.named_parameters():
             assert p.numel() == 1 or float(p.std()) > 0, f"{name} is constant after perturbation"
-
-
-def save_sorted(tensors, path, metadata):
-    """``safetensors.torch.save`` with a reproducible header (sorted metadata, tensors in data order); see
-    ``generate.py``."""
-    raw = st_save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata)
-    n = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
-    meta = header.pop("__metadata__")
-    ordered = {"__metadata__": dict(sorted(meta.items()))}
-    ordered.update(sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]))
-    h = json.dumps(ordered, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + raw[8 + n:])
 
 
 def config_json(sched):

@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import platform
-import struct
 import sys
 import zlib
 
@@ -38,7 +37,9 @@ import safetensors
 import torch
 import diffusers
 from diffusers import DDIMScheduler, DDPMScheduler
-from safetensors.torch import save as st_save
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from st_sorted import save_sorted  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -87,21 +88,6 @@ def versions():
         "python": platform.python_version(),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
-
-
-def save_sorted(tensors, path, metadata):
-    """``safetensors.torch.save`` with a reproducible header (sorted metadata, tensors in data order); see
-    ``generate.py``."""
-    raw = st_save(tensors, metadata=metadata)
-    n = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
-    meta = header.pop("__metadata__")
-    ordered = {"__metadata__": dict(sorted(meta.items()))}
-    ordered.update(sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]))
-    h = json.dumps(ordered, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + raw[8 + n:])
 
 
 def same_bits(a, b):
