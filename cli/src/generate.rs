@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
-use ember_core::sampler::driver::{arena_bytes, Conditioning, Control, Init, Method, Sampler};
+use ember_core::sampler::driver::{arena_bytes, Conditioning, Control, Init, Sampler};
 use ember_core::{Aligned, Model};
 use quantize_tool::AlignedBytes;
 use safetensors::Dtype;
 
 use crate::image;
-use crate::sample::default_config;
+use crate::sample::sampler_config;
 
 const STUDENT_LEN: usize = include_bytes!("../../models/mnist-student/student-4.ember").len();
 /// The guided, progressively distilled 4-step MNIST student (models/mnist-student/MODEL_CARD.md), 16-byte aligned so
@@ -81,17 +81,7 @@ pub fn run(a: &GenerateArgs) -> Result<(), String> {
         return Err(format!("{shown}: the blob has no noise schedule"));
     }
     let info = *m.info();
-    let mut cfg = default_config(&m);
-    if let Some(name) = &a.scheduler {
-        cfg.method =
-            Method::from_name(name).ok_or_else(|| format!("unknown scheduler `{name}`"))?;
-        if a.steps.is_none() && m.timesteps().is_none() {
-            cfg.steps = if cfg.method == Method::Ddpm { 1000 } else { 50 };
-        }
-    }
-    if let Some(n) = a.steps {
-        cfg.steps = n;
-    }
+    let mut cfg = sampler_config(&m, a.scheduler.as_deref(), a.steps)?;
     cfg.guidance_scale = a.guidance_scale;
     cfg.eta = a.eta;
     let classes: Vec<u32> = match &a.classes {

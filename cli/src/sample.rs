@@ -87,6 +87,30 @@ pub fn default_config(m: &Model<'_>) -> SamplerConfig {
     SamplerConfig::new(method, steps)
 }
 
+/// The blob's default sampler with the user's `--scheduler` and `--steps` applied (a named scheduler without
+/// `--steps` on a blob without its own timesteps runs 1000 steps for DDPM, 50 otherwise).
+pub fn sampler_config(
+    m: &Model<'_>,
+    scheduler: Option<&str>,
+    steps: Option<u32>,
+) -> Result<SamplerConfig, String> {
+    let mut cfg = default_config(m);
+    if let Some(name) = scheduler {
+        cfg.method = Method::from_name(name).ok_or_else(|| {
+            format!(
+                "unknown scheduler `{name}` (ddpm, ddim, euler, euler-a, dpmpp-2m, consistency)"
+            )
+        })?;
+        if steps.is_none() && m.timesteps().is_none() {
+            cfg.steps = if cfg.method == Method::Ddpm { 1000 } else { 50 };
+        }
+    }
+    if let Some(n) = steps {
+        cfg.steps = n;
+    }
+    Ok(cfg)
+}
+
 fn ext(p: &Path) -> Option<&str> {
     p.extension().and_then(|e| e.to_str())
 }
@@ -113,20 +137,7 @@ pub fn run(a: &SampleArgs) -> Result<(), String> {
     }
     let info = *m.info();
     let (h, w) = (info.height as usize, info.width as usize);
-    let mut cfg = default_config(&m);
-    if let Some(name) = &a.scheduler {
-        cfg.method = Method::from_name(name).ok_or_else(|| {
-            format!(
-                "unknown scheduler `{name}` (ddpm, ddim, euler, euler-a, dpmpp-2m, consistency)"
-            )
-        })?;
-        if a.steps.is_none() && m.timesteps().is_none() {
-            cfg.steps = if cfg.method == Method::Ddpm { 1000 } else { 50 };
-        }
-    }
-    if let Some(n) = a.steps {
-        cfg.steps = n;
-    }
+    let mut cfg = sampler_config(&m, a.scheduler.as_deref(), a.steps)?;
     cfg.eta = a.eta;
     cfg.guidance_scale = a.guidance_scale;
     cfg.strength = a.strength;
