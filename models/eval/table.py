@@ -93,6 +93,47 @@ def pytorch_samples(folder: str, steps, guidance, per_class: int, seed: int):
     return x, labels, time.perf_counter() - t0
 
 
+@torch.no_grad()
+def pytorch_long_rows(per_class: int, seed: int, device: str, out: Path, ddpm_steps: int = 1000) -> None:
+    """The teacher's long samplers through PyTorch (diffusers' own DDPMScheduler / DDIMScheduler loop, guidance 2,
+    two batched halves): DDPM 1000 and DDIM 50. Minutes on a GPU, hours on 2 CPU cores; run where a GPU is."""
+    from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+    from diffusers.utils import logging as dlog
+
+    dlog.set_verbosity_error()
+    dev = torch.device(device)
+    folder = ROOT / "models" / "mnist-teacher"
+    unet = UNet2DModel.from_pretrained(str(folder / "unet")).to(dev).eval()
+    clf = load_classifier(HERE / "classifier.safetensors", dev)
+    x_ho, _ = load_mnist(None, "heldout")
+    f_ho = features(clf, x_ho)
+    labels = torch.arange(10).repeat_interleave(per_class).to(dev)
+    null = torch.full_like(labels, 10)
+    rows = []
+    for name, cls, steps in [("teacher DDPM 1000", DDPMScheduler, ddpm_steps), ("teacher DDIM 50", DDIMScheduler, 50)]:
+        sched = cls.from_pretrained(str(folder / "scheduler"))
+        sched.set_timesteps(steps)
+        g = torch.Generator(device=dev).manual_seed(seed)
+        x = torch.randn(10 * per_class, 1, 32, 32, generator=g, device=dev)
+        t0 = time.perf_counter()
+        for t in sched.timesteps:
+            tt = torch.full((2 * x.shape[0],), int(t), device=dev)
+            pred = unet(torch.cat([x, x]), tt, class_labels=torch.cat([labels, null])).sample
+            c, u = pred.chunk(2)
+            x = sched.step(u + GUIDE * (c - u), t, x, generator=g).prev_sample
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        secs = time.perf_counter() - t0
+        acc = (predict(clf, x) == labels.cpu()).float().mean().item()
+        fd = fid(features(clf, x), f_ho)
+        rows.append({"engine": "pytorch", "name": name, "folder": "models/mnist-teacher", "steps": steps,
+                     "unet_passes": 2 * steps, "guidance": GUIDE, "accuracy": acc, "fid": fd,
+                     "samples": int(x.shape[0]), "seconds": round(secs, 1), "device": str(dev),
+                     "torch": torch.__version__})
+        print(f"pytorch  {name:26s} {steps:5d} {2 * steps:6d} {acc:7.4f} {fd:8.3f} {secs:8.1f}", flush=True)
+    out.write_text(json.dumps(rows, indent=2) + "\n")
+
+
 def chart(results: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -127,7 +168,14 @@ def main(argv=None):
     p.add_argument("--no-pytorch", action="store_true")
     p.add_argument("--chart", action="store_true", help="only draw docs/fid_vs_steps.png from results.json")
     p.add_argument("--ember", type=Path, default=ROOT / "target" / "release" / "ember")
+    p.add_argument("--pytorch-long", type=Path, default=None,
+                   help="only run the teacher's DDPM 1000 / DDIM 50 through PyTorch (on --device) into this JSON")
+    p.add_argument("--merge", type=Path, default=None, help="add the rows of a --pytorch-long JSON to results.json")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
+    if args.pytorch_long:
+        pytorch_long_rows(args.per_class, args.seed, args.device, args.pytorch_long)
+        return
     out_json = HERE / "results.json"
     if args.chart:
         chart(json.loads(out_json.read_text()), ROOT / "docs" / "fid_vs_steps.png")
@@ -181,6 +229,13 @@ def main(argv=None):
             print(f"{'pytorch':8s} {name:26s} {n_steps:5d} {'':>6s} {acc:7.4f} {fd:8.3f} {secs:8.1f}", flush=True)
     else:
         rows += [r for k, r in keep.items() if k[0] == "pytorch"]
+    # Rows measured elsewhere (--pytorch-long on a GPU) are kept, or merged in from --merge.
+    extra = json.loads(args.merge.read_text()) if args.merge else []
+    names = {(r["engine"], r["name"]) for r in rows}
+    for r in extra + [r for k, r in keep.items() if k not in names]:
+        if (r["engine"], r["name"]) not in names:
+            rows.append(r)
+            names.add((r["engine"], r["name"]))
     res = {"generator": "models/eval/table.py", "per_class": args.per_class, "seed": args.seed,
            "floor_fid": floor, "torch": torch.__version__, "rows": rows}
     out_json.write_text(json.dumps(res, indent=2) + "\n")
