@@ -14,6 +14,16 @@ mod generate;
 mod image;
 mod sample;
 
+/// `println!` that ends the program quietly when stdout is closed (piped into `head`, say) instead of panicking.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($t)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "ember",
@@ -212,7 +222,7 @@ fn compare(output: &Path, otensor: &str, reference: &Path, rtensor: &str) -> Res
         .map(|(x, y)| (x - y).abs())
         .fold(0.0f32, f32::max);
     let mag = b.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
-    println!(
+    outln!(
         "max |err| {err:.3e}, max |ref| {mag:.3e}, relative {:.3e} ({} elements)",
         err / mag.max(f32::MIN_POSITIVE),
         a.len()
@@ -253,7 +263,7 @@ fn bench(model: &Path, iters: usize, json: bool) -> Result<(), String> {
     let macs = info.macs() as f64;
     let gmacs = macs / (median * 1e-3) / 1e9;
     if json {
-        println!(
+        outln!(
             "{{\"model\": {:?}, \"median_ms\": {median:.4}, \"min_ms\": {min:.4}, \"iters\": {}, \"macs\": {}, \"gmacs_per_s\": {gmacs:.3}, \"arena_bytes\": {}, \"blob_bytes\": {}, \"kernels\": {:?}}}",
             model.display().to_string(),
             times.len(),
@@ -263,7 +273,7 @@ fn bench(model: &Path, iters: usize, json: bool) -> Result<(), String> {
             ember_kernels::registry::best().name
         );
     } else {
-        println!(
+        outln!(
             "{}: median {median:.3} ms, min {min:.3} ms over {} runs; {:.1} M MACs -> {gmacs:.2} GMAC/s ({} kernels)",
             model.display(),
             times.len(),

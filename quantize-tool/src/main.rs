@@ -7,6 +7,16 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ember_core::sampler::driver::{Corrector, Method};
 use quantize_tool::{convert_path, AlignedBytes, ConvertOptions, WeightDtype};
 
+/// `println!` that ends the program quietly when stdout is closed (piped into `head`, say) instead of panicking.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($t)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "quantize-tool",
@@ -135,7 +145,7 @@ fn run() -> Result<(), String> {
             let out = output.unwrap_or_else(|| default_output(&input));
             let c = convert_path(&input, &opts).map_err(|e| e.to_string())?;
             quantize_tool::write::write_atomic(&out, &c.blob).map_err(|e| e.to_string())?;
-            println!(
+            outln!(
                 "wrote {} ({} bytes, {} ops, {} parameters, {:.1} M MACs/forward)",
                 out.display(),
                 c.blob.len(),
@@ -143,12 +153,12 @@ fn run() -> Result<(), String> {
                 c.info.params,
                 c.info.macs() as f64 / 1e6
             );
-            println!("arena bytes: {}", c.info.arena_bytes);
+            outln!("arena bytes: {}", c.info.arena_bytes);
             let aligned = AlignedBytes::new(&c.blob);
             if let Ok(m) = ember_core::Model::parse(aligned.as_slice()) {
                 if m.schedule().is_some() {
                     let cfg = quantize_tool::inspect::default_sampler(&m);
-                    println!("{}", quantize_tool::inspect::sampler_line(&m, &cfg));
+                    outln!("{}", quantize_tool::inspect::sampler_line(&m, &cfg));
                 }
             }
             Ok(())
@@ -165,7 +175,7 @@ fn run() -> Result<(), String> {
                 AlignedBytes::read(&model).map_err(|e| format!("{}: {e}", model.display()))?;
             let m = ember_core::Model::parse(bytes.as_slice())
                 .map_err(|e| format!("{}: {e}", model.display()))?;
-            print!("{}", quantize_tool::inspect::report(&m, verbose));
+            outln!("{}", quantize_tool::inspect::report(&m, verbose).trim_end());
             if m.schedule().is_some() {
                 let mut cfg = quantize_tool::inspect::default_sampler(&m);
                 if let Some(name) = sampler {
@@ -185,7 +195,7 @@ fn run() -> Result<(), String> {
                         steps: 1,
                     });
                 }
-                println!("{}", quantize_tool::inspect::sampler_line(&m, &cfg));
+                outln!("{}", quantize_tool::inspect::sampler_line(&m, &cfg));
             }
             Ok(())
         }
