@@ -51,7 +51,8 @@ pub struct GenerateArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Output: .png (grid, one row per class) or .safetensors (`sample` f32 N×C×H×W in [-1, 1], `class_labels` i64 N).
+    /// Output: .png (grid, one row per class) or .safetensors (`sample` f32 N×C×H×W clamped to [-1, 1],
+    /// `class_labels` i64 N).
     #[arg(short, long, default_value = "digits.png")]
     pub output: PathBuf,
 }
@@ -145,6 +146,10 @@ pub fn run(a: &GenerateArgs) -> Result<(), String> {
         r?;
     }
     let secs = t0.elapsed().as_secs_f64();
+    // Images live in [-1, 1]; the sampler's last step overshoots slightly (PNG conversion clamps as well).
+    for v in out.iter_mut() {
+        *v = v.clamp(-1.0, 1.0);
+    }
     let bytes = if kind == "png" {
         image::png_grid(
             &out,

@@ -121,6 +121,7 @@ def pytorch_long_rows(per_class: int, seed: int, device: str, out: Path, ddpm_st
             pred = unet(torch.cat([x, x]), tt, class_labels=torch.cat([labels, null])).sample
             c, u = pred.chunk(2)
             x = sched.step(u + GUIDE * (c - u), t, x, generator=g).prev_sample
+        x = x.clamp(-1, 1)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         secs = time.perf_counter() - t0
@@ -139,8 +140,9 @@ def chart(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    torch_rows = [r for r in results["rows"] if r["engine"] == "pytorch" and r["name"].startswith("teacher")]
     rows = [r for r in results["rows"] if r["engine"] == "ember"]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for label, pick, style in [("student (distilled, 1 pass/step)", lambda r: r["name"].startswith("student"), "o-"),
                                ("teacher DDIM, guidance 2 (2 passes/step)", lambda r: r["name"].startswith("teacher DDIM"), "s-"),
                                ("teacher DPM-Solver++ 2M", lambda r: "DPM" in r["name"], "^"),
@@ -148,11 +150,14 @@ def chart(results: dict, path: Path) -> None:
         pts = sorted((r["steps"], r["fid"]) for r in rows if pick(r))
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label)
+    if torch_rows:
+        pts = sorted((r["steps"], r["fid"]) for r in torch_rows)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "D", mfc="none", label="teacher through PyTorch (DDIM / DDPM)")
     ax.axhline(results["floor_fid"], color="gray", ls="--", lw=1, label="real digits (floor)")
     ax.set_xscale("log")
     ax.set_xlabel("sampling steps")
     ax.set_ylabel("FID (classifier features, lower is better)")
-    ax.set_title("MNIST 32x32, images made by ember")
+    ax.set_title("MNIST 32x32: student vs teacher (filled: made by ember)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
@@ -194,6 +199,7 @@ def main(argv=None):
     only = set(args.only.split(",")) if args.only else None
 
     def score(x, labels):
+        x = x.clamp(-1, 1)  # images are [-1, 1]; raw samples overshoot slightly (PNG conversion clamps too)
         acc = (predict(clf, x) == labels.long()).float().mean().item()
         return acc, fid(features(clf, x), f_ho)
 
@@ -239,12 +245,13 @@ def main(argv=None):
     res = {"generator": "models/eval/table.py", "per_class": args.per_class, "seed": args.seed,
            "floor_fid": floor, "torch": torch.__version__, "rows": rows}
     out_json.write_text(json.dumps(res, indent=2) + "\n")
-    md = ["| engine | configuration | steps | U-Net passes / image | class accuracy | FID | seconds (2 cores) |",
+    md = ["| engine | configuration | steps | U-Net passes / image | class accuracy | FID | seconds for 1000 images (2 cores) |",
           "|---|---|---|---|---|---|---|",
           f"| — | real training digits (floor) | | | | {floor:.2f} | |"]
     for r in rows:
+        where = " (H100)" if r.get("device") == "cuda" else ""
         md.append(f"| {r['engine']} | {r['name']} | {r['steps']} | {r['unet_passes']} | {100 * r['accuracy']:.1f} % "
-                  f"| {r['fid']:.2f} | {r['seconds']} |")
+                  f"| {r['fid']:.2f} | {r['seconds']}{where} |")
     (HERE / "results.md").write_text("\n".join(md) + "\n")
     print(f"wrote {out_json} and {HERE / 'results.md'}")
 
