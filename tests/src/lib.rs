@@ -37,7 +37,8 @@ pub struct Sample {
     pub out_f16w: Option<Vec<f32>>,
 }
 
-fn f32s(st: &SafeTensors<'_>, name: &str) -> Option<Vec<f32>> {
+/// Tensor `name` of a golden file as f32 values (f32, or i64 converted), `None` when absent.
+pub fn f32s(st: &SafeTensors<'_>, name: &str) -> Option<Vec<f32>> {
     let t = st.tensor(name).ok()?;
     let d = t.data();
     Some(match t.dtype() {

@@ -9,6 +9,7 @@ use ember_core::sampler::driver::{
     arena_bytes, Conditioning, Control, Init, Method, Sampler, SamplerConfig,
 };
 use ember_core::Model;
+use ember_tests::f32s;
 use quantize_tool::{convert_path, AlignedBytes, ConvertOptions};
 use safetensors::SafeTensors;
 
@@ -18,16 +19,6 @@ const RUN_TOL: f32 = 1e-5;
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/pipelines")
-}
-
-fn f32s(st: &SafeTensors<'_>, name: &str) -> Option<Vec<f32>> {
-    let t = st.tensor(name).ok()?;
-    Some(
-        t.data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect(),
-    )
 }
 
 struct Case {

@@ -36,14 +36,7 @@ impl Case {
         m.metadata().as_ref().unwrap()[k].clone()
     }
     fn f32s(&self, name: &str) -> Option<Vec<f32>> {
-        let st = self.st();
-        let t = st.tensor(name).ok()?;
-        Some(
-            t.data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-        )
+        ember_tests::f32s(&self.st(), name)
     }
     fn timesteps(&self) -> Vec<i64> {
         let st = self.st();

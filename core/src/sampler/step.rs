@@ -77,6 +77,18 @@ fn check_lens(x: &[f32], model_len: usize, want_model: usize, out: &[f32]) -> Re
     Ok(())
 }
 
+/// `noise` when the step draws noise (`needed`), required to be as long as the sample (`n`); `None` when not needed.
+fn step_noise(needed: bool, noise: Option<&[f32]>, n: usize) -> Result<Option<&[f32]>, Error> {
+    match (needed, noise) {
+        (false, _) => Ok(None),
+        (true, Some(z)) if z.len() == n => Ok(Some(z)),
+        (true, z) => Err(Error::InputLen {
+            expected: u32::try_from(n).unwrap_or(u32::MAX),
+            got: z.map_or(0, |z| u32::try_from(z.len()).unwrap_or(u32::MAX)),
+        }),
+    }
+}
+
 /// Arguments shared by the steps.
 #[derive(Clone, Copy, Debug)]
 pub struct StepArgs<'a> {
@@ -113,16 +125,7 @@ pub fn ddim_step(
     let b_prev = 1.0 - a_prev;
     let variance = (b_prev / b_t) * (1.0 - a_t / a_prev);
     let std = eta * libm::sqrtf(variance);
-    let noise = match (std > 0.0, noise) {
-        (false, _) => None,
-        (true, Some(n)) if n.len() == x.len() => Some(n),
-        (true, n) => {
-            return Err(Error::InputLen {
-                expected: x.len() as u32,
-                got: n.map_or(0, |n| n.len() as u32),
-            })
-        }
-    };
+    let noise = step_noise(std > 0.0, noise, x.len())?;
     let dir_coeff = libm::sqrtf(1.0 - a_prev - std * std);
     let sa_prev = libm::sqrtf(a_prev);
     for i in 0..x.len() {
@@ -170,19 +173,7 @@ pub fn ddpm_step(
     let c_x0 = (libm::sqrtf(a_prev) * cur_beta) / b_t;
     let c_x = libm::sqrtf(cur_alpha) * b_prev / b_t;
     let small = ((1.0 - a_prev) / (1.0 - a_t) * cur_beta).max(1e-20);
-    let noise = if a.t > 0 {
-        match noise {
-            Some(n) if n.len() == x.len() => Some(n),
-            n => {
-                return Err(Error::InputLen {
-                    expected: x.len() as u32,
-                    got: n.map_or(0, |n| n.len() as u32),
-                })
-            }
-        }
-    } else {
-        None
-    };
+    let noise = step_noise(a.t > 0, noise, x.len())?;
     let (min_log, max_log) = (libm::logf(small), libm::logf(cur_beta));
     let fixed_std = match variance {
         Variance::FixedSmall => libm::sqrtf(small),
@@ -299,15 +290,7 @@ pub fn euler_ancestral_step(
     let (s2, n2) = (sigma * sigma, sigma_next * sigma_next);
     let sigma_up = libm::sqrtf(n2 * (s2 - n2) / s2);
     let sigma_down = libm::sqrtf(n2 - sigma_up * sigma_up);
-    let noise = match noise {
-        Some(n) if n.len() == x.len() => n,
-        n => {
-            return Err(Error::InputLen {
-                expected: x.len() as u32,
-                got: n.map_or(0, |n| n.len() as u32),
-            })
-        }
-    };
+    let noise = step_noise(true, noise, x.len())?.unwrap_or(&[]);
     let dt = sigma_down - sigma;
     for i in 0..x.len() {
         let x0v = x0_sigma(prediction, sigma, x[i], model[i]);
@@ -365,12 +348,7 @@ pub fn dpmpp_2m_step(
             }
         }
         Some((sigma_s1, m1)) => {
-            if m1.len() != x.len() {
-                return Err(Error::InputLen {
-                    expected: x.len() as u32,
-                    got: m1.len() as u32,
-                });
-            }
+            step_noise(true, Some(m1), x.len())?; // the history must be one sample long, as noise is
             let (alpha_s1, sig_s1) = alpha_sigma(sigma_s1);
             let h0 = lambda_s0 - lambda(alpha_s1, sig_s1);
             let r0 = h0 / h;
@@ -399,14 +377,7 @@ pub fn lcm_step(
     mut x0: Option<&mut [f32]>,
 ) -> Result<(), Error> {
     check_lens(x, model.len(), x.len(), out)?;
-    if let Some(n) = noise {
-        if n.len() != x.len() {
-            return Err(Error::InputLen {
-                expected: x.len() as u32,
-                got: n.len() as u32,
-            });
-        }
-    }
+    let noise = step_noise(noise.is_some(), noise, x.len())?;
     let a_t = alpha_at(a.alphas_cumprod, a.t as i64, final_alpha_cumprod)?;
     let a_prev = alpha_at(a.alphas_cumprod, a.prev_t, final_alpha_cumprod)?;
     let b_t = 1.0 - a_t;
