@@ -24,7 +24,7 @@ import diffusers
 from diffusers import DDPMScheduler, DDIMScheduler, UNet2DModel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from st_sorted import save_sorted  # noqa: E402
+from golden_util import perturb as perturb_weights_of, save_sorted  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -126,20 +126,6 @@ def versions():
     }
 
 
-def perturb(model, gen):
-    """Make every parameter matter: norm scales != 1, norm shifts and biases != 0, embedding tables random."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name and name.endswith("weight"):
-                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=gen))
-            elif "norm" in name and name.endswith("bias"):
-                p.copy_(0.2 * torch.randn(p.shape, generator=gen))
-            elif name.endswith("bias"):
-                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
-            elif name == "class_embedding.weight":
-                p.copy_(torch.randn(p.shape, generator=gen))
-
-
 def scheduler(kind):
     if kind == "ddpm":
         return DDPMScheduler()
@@ -159,7 +145,7 @@ def make_case(name, kwargs, timesteps, tdtype, labels, sched, out_root, seed, pe
     gen = torch.Generator().manual_seed(seed)
     model = UNet2DModel(**kwargs).eval().float()
     if perturb_weights:
-        perturb(model, gen)
+        perturb_weights_of(model, gen)
     model.save_pretrained(folder, safe_serialization=True)
     with safetensors.safe_open(os.path.join(folder, "diffusion_pytorch_model.safetensors"), "pt") as f:
         assert all(f.get_slice(k).get_dtype() == "F32" for k in f.keys()), "weights must be saved as f32"

@@ -55,7 +55,7 @@ from diffusers.utils import logging as diffusers_logging
 from safetensors.torch import load_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from st_sorted import save_sorted  # noqa: E402
+from golden_util import perturb as perturb_weights_of, save_sorted  # noqa: E402
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pipelines")
 
@@ -145,20 +145,10 @@ def versions(meta=None):
 
 
 def perturb(model, gen):
-    """Make every parameter matter (as generate.py): norm scales != 1, norm shifts and biases != 0, class tables
-    random. Conv / linear weights keep diffusers' (random, non-zero) default init."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name and name.endswith("weight"):
-                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=gen))
-            elif "norm" in name and name.endswith("bias"):
-                p.copy_(0.2 * torch.randn(p.shape, generator=gen))
-            elif name.endswith("bias"):
-                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
-            elif name == "class_embedding.weight":
-                p.copy_(torch.randn(p.shape, generator=gen))
-        for name, p in model.named_parameters():
-            assert p.numel() == 1 or float(p.std()) > 0, f"{name} is constant after perturbation"
+    """``golden_util.perturb``, then check no parameter is left constant."""
+    perturb_weights_of(model, gen)
+    for name, p in model.named_parameters():
+        assert p.numel() == 1 or float(p.std()) > 0, f"{name} is constant after perturbation"
 
 
 def config_json(sched):

@@ -39,7 +39,7 @@ import diffusers
 from diffusers import DDIMScheduler, DDPMScheduler
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from st_sorted import save_sorted  # noqa: E402
+from golden_util import save_sorted  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
