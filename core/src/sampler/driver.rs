@@ -349,7 +349,41 @@ struct Bufs<'b> {
     x0: &'b mut [f32],
     x0p: &'b mut [f32],
     noise: &'b mut [f32],
+    min: &'b mut [f32],
     mout: &'b mut [f32],
+    mout_u: &'b mut [f32],
+}
+
+/// The sampler region split into its buffers, in the layout order of [`Plan::slots`]; `x` is the current sample
+/// (x_b when `flipped`), `y` the other half of the double buffer.
+fn split<'b>(region: &'b mut [f32], plan: &Plan, flipped: bool) -> Bufs<'b> {
+    let sl = plan.slots();
+    let mut rest = region;
+    let ac = take(&mut rest, sl[0]);
+    let ts = take(&mut rest, sl[1]);
+    let sig = take(&mut rest, sl[2]);
+    let xa = take(&mut rest, sl[3]);
+    let xb = take(&mut rest, sl[4]);
+    let x0 = take(&mut rest, sl[5]);
+    let x0p = take(&mut rest, sl[6]);
+    let noise = take(&mut rest, sl[7]);
+    let min = take(&mut rest, sl[8]);
+    let mout = take(&mut rest, sl[9]);
+    let mout_u = take(&mut rest, sl[10]);
+    let (x, y) = if flipped { (xb, xa) } else { (xa, xb) };
+    Bufs {
+        ac,
+        ts,
+        sig,
+        x,
+        y,
+        x0,
+        x0p,
+        noise,
+        min,
+        mout,
+        mout_u,
+    }
 }
 
 fn take<'b>(rest: &mut &'b mut [f32], n: usize) -> &'b mut [f32] {
@@ -526,30 +560,7 @@ impl<'s, 'a> Sampler<'s, 'a> {
     }
 
     fn bufs(&mut self) -> Bufs<'_> {
-        let sl = self.plan.slots();
-        let mut rest: &mut [f32] = self.region;
-        let ac = take(&mut rest, sl[0]);
-        let ts = take(&mut rest, sl[1]);
-        let sig = take(&mut rest, sl[2]);
-        let xa = take(&mut rest, sl[3]);
-        let xb = take(&mut rest, sl[4]);
-        let x0 = take(&mut rest, sl[5]);
-        let x0p = take(&mut rest, sl[6]);
-        let noise = take(&mut rest, sl[7]);
-        let _min = take(&mut rest, sl[8]);
-        let mout = take(&mut rest, sl[9]);
-        let (x, y) = if self.flipped { (xb, xa) } else { (xa, xb) };
-        Bufs {
-            ac,
-            ts,
-            sig,
-            x,
-            y,
-            x0,
-            x0p,
-            noise,
-            mout,
-        }
+        split(self.region, &self.plan, self.flipped)
     }
 
     /// ᾱ, the timesteps and σ's.
@@ -666,16 +677,19 @@ impl<'s, 'a> Sampler<'s, 'a> {
 
     /// The current sample: x_T before the first step, the result after the last.
     pub fn sample(&self) -> &[f32] {
-        let n = self.plan.n;
+        self.slot(if self.flipped { 4 } else { 3 })
+    }
+
+    /// Slot `i` of [`Plan::slots`], read-only.
+    fn slot(&self, i: usize) -> &[f32] {
         let sl = self.plan.slots();
-        let off = sl[0] + sl[1] + sl[2] + if self.flipped { n } else { 0 };
-        self.region.get(off..off + n).unwrap_or(&[])
+        let off: usize = sl[..i].iter().sum();
+        self.region.get(off..off + sl[i]).unwrap_or(&[])
     }
 
     /// The timestep table this run uses (all steps, including any img2img skips).
     pub fn timesteps(&self) -> &[f32] {
-        let sl = self.plan.slots();
-        self.region.get(sl[0]..sl[0] + sl[1]).unwrap_or(&[])
+        self.slot(1)
     }
 
     /// Run the remaining steps, calling `callback` after each. Returns [`Progress::Cancelled`] when the callback
@@ -688,16 +702,12 @@ impl<'s, 'a> Sampler<'s, 'a> {
             self.step_once()?;
             let (index, total) = (self.steps_done() - 1, self.total_steps());
             let timestep = self.timesteps()[self.next - 1];
-            let n = self.plan.n;
-            let sl = self.plan.slots();
-            let x0_off = sl[0] + sl[1] + sl[2] + 2 * n;
-            let x_off = sl[0] + sl[1] + sl[2] + if self.flipped { n } else { 0 };
             let view = StepView {
                 index,
                 total,
                 timestep,
-                x0: self.region.get(x0_off..x0_off + n).unwrap_or(&[]),
-                sample: self.region.get(x_off..x_off + n).unwrap_or(&[]),
+                x0: self.slot(5),
+                sample: self.sample(),
             };
             if callback(&view) == Control::Cancel {
                 return Ok(if self.next < self.plan.steps {
@@ -720,20 +730,9 @@ impl<'s, 'a> Sampler<'s, 'a> {
         let (class, null) = (self.cond.class, self.null);
         let concat = self.cond.concat;
         let n = self.plan.n;
-        let sl = self.plan.slots();
-        // Borrow the session and the region separately.
-        let mut rest: &mut [f32] = self.region;
-        let _tables = take(&mut rest, sl[0] + sl[1] + sl[2]);
-        let xa = take(&mut rest, sl[3]);
-        let xb = take(&mut rest, sl[4]);
-        let _ = take(&mut rest, sl[5] + sl[6] + sl[7]);
-        let min = take(&mut rest, sl[8]);
-        let mout = take(&mut rest, sl[9]);
-        let mout_u = take(&mut rest, sl[10]);
-        let x: &[f32] = match (self.flipped, from_y) {
-            (false, false) | (true, true) => xa,
-            _ => xb,
-        };
+        // The region and the session are borrowed separately.
+        let b = split(self.region, &self.plan, self.flipped);
+        let (x, min, mout, mout_u) = (if from_y { b.y } else { b.x }, b.min, b.mout, b.mout_u);
         let (head, tail) = min.split_at_mut(n);
         for (d, &v) in head.iter_mut().zip(x.iter()) {
             *d = v * scale;
