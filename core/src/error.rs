@@ -25,6 +25,8 @@ pub enum SectionKind {
     Timesteps,
     /// Explicit betas.
     Betas,
+    /// Activation quantization scales.
+    Quant,
     /// A section kind this version does not know, by number.
     Unknown(u32),
 }
@@ -62,6 +64,11 @@ pub enum OpFault {
     TensorDtype(u32),
     /// Two buffers of the op share arena bytes although the op needs them apart.
     Aliasing,
+    /// A buffer's dtype (or its quantization split) does not fit the op: int8 and float activations may only
+    /// meet where the op supports it (the buffer index given).
+    BufferDtype(u32),
+    /// A concat or upsample of int8 buffers whose scales do not carry through unchanged (the output buffer).
+    ScaleMismatch(u32),
     /// A shape parameter is zero, too large, or inconsistent (the argument's position in the record).
     Shape(u32),
     /// A flag argument is not 0 or 1, or names an input the model does not have.

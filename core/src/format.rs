@@ -58,6 +58,8 @@ pub mod section {
     /// Explicit betas (`f32` each, `num_train_timesteps` of them): the schedule when `beta_schedule` is 3
     /// (`trained_betas`). Not optional.
     pub const BETAS: u32 = 9;
+    /// Activation quantization (int8 blobs): calibration timesteps and per-timestep scales of every buffer.
+    pub const QUANT: u32 = 10;
 }
 
 pub(crate) fn section_kind(k: u32) -> SectionKind {
@@ -71,6 +73,7 @@ pub(crate) fn section_kind(k: u32) -> SectionKind {
         section::SCHEDULE => SectionKind::Schedule,
         section::TIMESTEPS => SectionKind::Timesteps,
         section::BETAS => SectionKind::Betas,
+        section::QUANT => SectionKind::Quant,
         other => SectionKind::Unknown(other),
     }
 }
@@ -217,21 +220,24 @@ impl TensorEntry {
     }
 }
 
-/// One entry of the buffer table: an activation's place in the arena (16 bytes: offset, numel, dtype, reserved).
+/// One entry of the buffer table: an activation's place in the arena (16 bytes: offset, numel, dtype, split).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BufferEntry {
     /// Byte offset in the arena (16-aligned).
     pub offset: u32,
     /// Element count.
     pub numel: u32,
-    /// Element type (only `F32` so far).
+    /// Element type: `F32` activations, `I8` quantized activations (scales in the QUANT section), `I32` scratch.
     pub dtype: DType,
+    /// `I8` only: the element index where the second scale starts (a skip concatenation keeps one scale per
+    /// branch); 0 means one scale for the whole buffer.
+    pub split: u32,
 }
 
 impl BufferEntry {
     /// Encode to the on-disk form.
     pub fn encode(&self) -> [u8; BUFFER_ENTRY_LEN] {
-        words_to_bytes(&[self.offset, self.numel, self.dtype as u32, 0])
+        words_to_bytes(&[self.offset, self.numel, self.dtype as u32, self.split])
     }
     /// Byte length.
     pub fn nbytes(&self) -> u64 {

@@ -4,6 +4,7 @@
 //! `parse` checks everything once — header, checksum, every table entry, every op's shapes, tensor and buffer
 //! references and aliasing — so `forward` runs the op list without further checks and cannot read out of bounds.
 
+use ember_kernels::quant::{self, ActQ, QOut};
 use ember_kernels::{generic, Conv2dGeom, KernelTable, Weights};
 use half::f16;
 
@@ -38,6 +39,7 @@ pub struct Model<'a> {
     schedule: Option<ScheduleInfo>,
     timesteps: &'a [u8],
     betas: &'a [u8],
+    quant: &'a [u8],
     tensors: &'a [u8],
     buffers: &'a [u8],
     ops: &'a [u8],
@@ -90,7 +92,7 @@ impl<'a> Model<'a> {
         if n_sections > 64 {
             return Err(Error::BadSection(SectionKind::Unknown(u32::MAX)));
         }
-        let mut found: [Option<&'a [u8]>; 10] = [None; 10];
+        let mut found: [Option<&'a [u8]>; 11] = [None; 11];
         let mut data = (0usize, 0usize);
         for i in 0..n_sections {
             let e = table
@@ -109,7 +111,7 @@ impl<'a> Model<'a> {
                 return Err(section_err(kind));
             }
             let slot = match kind {
-                section::MODEL..=section::BETAS => kind as usize,
+                section::MODEL..=section::QUANT => kind as usize,
                 _ if flags & SECTION_OPTIONAL != 0 => continue,
                 _ => return Err(section_err(kind)),
             };
@@ -135,6 +137,7 @@ impl<'a> Model<'a> {
         };
         let timesteps = found[section::TIMESTEPS as usize].unwrap_or(&[]);
         let betas = found[section::BETAS as usize].unwrap_or(&[]);
+        let quant = found[section::QUANT as usize].unwrap_or(&[]);
         let tensors = req(section::TENSORS)?;
         let buffers = req(section::BUFFERS)?;
         let ops = req(section::OPS)?;
@@ -155,6 +158,7 @@ impl<'a> Model<'a> {
             schedule,
             timesteps,
             betas,
+            quant,
             tensors,
             buffers,
             ops,
@@ -241,10 +245,11 @@ impl<'a> Model<'a> {
             (7, info.output_buffer, info.output_len()),
         ] {
             match self.buffer(b) {
-                Ok(e) if e.numel as usize == n => {}
+                Ok(e) if e.numel as usize == n && e.dtype == DType::F32 => {}
                 _ => return Err(Error::BadModel { field }),
             }
         }
+        self.validate_quant()?;
         // Tables.
         for i in 0..self.n_tensors() {
             let t = self.tensor(i)?;
@@ -256,6 +261,20 @@ impl<'a> Model<'a> {
                 return Err(Error::BadTensor { index: i });
             }
             if t.name_len != 0 && self.tensor_name(i).is_none() {
+                return Err(Error::BadTensor { index: i });
+            }
+            // An int8 tensor names its per-output-channel scale tensor: F32, one finite positive scale per row.
+            let scales_ok = match t.dtype {
+                DType::I8 => self.tensor(t.quant).ok().is_some_and(|q| {
+                    q.dtype == DType::F32
+                        && q.quant == NONE
+                        && q.numel() == t.dims[0]
+                        && matches!(self.weights(t.quant), Some(Weights::F32(s))
+                            if s.iter().all(|x| x.is_finite() && *x > 0.0))
+                }),
+                _ => t.quant == NONE,
+            };
+            if !scales_ok {
                 return Err(Error::BadTensor { index: i });
             }
         }
@@ -313,9 +332,16 @@ impl<'a> Model<'a> {
                 }
             }
         }
-        for &(t, n) in req.tensor_uses() {
+        // Weights may be int8 (per-channel scales) for convolutions and linear layers; everything else is float.
+        let i8_ok = matches!(op, Op::Conv2d { .. } | Op::Linear { .. });
+        for (j, &(t, n)) in req.tensor_uses().iter().enumerate() {
             let e = self.tensor(t).map_err(|_| OpFault::TensorIndex(t))?;
-            if e.dtype != DType::F32 && e.dtype != DType::F16 {
+            let ok = match e.dtype {
+                DType::F32 | DType::F16 => true,
+                DType::I8 => i8_ok && j == 0,
+                DType::I32 => false,
+            };
+            if !ok {
                 return Err(OpFault::TensorDtype(t));
             }
             if e.numel() != n {
@@ -326,7 +352,181 @@ impl<'a> Model<'a> {
                 });
             }
         }
-        Ok(())
+        self.check_dtypes(&op)
+    }
+
+    /// Which activation dtypes an op accepts. Float ops see `F32` only; the int8 path is chosen by the input's
+    /// dtype, and every combination the executor handles is listed here (the executor relies on it).
+    fn check_dtypes(&self, op: &Op) -> Result<(), OpFault> {
+        use DType::{F32, I32, I8};
+        let e = |b: u32| self.buffer(b).map_err(|_| OpFault::BufferIndex(b));
+        let is = |b: u32, d: DType| -> Result<(), OpFault> {
+            if b == NONE || e(b)?.dtype == d {
+                Ok(())
+            } else {
+                Err(OpFault::BufferDtype(b))
+            }
+        };
+        // An int8 buffer with one scale.
+        let single = |b: u32| -> Result<(), OpFault> {
+            is(b, I8)?;
+            if b != NONE && e(b)?.split != 0 {
+                return Err(OpFault::BufferDtype(b));
+            }
+            Ok(())
+        };
+        // A split must fall on a channel boundary of the reading op.
+        let split_on = |b: u32, plane: u32| -> Result<(), OpFault> {
+            match e(b)?.split {
+                s if plane != 0 && s % plane == 0 => Ok(()),
+                _ => Err(OpFault::BufferDtype(b)),
+            }
+        };
+        let int8 = |b: u32| -> Result<bool, OpFault> { Ok(e(b)?.dtype == I8) };
+        let rows = self.quant_rows();
+        // Each (source, second): the source's scale is the output's first (false) or second (true) scale.
+        let same_scales = |out: u32, pairs: &[(u32, bool)]| -> Result<(), OpFault> {
+            for r in 0..rows {
+                let o = self.act_scales(r, out);
+                for &(src, second) in pairs {
+                    let sv = self.act_scales(r, src).0;
+                    let ov = if second { o.1 } else { o.0 };
+                    if sv.to_bits() != ov.to_bits() {
+                        return Err(OpFault::ScaleMismatch(out));
+                    }
+                }
+            }
+            Ok(())
+        };
+        match *op {
+            Op::TimeProj { out, .. } => is(out, F32),
+            Op::Linear { input, out, .. } => {
+                is(input, F32)?;
+                is(out, F32)
+            }
+            Op::Embedding { buf, .. } | Op::Affine { buf, .. } => is(buf, F32),
+            Op::Add { a, b, .. } => {
+                is(a, F32)?;
+                is(b, F32)
+            }
+            Op::Conv2d {
+                input,
+                out,
+                h,
+                w,
+                weight,
+                chan_add,
+                residual,
+                scratch,
+                ..
+            } => {
+                is(chan_add, F32)?;
+                if int8(input)? {
+                    split_on(input, h * w)?;
+                    if self.tensor(weight).map(|t| t.dtype) != Ok(I8) {
+                        return Err(OpFault::TensorDtype(weight));
+                    }
+                    if e(out)?.dtype == F32 {
+                        is(residual, F32)?;
+                    } else {
+                        single(out)?;
+                        single(residual)?;
+                    }
+                    if scratch == NONE {
+                        return Err(OpFault::BufferIndex(NONE));
+                    }
+                    is(scratch, I32)
+                } else {
+                    is(out, F32)?;
+                    is(residual, F32)?;
+                    if scratch != NONE {
+                        return Err(OpFault::BufferDtype(scratch));
+                    }
+                    Ok(())
+                }
+            }
+            Op::GroupNorm {
+                input,
+                out,
+                hw,
+                scale_shift,
+                ..
+            } => {
+                is(scale_shift, F32)?;
+                if int8(input)? {
+                    split_on(input, hw)?;
+                    single(out)
+                } else {
+                    is(out, F32)
+                }
+            }
+            Op::Concat { a, b, out, na, .. } => {
+                if int8(a)? {
+                    single(a)?;
+                    single(b)?;
+                    is(out, I8)?;
+                    if e(out)?.split != na {
+                        return Err(OpFault::BufferDtype(out));
+                    }
+                    same_scales(out, &[(a, false), (b, true)])
+                } else {
+                    is(b, F32)?;
+                    is(out, F32)
+                }
+            }
+            Op::AvgPool2 { input, out, .. } => {
+                if int8(input)? {
+                    single(input)?;
+                    single(out)
+                } else {
+                    is(out, F32)
+                }
+            }
+            Op::Upsample2 { input, out, .. } => {
+                if int8(input)? {
+                    single(input)?;
+                    single(out)?;
+                    same_scales(out, &[(input, false)])
+                } else {
+                    is(out, F32)
+                }
+            }
+            Op::Attention {
+                q,
+                k,
+                v,
+                out,
+                scores,
+                ..
+            } => {
+                is(scores, F32)?;
+                if int8(q)? {
+                    single(q)?;
+                    single(k)?;
+                    single(v)?;
+                    if e(out)?.dtype == F32 {
+                        Ok(())
+                    } else {
+                        single(out)
+                    }
+                } else {
+                    is(k, F32)?;
+                    is(v, F32)?;
+                    is(out, F32)
+                }
+            }
+            Op::Quantize { input, out, .. } => {
+                is(input, F32)?;
+                single(out)
+            }
+            Op::Dequantize {
+                input, out, plane, ..
+            } => {
+                is(input, I8)?;
+                split_on(input, plane)?;
+                is(out, F32)
+            }
+        }
     }
 
     /// The model description.
@@ -438,17 +638,22 @@ impl<'a> Model<'a> {
         let bad = Error::BadBuffer { index: i };
         let off = (i as usize).checked_mul(BUFFER_ENTRY_LEN).ok_or(bad)?;
         let w: [u32; 4] = rd_words(self.buffers, off).ok_or(bad)?;
-        if w[2] != DType::F32 as u32
-            || w[1] == 0
+        let dtype = match DType::from_code(w[2]) {
+            Some(d @ (DType::F32 | DType::I8 | DType::I32)) => d,
+            _ => return Err(bad),
+        };
+        if w[1] == 0
             || w[1] > MAX_ELEMS
             || !(w[0] as usize).is_multiple_of(ALIGN)
+            || (w[3] != 0 && (dtype != DType::I8 || w[3] >= w[1]))
         {
             return Err(bad);
         }
         let e = BufferEntry {
             offset: w[0],
             numel: w[1],
-            dtype: DType::F32,
+            dtype,
+            split: w[3],
         };
         if e.offset as u64 + e.nbytes() > self.info.arena_bytes as u64 {
             return Err(bad);
@@ -469,8 +674,111 @@ impl<'a> Model<'a> {
             DType::F16 => bytemuck::try_cast_slice::<u8, f16>(bytes)
                 .ok()
                 .map(Weights::F16),
+            DType::I8 => {
+                let scale = match self.weights(e.quant)? {
+                    Weights::F32(s) => s,
+                    _ => return None,
+                };
+                Some(Weights::I8 {
+                    data: bytemuck::try_cast_slice::<u8, i8>(bytes).ok()?,
+                    scale,
+                    per: (e.numel() / e.dims[0].max(1)) as usize,
+                })
+            }
             _ => None,
         }
+    }
+
+    /// Number of calibration timesteps in the QUANT section (0 for a float blob).
+    pub fn quant_rows(&self) -> usize {
+        rd_u32(self.quant, 0).unwrap_or(0) as usize
+    }
+
+    /// Calibration timestep `r` (the `timestep` a forward call passes), if present.
+    pub fn quant_timestep(&self, r: usize) -> Option<f32> {
+        if r >= self.quant_rows() {
+            return None;
+        }
+        rd_u32(self.quant, 8 + 4 * r).map(f32::from_bits)
+    }
+
+    /// The QUANT row a forward call at `timestep` uses: the calibration timestep nearest to it (the first on a tie).
+    pub fn quant_row(&self, timestep: f32) -> usize {
+        let mut best = (0usize, f32::INFINITY);
+        for r in 0..self.quant_rows() {
+            let d = libm::fabsf(self.quant_timestep(r).unwrap_or(f32::INFINITY) - timestep);
+            if d < best.1 {
+                best = (r, d);
+            }
+        }
+        best.0
+    }
+
+    /// The two scales of buffer `b` in QUANT row `r` (`(0, 0)` when absent, e.g. for float buffers).
+    pub fn act_scales(&self, r: usize, b: u32) -> (f32, f32) {
+        let k = self.quant_rows();
+        let at = |j: usize| {
+            rd_u32(self.quant, 8 + 4 * k + 4 * j)
+                .map(f32::from_bits)
+                .unwrap_or(0.0)
+        };
+        let j = (r * self.n_buffers() as usize + b as usize) * 2;
+        (at(j), at(j + 1))
+    }
+
+    /// Quantization of int8 buffer `b` in row `r`, its split expressed in channels of `plane` elements.
+    pub fn act_q(&self, r: usize, b: u32, plane: usize) -> ActQ {
+        let (s1, s2) = self.act_scales(r, b);
+        let split = match self.buffer(b) {
+            Ok(e) if e.split != 0 && plane != 0 => e.split as usize / plane,
+            _ => usize::MAX,
+        };
+        ActQ {
+            scale: s1,
+            split,
+            scale2: if split == usize::MAX { s1 } else { s2 },
+        }
+    }
+
+    /// The QUANT section: present exactly when some buffer is int8; `K >= 1` rows, each a finite calibration
+    /// timestep and, for every int8 buffer, finite positive scales (both when the buffer is split).
+    fn validate_quant(&self) -> Result<(), Error> {
+        let bad = Error::BadSection(SectionKind::Quant);
+        let nb = self.n_buffers() as usize;
+        let mut any_i8 = false;
+        for b in 0..self.n_buffers() {
+            any_i8 |= self.buffer(b)?.dtype == DType::I8;
+        }
+        if self.quant.is_empty() {
+            return if any_i8 {
+                Err(Error::MissingSection(SectionKind::Quant))
+            } else {
+                Ok(())
+            };
+        }
+        let k = self.quant_rows();
+        let expected = (k as u64) * (4 + 8 * nb as u64) + 8;
+        if k == 0 || rd_u32(self.quant, 4) != Some(nb as u32) || self.quant.len() as u64 != expected
+        {
+            return Err(bad);
+        }
+        for r in 0..k {
+            if !self.quant_timestep(r).is_some_and(f32::is_finite) {
+                return Err(bad);
+            }
+            for b in 0..self.n_buffers() {
+                let e = self.buffer(b)?;
+                if e.dtype != DType::I8 {
+                    continue;
+                }
+                let (s1, s2) = self.act_scales(r, b);
+                let ok = |s: f32| s.is_finite() && s > 0.0;
+                if !ok(s1) || (e.split != 0 && !ok(s2)) {
+                    return Err(bad);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Bind to a caller-provided arena (16-byte aligned, at least [`Model::arena_bytes`] long).
@@ -482,8 +790,7 @@ impl<'a> Model<'a> {
                 got: u32::try_from(arena.len()).unwrap_or(u32::MAX),
             });
         }
-        let arena = bytemuck::try_cast_slice_mut::<u8, f32>(&mut arena[..needed])
-            .map_err(|_| Error::ArenaMisaligned)?;
+        let arena = &mut arena[..needed];
         if !(arena.as_ptr() as usize).is_multiple_of(ALIGN) {
             return Err(Error::ArenaMisaligned);
         }
@@ -491,6 +798,7 @@ impl<'a> Model<'a> {
             model: self,
             arena,
             kernels: ember_kernels::registry::best(),
+            row: 0,
         })
     }
 }
@@ -499,25 +807,46 @@ impl<'a> Model<'a> {
 #[derive(Debug)]
 pub struct Session<'s, 'a> {
     model: &'s Model<'a>,
-    arena: &'s mut [f32],
+    arena: &'s mut [u8],
     kernels: &'static KernelTable,
+    /// QUANT row of the current forward call.
+    row: usize,
 }
 
-/// Borrow `N` pairwise-disjoint ranges `(start, len)` of `s` mutably at once (safe: repeated `split_at_mut`).
+/// What [`Session::forward_observed`] calls after every op: `(timestep, op, buffer, contents)` for each buffer the
+/// op wrote; before the first op it reports the input buffer with op index [`NONE`].
+pub type Observer<'o> = dyn FnMut(f32, u32, u32, BufView<'_>) + 'o;
+
+/// A buffer's contents as an observer sees them after an op ([`Session::forward_observed`]).
+#[derive(Clone, Copy, Debug)]
+pub enum BufView<'x> {
+    /// Float activations.
+    F32(&'x [f32]),
+    /// int8 activations with their quantization at this timestep.
+    I8(&'x [i8], ActQ),
+    /// Integer scratch.
+    I32(&'x [i32]),
+}
+
+/// Borrow `N` pairwise-disjoint byte ranges `(start, len)` of `s` mutably at once (safe: repeated
+/// `split_at_mut`); empty ranges give empty slices.
 fn split_disjoint<'x, const N: usize>(
-    s: &'x mut [f32],
+    s: &'x mut [u8],
     ranges: [(usize, usize); N],
-) -> Option<[&'x mut [f32]; N]> {
+) -> Option<[&'x mut [u8]; N]> {
     let mut order = [0usize; N];
     for (i, o) in order.iter_mut().enumerate() {
         *o = i;
     }
     order.sort_unstable_by_key(|&i| ranges[i].0);
-    let mut out: [&'x mut [f32]; N] = core::array::from_fn(|_| Default::default());
+    let mut out: [&'x mut [u8]; N] = core::array::from_fn(|_| Default::default());
     let mut rest = s;
     let mut consumed = 0usize;
     for &i in &order {
         let (start, len) = ranges[i];
+        if len == 0 {
+            continue;
+        }
         let skip = start.checked_sub(consumed)?;
         if skip.checked_add(len)? > rest.len() {
             return None;
@@ -531,6 +860,29 @@ fn split_disjoint<'x, const N: usize>(
     Some(out)
 }
 
+// An absent buffer is an empty slice (whose dangling pointer has no alignment to speak of).
+fn f32s(b: &mut [u8]) -> Result<&mut [f32], Error> {
+    if b.is_empty() {
+        return Ok(&mut []);
+    }
+    bytemuck::try_cast_slice_mut(b).map_err(|_| Error::ArenaMisaligned)
+}
+
+fn i32s(b: &mut [u8]) -> Result<&mut [i32], Error> {
+    if b.is_empty() {
+        return Ok(&mut []);
+    }
+    bytemuck::try_cast_slice_mut(b).map_err(|_| Error::ArenaMisaligned)
+}
+
+fn i8s(b: &mut [u8]) -> &mut [i8] {
+    bytemuck::cast_slice_mut(b)
+}
+
+fn opt<T>(id: u32, v: T) -> Option<T> {
+    (id != NONE).then_some(v)
+}
+
 impl<'a> Session<'_, 'a> {
     /// The model this session runs.
     pub fn model(&self) -> &Model<'_> {
@@ -542,17 +894,34 @@ impl<'a> Session<'_, 'a> {
         self.kernels = k;
     }
 
+    /// Byte range of buffer `b`; `NONE` gives an empty range.
     fn range(&self, b: u32) -> Result<(usize, usize), Error> {
+        if b == NONE {
+            return Ok((0, 0));
+        }
         let e = self.model.buffer(b)?;
-        Ok((e.offset as usize / 4, e.numel as usize))
+        Ok((e.offset as usize, e.nbytes() as usize))
     }
 
-    fn bufs<const N: usize>(&mut self, ids: [u32; N]) -> Result<[&mut [f32]; N], Error> {
+    fn raw<const N: usize>(&mut self, ids: [u32; N]) -> Result<[&mut [u8]; N], Error> {
         let mut r = [(0usize, 0usize); N];
         for (x, &b) in r.iter_mut().zip(&ids) {
             *x = self.range(b)?;
         }
         split_disjoint(self.arena, r).ok_or(Error::BadBuffer { index: ids[0] })
+    }
+
+    fn bufs<const N: usize>(&mut self, ids: [u32; N]) -> Result<[&mut [f32]; N], Error> {
+        let raw = self.raw(ids)?;
+        let mut out: [&mut [f32]; N] = core::array::from_fn(|_| Default::default());
+        for (o, r) in out.iter_mut().zip(raw) {
+            *o = f32s(r)?;
+        }
+        Ok(out)
+    }
+
+    fn q(&self, b: u32, plane: usize) -> ActQ {
+        self.model.act_q(self.row, b, plane)
     }
 
     fn w(&self, t: u32, op: u32) -> Result<Weights<'a>, Error> {
@@ -570,16 +939,57 @@ impl<'a> Session<'_, 'a> {
         }
     }
 
+    /// The current contents of buffer `b`.
+    pub fn view(&self, b: u32) -> Result<BufView<'_>, Error> {
+        let e = self.model.buffer(b)?;
+        let (o, n) = (e.offset as usize, e.nbytes() as usize);
+        let bytes = self
+            .arena
+            .get(o..o + n)
+            .ok_or(Error::BadBuffer { index: b })?;
+        let mis = |_| Error::ArenaMisaligned;
+        Ok(match e.dtype {
+            DType::I8 => BufView::I8(bytemuck::cast_slice(bytes), self.q(b, 1)),
+            DType::I32 => BufView::I32(bytemuck::try_cast_slice(bytes).map_err(mis)?),
+            _ => BufView::F32(bytemuck::try_cast_slice(bytes).map_err(mis)?),
+        })
+    }
+
     /// One U-Net evaluation: `out = unet(sample, timestep, class_label)`.
     ///
     /// `sample` is `[C, H, W]` channel-major (batch 1), `out` is `[C_out, H, W]`. A class label is required exactly
-    /// when the model is class-conditional.
+    /// when the model is class-conditional. An int8 model uses the activation scales calibrated for the timestep
+    /// nearest to `timestep`.
     pub fn forward(
         &mut self,
         sample: &[f32],
         timestep: f32,
         class_label: Option<u32>,
         out: &mut [f32],
+    ) -> Result<(), Error> {
+        self.forward_impl(sample, timestep, class_label, out, None)
+    }
+
+    /// [`Session::forward`], calling `observe` after every op for each buffer it wrote (host tools use it to
+    /// calibrate activation ranges and to compare layers); see [`Observer`].
+    pub fn forward_observed(
+        &mut self,
+        sample: &[f32],
+        timestep: f32,
+        class_label: Option<u32>,
+        out: &mut [f32],
+        observe: &mut Observer<'_>,
+    ) -> Result<(), Error> {
+        self.forward_impl(sample, timestep, class_label, out, Some(observe))
+    }
+
+    fn forward_impl(
+        &mut self,
+        sample: &[f32],
+        timestep: f32,
+        class_label: Option<u32>,
+        out: &mut [f32],
+        mut observe: Option<&mut Observer<'_>>,
     ) -> Result<(), Error> {
         let info = *self.model.info();
         let n32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
@@ -610,12 +1020,33 @@ impl<'a> Session<'_, 'a> {
             }
             (_, Some(l)) => l,
         };
+        self.row = self.model.quant_row(timestep);
         {
             let [inp] = self.bufs([info.input_buffer])?;
             inp.copy_from_slice(sample);
         }
+        if let Some(obs) = observe.as_mut() {
+            obs(
+                timestep,
+                NONE,
+                info.input_buffer,
+                self.view(info.input_buffer)?,
+            );
+        }
         for i in 0..self.model.n_ops() {
             self.run_op(i, timestep, label)?;
+            if let Some(obs) = observe.as_mut() {
+                let req = self
+                    .model
+                    .op(i)?
+                    .requirements()
+                    .map_err(|fault| Error::BadOp { index: i, fault })?;
+                for &(b, _, acc) in req.buffer_uses() {
+                    if acc != Some(crate::op::Access::Read) {
+                        obs(timestep, i, b, self.view(b)?);
+                    }
+                }
+            }
         }
         let [res] = self.bufs([info.output_buffer])?;
         out.copy_from_slice(res);
@@ -681,6 +1112,7 @@ impl<'a> Session<'_, 'a> {
                 chan_add,
                 residual,
                 div,
+                scratch,
             } => {
                 let g = Conv2dGeom {
                     cin: cin as usize,
@@ -695,28 +1127,52 @@ impl<'a> Session<'_, 'a> {
                     ow: ow as usize,
                 };
                 let (wt, b) = (self.w(weight, i)?, self.opt_w(bias, i)?);
+                if scratch != NONE {
+                    // int8 path (the validator guarantees the dtypes).
+                    let Weights::I8 { data, scale, .. } = wt else {
+                        return Err(Error::BadOp {
+                            index: i,
+                            fault: OpFault::TensorDtype(weight),
+                        });
+                    };
+                    let in_q = self.q(input, g.h * g.w);
+                    let sr = self.q(residual, 1).scale;
+                    let out_i8 = self.model.buffer(out)?.dtype == DType::I8;
+                    let so = self.q(out, 1).scale;
+                    let [x, y, acc, c, r] = self.raw([input, out, scratch, chan_add, residual])?;
+                    let c = opt(chan_add, f32s(c)?);
+                    let r = opt(residual, (&*i8s(r), sr));
+                    let o = if out_i8 {
+                        QOut::I8 {
+                            data: i8s(y),
+                            scale: so,
+                        }
+                    } else {
+                        QOut::F32(f32s(y)?)
+                    };
+                    (k.conv2d_i8)(
+                        &g,
+                        i8s(x),
+                        in_q,
+                        data,
+                        scale,
+                        b,
+                        c.as_deref(),
+                        r,
+                        div,
+                        i32s(acc)?,
+                        o,
+                    );
+                    return Ok(());
+                }
                 let hw = g.oh * g.ow;
-                match (chan_add != NONE, residual != NONE) {
-                    (false, false) => {
-                        let [x, y] = self.bufs([input, out])?;
-                        (k.conv2d)(&g, x, wt, b, y);
-                    }
-                    (true, false) => {
-                        let [x, y, c] = self.bufs([input, out, chan_add])?;
-                        (k.conv2d)(&g, x, wt, b, y);
-                        generic::add_channel_bias(y, hw, c);
-                    }
-                    (false, true) => {
-                        let [x, y, r] = self.bufs([input, out, residual])?;
-                        (k.conv2d)(&g, x, wt, b, y);
-                        generic::residual_div(y, r, div);
-                    }
-                    (true, true) => {
-                        let [x, y, c, r] = self.bufs([input, out, chan_add, residual])?;
-                        (k.conv2d)(&g, x, wt, b, y);
-                        generic::add_channel_bias(y, hw, c);
-                        generic::residual_div(y, r, div);
-                    }
+                let [x, y, c, r] = self.bufs([input, out, chan_add, residual])?;
+                (k.conv2d)(&g, x, wt, b, y);
+                if chan_add != NONE {
+                    generic::add_channel_bias(y, hw, c);
+                }
+                if residual != NONE {
+                    generic::residual_div(y, r, div);
                 }
             }
             Op::GroupNorm {
@@ -732,36 +1188,52 @@ impl<'a> Session<'_, 'a> {
                 scale_shift,
             } => {
                 let (gm, bt) = (self.w(gamma, i)?, self.w(beta, i)?);
-                let mut a = generic::GroupNormArgs {
+                if self.model.buffer(input)?.dtype == DType::I8 {
+                    let in_q = self.q(input, hw as usize);
+                    let out_scale = self.q(out, 1).scale;
+                    let [x, y, ss] = self.raw([input, out, scale_shift])?;
+                    let a = quant::GroupNormI8Args {
+                        c: c as usize,
+                        hw: hw as usize,
+                        groups: groups as usize,
+                        eps,
+                        gamma: gm,
+                        beta: bt,
+                        scale_shift: opt(scale_shift, &*f32s(ss)?),
+                        silu,
+                        in_q,
+                        out_scale,
+                    };
+                    (k.group_norm_i8)(&a, i8s(x), i8s(y));
+                    return Ok(());
+                }
+                let [x, y, ss] = self.bufs([input, out, scale_shift])?;
+                let a = generic::GroupNormArgs {
                     c: c as usize,
                     hw: hw as usize,
                     groups: groups as usize,
                     eps,
                     gamma: gm,
                     beta: bt,
-                    scale_shift: None,
+                    scale_shift: opt(scale_shift, &*ss),
                     silu,
                 };
-                if scale_shift == NONE {
-                    let [x, y] = self.bufs([input, out])?;
-                    (k.group_norm)(&a, x, y);
-                } else {
-                    let [x, y, ss] = self.bufs([input, out, scale_shift])?;
-                    a.scale_shift = Some(ss);
-                    (k.group_norm)(&a, x, y);
-                }
-            }
-            Op::Concat { a, b, out, na, .. } if a == b => {
-                let [x, o] = self.bufs([a, out])?;
-                let (lo, hi) = o.split_at_mut(na as usize);
-                lo.copy_from_slice(x);
-                hi.copy_from_slice(x);
+                (k.group_norm)(&a, x, y);
             }
             Op::Concat { a, b, out, na, .. } => {
-                let [x, y, o] = self.bufs([a, b, out])?;
-                let (lo, hi) = o.split_at_mut(na as usize);
-                lo.copy_from_slice(x);
-                hi.copy_from_slice(y);
+                // A byte copy for either dtype: int8 branches keep their own scales (the out buffer's two).
+                let cut = na as usize * self.model.buffer(a)?.dtype.size() as usize;
+                if a == b {
+                    let [x, o] = self.raw([a, out])?;
+                    let (lo, hi) = o.split_at_mut(cut);
+                    lo.copy_from_slice(x);
+                    hi.copy_from_slice(x);
+                } else {
+                    let [x, y, o] = self.raw([a, b, out])?;
+                    let (lo, hi) = o.split_at_mut(cut);
+                    lo.copy_from_slice(x);
+                    hi.copy_from_slice(y);
+                }
             }
             Op::AvgPool2 {
                 input,
@@ -770,8 +1242,15 @@ impl<'a> Session<'_, 'a> {
                 h,
                 w,
             } => {
-                let [x, y] = self.bufs([input, out])?;
-                generic::avg_pool2(x, c as usize, h as usize, w as usize, y);
+                let (c, h, w) = (c as usize, h as usize, w as usize);
+                if self.model.buffer(input)?.dtype == DType::I8 {
+                    let (si, so) = (self.q(input, 1).scale, self.q(out, 1).scale);
+                    let [x, y] = self.raw([input, out])?;
+                    quant::avg_pool2_i8(i8s(x), si, c, h, w, i8s(y), so);
+                } else {
+                    let [x, y] = self.bufs([input, out])?;
+                    generic::avg_pool2(x, c, h, w, y);
+                }
             }
             Op::Upsample2 {
                 input,
@@ -780,8 +1259,14 @@ impl<'a> Session<'_, 'a> {
                 h,
                 w,
             } => {
-                let [x, y] = self.bufs([input, out])?;
-                generic::upsample_nearest2(x, c as usize, h as usize, w as usize, y);
+                let (c, h, w) = (c as usize, h as usize, w as usize);
+                if self.model.buffer(input)?.dtype == DType::I8 {
+                    let [x, y] = self.raw([input, out])?;
+                    quant::upsample_nearest2_i8(i8s(x), c, h, w, i8s(y));
+                } else {
+                    let [x, y] = self.bufs([input, out])?;
+                    generic::upsample_nearest2(x, c, h, w, y);
+                }
             }
             Op::Attention {
                 q,
@@ -798,8 +1283,37 @@ impl<'a> Session<'_, 'a> {
                     head_dim: head_dim as usize,
                     n: n as usize,
                 };
-                let [qq, kk, vv, o, s] = self.bufs([q, kb, v, out, scores])?;
-                (k.attention)(&g, qq, kk, vv, s, o);
+                if self.model.buffer(q)?.dtype == DType::I8 {
+                    let (sq, sk, sv) =
+                        (self.q(q, 1).scale, self.q(kb, 1).scale, self.q(v, 1).scale);
+                    let out_i8 = self.model.buffer(out)?.dtype == DType::I8;
+                    let so = self.q(out, 1).scale;
+                    let [qq, kk, vv, o, s] = self.raw([q, kb, v, out, scores])?;
+                    let o = if out_i8 {
+                        QOut::I8 {
+                            data: i8s(o),
+                            scale: so,
+                        }
+                    } else {
+                        QOut::F32(f32s(o)?)
+                    };
+                    (k.attention_i8)(&g, i8s(qq), sq, i8s(kk), sk, i8s(vv), sv, f32s(s)?, o);
+                } else {
+                    let [qq, kk, vv, o, s] = self.bufs([q, kb, v, out, scores])?;
+                    (k.attention)(&g, qq, kk, vv, s, o);
+                }
+            }
+            Op::Quantize { input, out, .. } => {
+                let so = self.q(out, 1).scale;
+                let [x, y] = self.raw([input, out])?;
+                quant::quantize_slice(f32s(x)?, so, i8s(y));
+            }
+            Op::Dequantize {
+                input, out, plane, ..
+            } => {
+                let q = self.q(input, plane as usize);
+                let [x, y] = self.raw([input, out])?;
+                quant::dequantize_slice(i8s(x), q, plane as usize, f32s(y)?);
             }
             Op::Affine { buf, mul, add, .. } => {
                 let [x] = self.bufs([buf])?;

@@ -28,6 +28,10 @@ pub mod kind {
     pub const AFFINE: u32 = 10;
     /// [`super::Op::Add`].
     pub const ADD: u32 = 11;
+    /// [`super::Op::Quantize`].
+    pub const QUANTIZE: u32 = 12;
+    /// [`super::Op::Dequantize`].
+    pub const DEQUANTIZE: u32 = 13;
 }
 
 /// Which runtime scalar a [`Op::TimeProj`] embeds.
@@ -121,6 +125,9 @@ pub enum Op {
         residual: u32,
         /// Divisor applied after the residual add (diffusers' `output_scale_factor`).
         div: f32,
+        /// int8 convolutions: `I32` scratch of `2·oh·ow` accumulators (see `ember_kernels::quant::conv2d_i8`);
+        /// [`NONE`] for float ones.
+        scratch: u32,
     },
     /// Group normalization with optional FiLM scale/shift and fused SiLU.
     GroupNorm {
@@ -223,6 +230,26 @@ pub enum Op {
         /// Elements.
         n: u32,
     },
+    /// `out = quantize(in)`: an `F32` buffer into an `I8` one with the output's scale at the current timestep.
+    Quantize {
+        /// `F32` input.
+        input: u32,
+        /// `I8` output (one scale).
+        out: u32,
+        /// Elements.
+        n: u32,
+    },
+    /// `out = dequantize(in)`: an `I8` buffer (possibly with two scales) into an `F32` one.
+    Dequantize {
+        /// `I8` input.
+        input: u32,
+        /// `F32` output.
+        out: u32,
+        /// Elements.
+        n: u32,
+        /// Elements per channel (the input's split falls on a channel boundary).
+        plane: u32,
+    },
 }
 
 fn flag(w: u32, pos: u32) -> Result<bool, OpFault> {
@@ -284,6 +311,8 @@ impl Op {
                 chan_add: a(15),
                 residual: a(16),
                 div: f(17),
+                // Stored plus one, so a record of format 1.0 (zero-filled) reads as "no scratch".
+                scratch: a(18).wrapping_sub(1),
             },
             kind::GROUP_NORM => Op::GroupNorm {
                 input: a(1),
@@ -338,6 +367,17 @@ impl Op {
                 a: a(1),
                 b: a(2),
                 n: a(3),
+            },
+            kind::QUANTIZE => Op::Quantize {
+                input: a(1),
+                out: a(2),
+                n: a(3),
+            },
+            kind::DEQUANTIZE => Op::Dequantize {
+                input: a(1),
+                out: a(2),
+                n: a(3),
+                plane: a(4),
             },
             k => return Err(OpFault::UnknownKind(k)),
         })
@@ -406,6 +446,7 @@ impl Op {
                 chan_add,
                 residual,
                 div,
+                scratch,
             } => &[
                 kind::CONV2D,
                 input,
@@ -425,6 +466,7 @@ impl Op {
                 chan_add,
                 residual,
                 div.to_bits(),
+                scratch.wrapping_add(1),
             ],
             Op::GroupNorm {
                 input,
@@ -485,6 +527,13 @@ impl Op {
                 &[kind::AFFINE, buf, n, mul.to_bits(), add.to_bits()]
             }
             Op::Add { a, b: bb, n } => &[kind::ADD, a, bb, n],
+            Op::Quantize { input, out, n } => &[kind::QUANTIZE, input, out, n],
+            Op::Dequantize {
+                input,
+                out,
+                n,
+                plane,
+            } => &[kind::DEQUANTIZE, input, out, n, plane],
         };
         r[..words.len()].copy_from_slice(words);
         r
@@ -504,6 +553,8 @@ impl Op {
             Op::Attention { .. } => "attention",
             Op::Affine { .. } => "affine",
             Op::Add { .. } => "add",
+            Op::Quantize { .. } => "quantize",
+            Op::Dequantize { .. } => "dequantize",
         }
     }
 
@@ -555,6 +606,7 @@ impl Op {
                 bias,
                 chan_add,
                 residual,
+                scratch,
                 ..
             } => {
                 for (v, pos) in [
@@ -588,6 +640,9 @@ impl Op {
                 }
                 if residual != NONE {
                     q.read(residual, n_out)?;
+                }
+                if scratch != NONE {
+                    q.write(scratch, mul3(2, oh, ow, 11)?)?;
                 }
             }
             Op::GroupNorm {
@@ -683,6 +738,25 @@ impl Op {
                 nonzero(n, 3)?;
                 q.inplace(a, n)?;
                 q.read(b, n)?;
+            }
+            Op::Quantize { input, out, n } => {
+                nonzero(n, 3)?;
+                q.read(input, n)?;
+                q.write(out, n)?;
+            }
+            Op::Dequantize {
+                input,
+                out,
+                n,
+                plane,
+            } => {
+                nonzero(n, 3)?;
+                nonzero(plane, 4)?;
+                if n % plane != 0 {
+                    return Err(OpFault::Shape(4));
+                }
+                q.read(input, n)?;
+                q.write(out, n)?;
             }
         }
         Ok(q)

@@ -6,8 +6,11 @@
 //!
 //! Layout conventions shared by every kernel:
 //! * activations are channel-major (`[C, H, W]`, batch 1), `f32`;
-//! * convolution weights are PyTorch's `[C_out, C_in, K, K]`, linear weights `[out, in]`, stored as `f32` or `f16`
-//!   ([`Weights`]); the math is always `f32`.
+//! * convolution weights are PyTorch's `[C_out, C_in, K, K]`, linear weights `[out, in]`, stored as `f32`, `f16` or
+//!   weight-only int8 ([`Weights`]); the math of the float kernels is always `f32`.
+//!
+//! The [`quant`] module holds the int8 reference kernels (int8 activations and weights, `i32` accumulation,
+//! fixed-point requantization).
 //!
 //! The [`generic`] module holds the scalar reference kernels: always built, the fallback on every target and the
 //! reference that every optimized tier is tested against. Per-ISA tiers install themselves into a [`KernelTable`]
@@ -19,6 +22,7 @@
 extern crate std;
 
 pub mod generic;
+pub mod quant;
 pub mod registry;
 
 pub use registry::KernelTable;
@@ -34,6 +38,16 @@ pub enum Weights<'a> {
     F32(&'a [f32]),
     /// IEEE half floats (converted to `f32` on read).
     F16(&'a [f16]),
+    /// Signed 8-bit with one `f32` scale per `per` consecutive elements (per output channel):
+    /// `value = data[i] as f32 * scale[i / per]`.
+    I8 {
+        /// Quantized values.
+        data: &'a [i8],
+        /// One scale per `per` consecutive elements of `data`.
+        scale: &'a [f32],
+        /// Elements sharing one scale (for `[C_out, ...]` weights: elements per output channel).
+        per: usize,
+    },
 }
 
 impl Weights<'_> {
@@ -43,6 +57,7 @@ impl Weights<'_> {
         match self {
             Weights::F32(s) => s.len(),
             Weights::F16(s) => s.len(),
+            Weights::I8 { data, .. } => data.len(),
         }
     }
 
@@ -53,12 +68,17 @@ impl Weights<'_> {
     }
 
     /// Element `i` as `f32`; `0.0` when `i` is out of range (callers validate shapes first, so this never happens
-    /// on a validated model, and it can never panic).
+    /// on a validated model, and it can never panic). For [`Weights::I8`] also `0.0` when `per` is 0 or the scale
+    /// of element `i` is missing.
     #[inline(always)]
     pub fn get(&self, i: usize) -> f32 {
         match self {
             Weights::F32(s) => s.get(i).copied().unwrap_or(0.0),
             Weights::F16(s) => s.get(i).map(|h| h.to_f32()).unwrap_or(0.0),
+            Weights::I8 { data, scale, per } => match (data.get(i), i.checked_div(*per)) {
+                (Some(&q), Some(c)) => scale.get(c).map_or(0.0, |&s| q as f32 * s),
+                _ => 0.0,
+            },
         }
     }
 }

@@ -4,6 +4,7 @@
 //! top of it. With `std` a tier is picked by runtime detection, without it by `cfg(target_feature)`, and the
 //! environment variable `EMBER_KERNELS=generic` forces the reference tier (std only).
 
+use crate::quant::{self, ActQ, QOut};
 use crate::{generic, Conv2dGeom, Weights};
 
 /// Signature of a conv2d kernel (see [`generic::conv2d`]).
@@ -14,8 +15,30 @@ pub type LinearFn = fn(&[f32], Weights<'_>, Option<Weights<'_>>, bool, bool, &mu
 pub type GroupNormFn = fn(&generic::GroupNormArgs<'_>, &[f32], &mut [f32]);
 /// Signature of an attention kernel (see [`generic::attention`]): q, k, v, scores scratch, out.
 pub type AttentionFn = fn(&generic::AttentionGeom, &[f32], &[f32], &[f32], &mut [f32], &mut [f32]);
+/// Signature of an int8 conv2d kernel (see [`quant::conv2d_i8`]): geometry, input, input quantization, weights,
+/// weight scales, bias, per-channel add, residual with its scale, divisor, `i32` scratch, output.
+pub type Conv2dI8Fn = fn(
+    &Conv2dGeom,
+    &[i8],
+    ActQ,
+    &[i8],
+    &[f32],
+    Option<Weights<'_>>,
+    Option<&[f32]>,
+    Option<(&[i8], f32)>,
+    f32,
+    &mut [i32],
+    QOut<'_>,
+);
+/// Signature of an int8 group-norm kernel (see [`quant::group_norm_i8`]).
+pub type GroupNormI8Fn = fn(&quant::GroupNormI8Args<'_>, &[i8], &mut [i8]);
+/// Signature of an int8 attention kernel (see [`quant::attention_i8`]): q, its scale, k, its scale, v, its scale,
+/// scores scratch, out.
+pub type AttentionI8Fn =
+    fn(&generic::AttentionGeom, &[i8], f32, &[i8], f32, &[i8], f32, &mut [f32], QOut<'_>);
 
-/// Function pointers to the kernels a runtime calls. Every entry has the signature of its [`generic`] twin.
+/// Function pointers to the kernels a runtime calls. Every entry has the signature of its [`generic`] (float) or
+/// [`quant`] (int8) twin.
 #[derive(Clone, Copy, Debug)]
 pub struct KernelTable {
     /// Name of the tier, e.g. `"generic"`.
@@ -28,6 +51,12 @@ pub struct KernelTable {
     pub group_norm: GroupNormFn,
     /// See [`generic::attention`].
     pub attention: AttentionFn,
+    /// See [`quant::conv2d_i8`].
+    pub conv2d_i8: Conv2dI8Fn,
+    /// See [`quant::group_norm_i8`].
+    pub group_norm_i8: GroupNormI8Fn,
+    /// See [`quant::attention_i8`].
+    pub attention_i8: AttentionI8Fn,
 }
 
 /// The scalar reference tier.
@@ -37,6 +66,9 @@ pub static GENERIC: KernelTable = KernelTable {
     linear: generic::linear,
     group_norm: generic::group_norm,
     attention: generic::attention,
+    conv2d_i8: quant::conv2d_i8,
+    group_norm_i8: quant::group_norm_i8,
+    attention_i8: quant::attention_i8,
 };
 
 /// The best tier this build can run. Today: [`GENERIC`] on every target.

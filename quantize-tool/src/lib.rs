@@ -11,6 +11,7 @@ pub mod error;
 pub mod inspect;
 pub mod lower;
 pub mod plan;
+pub mod quant;
 pub mod source;
 pub mod write;
 
@@ -297,9 +298,19 @@ pub fn compile_with(
     sampling: &Sampling,
     dtype: WeightDtype,
 ) -> Result<Compiled, ConvertError> {
-    let schedule = sampling.schedule;
     let graph = lower::lower(cfg, src)?;
-    let plan = plan::plan(&graph);
+    finish(&graph, cfg, sampling, dtype)
+}
+
+/// Plan and serialize a lowered graph; the blob is validated by the runtime's parser.
+pub fn finish(
+    graph: &lower::Graph,
+    cfg: &UNetConfig,
+    sampling: &Sampling,
+    dtype: WeightDtype,
+) -> Result<Compiled, ConvertError> {
+    let schedule = sampling.schedule;
+    let plan = plan::plan(graph);
     let (class_kind, num_classes) = match cfg.class_embed {
         config::ClassEmbed::None => (0, 0),
         config::ClassEmbed::Table(n) => (1, n as u32),
@@ -353,7 +364,7 @@ pub fn compile_with(
         }
     }
     let blob = write::to_blob(
-        &graph,
+        graph,
         &plan,
         &write::BlobMeta {
             info,
@@ -374,8 +385,103 @@ pub fn compile_with(
     })
 }
 
+/// An int8 conversion's blob and what the quantizer found.
+#[derive(Clone, Debug)]
+pub struct CompiledInt8 {
+    /// The int8 blob.
+    pub compiled: Compiled,
+    /// The float (f32) blob it was calibrated from.
+    pub float_blob: Vec<u8>,
+    /// Calibration ranges.
+    pub calibration: quant::Calibration,
+    /// Mixed-precision outcome.
+    pub report: quant::SearchReport,
+}
+
+/// Lower, calibrate on the sampler's trajectory, quantize to int8 with the mixed-precision search, plan and
+/// serialize (see [`quant`]).
+pub fn compile_int8(
+    cfg: &UNetConfig,
+    src: &dyn TensorSource,
+    sampling: &Sampling,
+    q: &quant::QuantOptions,
+    sampler: Option<CalibSampler>,
+) -> Result<CompiledInt8, ConvertError> {
+    let graph = lower::lower(cfg, src)?;
+    let float = finish(&graph, cfg, sampling, WeightDtype::F32)?;
+    let fbytes = AlignedBytes::new(&float.blob);
+    let fm =
+        ember_core::Model::parse(fbytes.as_slice()).map_err(|err| ConvertError::Invalid { err })?;
+    if fm.schedule().is_none() {
+        return Err(config::cfg_err_pub(
+            "scheduler",
+            "int8 calibration runs the sampler: the checkpoint needs a scheduler config",
+        ));
+    }
+    let mut scfg = q.sampler.unwrap_or_else(|| inspect::default_sampler(&fm));
+    if let Some((method, steps, guidance)) = sampler {
+        if let Some(m) = method {
+            scfg.method = m;
+            if fm.timesteps().is_none() && steps.is_none() {
+                scfg.steps = 50;
+            }
+        }
+        if let Some(n) = steps {
+            scfg.steps = n;
+        }
+        if let Some(g) = guidance {
+            scfg.guidance_scale = g;
+        }
+    }
+    // Refuse a sampler set-up the model cannot run before spending time on it.
+    ember_core::sampler::driver::arena_bytes(&fm, &scfg)
+        .map_err(|err| ConvertError::Invalid { err })?;
+    let calibration = quant::calibrate(&fm, &scfg, q)?;
+    let seeds: Vec<(u64, usize)> = (0..q.eval_samples)
+        .map(|i| (q.seed + (q.samples + i) as u64, i))
+        .collect();
+    let reference = quant::final_samples(&fm, &scfg, &seeds)?;
+    let build = |g: &lower::Graph| finish(g, cfg, sampling, WeightDtype::I8).map(|c| c.blob);
+    let (qgraph, report) =
+        quant::search(&graph, &calibration, &scfg, q, &reference, &seeds, &build)?;
+    let compiled = finish(&qgraph, cfg, sampling, WeightDtype::I8)?;
+    Ok(CompiledInt8 {
+        compiled,
+        float_blob: float.blob,
+        calibration,
+        report,
+    })
+}
+
 /// Convert a checkpoint on disk (see [`load_checkpoint`]).
 pub fn convert_path(input: &Path, opts: &ConvertOptions) -> Result<Compiled, ConvertError> {
+    let (cfg, sampling, ck) = load_model(input, opts)?;
+    compile_with(&cfg, &ck.weights, &sampling, opts.dtype)
+}
+
+/// Convert a checkpoint on disk to int8 ([`compile_int8`]).
+pub fn convert_path_int8(
+    input: &Path,
+    opts: &ConvertOptions,
+    q: &quant::QuantOptions,
+    sampler: Option<CalibSampler>,
+) -> Result<CompiledInt8, ConvertError> {
+    let (cfg, sampling, ck) = load_model(input, opts)?;
+    compile_int8(&cfg, &ck.weights, &sampling, q, sampler)
+}
+
+/// Overrides of the calibration sampler: method, steps and guidance scale (`None`: the blob's default).
+pub type CalibSampler = (
+    Option<ember_core::sampler::driver::Method>,
+    Option<u32>,
+    Option<f32>,
+);
+
+/// Read a checkpoint ([`load_checkpoint`]) with its config and everything the blob records for sampling.
+pub fn load_model(
+    input: &Path,
+    opts: &ConvertOptions,
+) -> Result<(UNetConfig, Sampling, Checkpoint), ConvertError> {
     let ck = load_checkpoint(input, opts)?;
     let cfg = UNetConfig::from_json(&ck.config, opts.sample_size)?;
     let mut schedule = ck
@@ -429,15 +535,11 @@ pub fn convert_path(input: &Path, opts: &ConvertOptions) -> Result<Compiled, Con
         .map(config::trained_betas_from_json)
         .transpose()?
         .flatten();
-    compile_with(
-        &cfg,
-        &ck.weights,
-        &Sampling {
-            schedule,
-            timesteps,
-            null_class,
-            betas,
-        },
-        opts.dtype,
-    )
+    let sampling = Sampling {
+        schedule,
+        timesteps,
+        null_class,
+        betas,
+    };
+    Ok((cfg, sampling, ck))
 }

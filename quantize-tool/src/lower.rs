@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use ember_core::format::NONE;
+use ember_core::format::{DType, NONE};
 use ember_core::op::{Op, ProjSource};
 
 use crate::config::{ClassEmbed, DownKind, UNetConfig, UpKind};
@@ -15,8 +15,21 @@ use crate::source::{Tensor, TensorSource};
 pub struct NamedTensor {
     /// Checkpoint name.
     pub name: String,
-    /// Data and shape.
+    /// Data and shape. For an `I8` tensor the data holds the integer values (exact in `f32`).
     pub tensor: Tensor,
+    /// Storage dtype; `None` stores it in the blob's weight dtype (f32 or f16).
+    pub store: Option<DType>,
+    /// `I8` tensors: index of the tensor holding the per-output-channel scales; otherwise [`NONE`].
+    pub quant: u32,
+}
+
+/// Activation quantization: the calibration timesteps and, per timestep, two scales for every buffer.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QuantTable {
+    /// Forward-call timesteps that were calibrated.
+    pub timesteps: Vec<f32>,
+    /// `scales[row * n_buffers + buffer]`: first and second (split) scale; zero for float buffers.
+    pub scales: Vec<(f32, f32)>,
 }
 
 /// The lowered network, before memory planning.
@@ -32,6 +45,27 @@ pub struct Graph {
     pub input: u32,
     /// Buffer that holds the output.
     pub output: u32,
+    /// Buffer dtypes (`F32` where absent).
+    pub dtypes: Vec<DType>,
+    /// `I8` buffers: element index where the second scale begins (0 where absent).
+    pub splits: Vec<u32>,
+    /// Activation scales of an int8 graph.
+    pub quant: Option<QuantTable>,
+}
+
+impl Graph {
+    /// Dtype of buffer `b`.
+    pub fn dtype(&self, b: u32) -> DType {
+        self.dtypes.get(b as usize).copied().unwrap_or(DType::F32)
+    }
+    /// Split of buffer `b` (0: one scale).
+    pub fn split(&self, b: u32) -> u32 {
+        self.splits.get(b as usize).copied().unwrap_or(0)
+    }
+    /// Bytes of buffer `b`.
+    pub fn buf_bytes(&self, b: u32) -> u64 {
+        self.buffers[b as usize] as u64 * self.dtype(b).size() as u64
+    }
 }
 
 /// An activation: buffer + shape.
@@ -99,6 +133,8 @@ impl Builder<'_> {
                 shape: shape.to_vec(),
                 data: t.data,
             },
+            store: None,
+            quant: NONE,
         });
         Ok(u(self.g.tensors.len() - 1))
     }
@@ -138,6 +174,7 @@ impl Builder<'_> {
             chan_add,
             residual: residual.map_or(NONE, |r| r.buf),
             div,
+            scratch: NONE,
         });
         Ok(y)
     }
@@ -621,6 +658,9 @@ pub fn lower(cfg: &UNetConfig, src: &dyn TensorSource) -> Result<Graph, ConvertE
             tensors: Vec::new(),
             input: 0,
             output: 0,
+            dtypes: Vec::new(),
+            splits: Vec::new(),
+            quant: None,
         },
         used: BTreeSet::new(),
     };

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ember_core::sampler::driver::{Corrector, Method};
+use quantize_tool::quant::QuantOptions;
 use quantize_tool::{convert_path, AlignedBytes, ConvertOptions, WeightDtype};
 
 /// `println!` that ends the program quietly when stdout is closed (piped into `head`, say) instead of panicking.
@@ -32,9 +33,11 @@ struct Cli {
 enum Dtype {
     F32,
     F16,
+    Int8,
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
 enum Cmd {
     /// Convert a diffusers model folder, pipeline folder or .safetensors file into a .ember blob.
     Convert {
@@ -44,9 +47,39 @@ enum Cmd {
         /// Output blob (default: the input's name with .ember).
         #[arg(short, long)]
         output: Option<PathBuf>,
-        /// Weight storage type (math is f32 either way).
+        /// Weight storage type: f32, f16 (math is f32), or int8 (int8 weights and calibrated int8 activations, with
+        /// the layers the mixed-precision search keeps in float stored as f16).
         #[arg(long, value_enum, default_value = "f32")]
         dtype: Dtype,
+        /// int8: calibration samples run through the sampler (seeded; classes cycle).
+        #[arg(long, default_value_t = 32)]
+        calibrate: usize,
+        /// int8: clipping percentile of |x| per activation and timestep.
+        #[arg(long, default_value_t = 99.99)]
+        percentile: f64,
+        /// int8: keep layers whose label contains this substring in float (repeatable; e.g. conv_in, conv_out,
+        /// attn).
+        #[arg(long)]
+        keep_float: Vec<String>,
+        /// int8: final-sample PSNR (dB, vs the f32 model, same seeds) the mixed-precision search must reach; 0
+        /// turns the search off.
+        #[arg(long, default_value_t = 30.0)]
+        target_psnr: f64,
+        /// int8: seeds the search compares final samples over.
+        #[arg(long, default_value_t = 4)]
+        eval_samples: usize,
+        /// int8: sampler for calibration and evaluation (default: the blob's scheduler and timesteps).
+        #[arg(long)]
+        calib_sampler: Option<String>,
+        /// int8: steps for --calib-sampler (default: the blob's explicit timesteps, else 50).
+        #[arg(long)]
+        calib_steps: Option<u32>,
+        /// int8: classifier-free guidance scale used while calibrating.
+        #[arg(long)]
+        calib_guidance: Option<f32>,
+        /// Also write the arena size as a Rust const to this file (for a firmware `static`).
+        #[arg(long)]
+        emit_rust: Option<PathBuf>,
         /// Model config JSON (default: config.json beside the weights, else the file's metadata key `config`).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -126,6 +159,15 @@ fn run() -> Result<(), String> {
             sample_size,
             null_class,
             timesteps,
+            calibrate,
+            percentile,
+            keep_float,
+            target_psnr,
+            eval_samples,
+            calib_sampler,
+            calib_steps,
+            calib_guidance,
+            emit_rust,
         } => {
             let timesteps = timesteps
                 .map(|t| quantize_tool::config::parse_timesteps(&t, "--timesteps"))
@@ -135,6 +177,7 @@ fn run() -> Result<(), String> {
                 dtype: match dtype {
                     Dtype::F32 => WeightDtype::F32,
                     Dtype::F16 => WeightDtype::F16,
+                    Dtype::Int8 => WeightDtype::I8,
                 },
                 sample_size,
                 config,
@@ -143,7 +186,64 @@ fn run() -> Result<(), String> {
                 timesteps,
             };
             let out = output.unwrap_or_else(|| default_output(&input));
-            let c = convert_path(&input, &opts).map_err(|e| e.to_string())?;
+            let c = if opts.dtype == WeightDtype::I8 {
+                let sampler = match calib_sampler {
+                    None if calib_steps.is_none() && calib_guidance.is_none() => None,
+                    name => {
+                        let method = match name {
+                            Some(n) => Some(Method::from_name(&n).ok_or_else(|| {
+                                format!("unknown --calib-sampler `{n}` (ddpm, ddim, euler, euler-a, dpmpp-2m, consistency)")
+                            })?),
+                            None => None,
+                        };
+                        Some((method, calib_steps, calib_guidance))
+                    }
+                };
+                let q = QuantOptions {
+                    samples: calibrate,
+                    percentile,
+                    keep_float,
+                    target_psnr,
+                    eval_samples,
+                    progress: true,
+                    ..QuantOptions::default()
+                };
+                if !(percentile > 50.0 && percentile <= 100.0) {
+                    return Err(format!("--percentile {percentile} is not in (50, 100]"));
+                }
+                if calibrate == 0 || eval_samples == 0 {
+                    return Err("--calibrate and --eval-samples need at least 1 sample".into());
+                }
+                let r = quantize_tool::convert_path_int8(&input, &opts, &q, sampler)
+                    .map_err(|e| e.to_string())?;
+                outln!(
+                    "calibrated {} timesteps on {} samples (percentile {percentile})",
+                    r.calibration.timesteps.len(),
+                    calibrate
+                );
+                outln!(
+                    "final-sample PSNR vs f32: all int8 {:.2} dB, chosen {:.2} dB (target {target_psnr} dB{})",
+                    r.report.psnr_all_int8,
+                    r.report.psnr,
+                    if r.report.met { "" } else { ", NOT met" }
+                );
+                for (l, p) in r.report.sensitivity.iter().take(8) {
+                    outln!("  sensitivity {l:<44} {p:.2} dB (only this layer int8)");
+                }
+                let fl: Vec<&str> = r.report.float_ops.iter().map(|(_, l)| l.as_str()).collect();
+                outln!(
+                    "float layers ({}): {}",
+                    fl.len(),
+                    if fl.is_empty() {
+                        "none".into()
+                    } else {
+                        fl.join(", ")
+                    }
+                );
+                r.compiled
+            } else {
+                convert_path(&input, &opts).map_err(|e| e.to_string())?
+            };
             quantize_tool::write::write_atomic(&out, &c.blob).map_err(|e| e.to_string())?;
             outln!(
                 "wrote {} ({} bytes, {} ops, {} parameters, {:.1} M MACs/forward)",
@@ -154,6 +254,28 @@ fn run() -> Result<(), String> {
                 c.info.macs() as f64 / 1e6
             );
             outln!("arena bytes: {}", c.info.arena_bytes);
+            if let Some(p) = emit_rust {
+                let name = out
+                    .file_stem()
+                    .map(|s| {
+                        s.to_string_lossy()
+                            .to_uppercase()
+                            .replace(['-', '.', ' '], "_")
+                    })
+                    .unwrap_or_else(|| "MODEL".into());
+                let text = format!(
+                    "// Written by `quantize-tool convert` for {}; do not edit.\n\
+                     /// Bytes the model's memory plan needs (`Model::arena_bytes`).\n\
+                     pub const {name}_ARENA_BYTES: usize = {};\n\
+                     /// Bytes of the blob (flash).\n\
+                     pub const {name}_BLOB_BYTES: usize = {};\n",
+                    out.display(),
+                    c.info.arena_bytes,
+                    c.blob.len()
+                );
+                quantize_tool::write::write_atomic(&p, text.as_bytes())
+                    .map_err(|e| e.to_string())?;
+            }
             let aligned = AlignedBytes::new(&c.blob);
             if let Ok(m) = ember_core::Model::parse(aligned.as_slice()) {
                 if m.schedule().is_some() {

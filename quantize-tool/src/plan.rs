@@ -48,7 +48,9 @@ pub fn lifetimes(g: &Graph) -> Vec<(i64, i64)> {
 /// Plan the arena for `g`.
 pub fn plan(g: &Graph) -> Plan {
     let life = lifetimes(g);
-    let size: Vec<u64> = g.buffers.iter().map(|&n| aligned(n as u64 * 4)).collect();
+    let size: Vec<u64> = (0..g.buffers.len() as u32)
+        .map(|b| aligned(g.buf_bytes(b)))
+        .collect();
     // Liveness lower bound: sweep op indices.
     let n = g.ops.len() as i64;
     let mut liveness = 0u64;

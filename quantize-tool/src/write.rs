@@ -18,6 +18,8 @@ pub enum WeightDtype {
     F32,
     /// Half floats (math stays f32).
     F16,
+    /// int8 with per-channel scales where the graph says so (`NamedTensor::store`), half floats elsewhere.
+    I8,
 }
 
 fn pad_to(v: &mut Vec<u8>, align: usize) {
@@ -62,6 +64,7 @@ pub fn to_blob(g: &Graph, p: &Plan, meta: &BlobMeta<'_>) -> Result<Vec<u8>, Conv
     info.weight_dtype = match meta.dtype {
         WeightDtype::F32 => DType::F32 as u32,
         WeightDtype::F16 => DType::F16 as u32,
+        WeightDtype::I8 => DType::I8 as u32,
     };
 
     // Small sections first.
@@ -80,7 +83,8 @@ pub fn to_blob(g: &Graph, p: &Plan, meta: &BlobMeta<'_>) -> Result<Vec<u8>, Conv
             &BufferEntry {
                 offset: p.offsets[i],
                 numel: n,
-                dtype: DType::F32,
+                dtype: g.dtype(i as u32),
+                split: g.split(i as u32),
             }
             .encode(),
         );
@@ -95,8 +99,24 @@ pub fn to_blob(g: &Graph, p: &Plan, meta: &BlobMeta<'_>) -> Result<Vec<u8>, Conv
     let betas_sec: Option<Vec<u8>> = meta
         .betas
         .map(|b| b.iter().flat_map(|x| x.to_le_bytes()).collect());
-    let n_sections =
-        6 + sched_sec.is_some() as usize + ts_sec.is_some() as usize + betas_sec.is_some() as usize;
+    let quant_sec: Option<Vec<u8>> = g.quant.as_ref().map(|q| {
+        let mut v = Vec::new();
+        v.extend_from_slice(&(q.timesteps.len() as u32).to_le_bytes());
+        v.extend_from_slice(&(g.buffers.len() as u32).to_le_bytes());
+        q.timesteps
+            .iter()
+            .for_each(|t| v.extend_from_slice(&t.to_le_bytes()));
+        for &(a, b) in &q.scales {
+            v.extend_from_slice(&a.to_le_bytes());
+            v.extend_from_slice(&b.to_le_bytes());
+        }
+        v
+    });
+    let n_sections = 6
+        + sched_sec.is_some() as usize
+        + ts_sec.is_some() as usize
+        + betas_sec.is_some() as usize
+        + quant_sec.is_some() as usize;
     let table_off = HEADER_LEN;
     let mut body_off = table_off + n_sections * SECTION_ENTRY_LEN;
     // Layout: model, schedule, tensors, buffers, ops, strings, data.
@@ -117,6 +137,9 @@ pub fn to_blob(g: &Graph, p: &Plan, meta: &BlobMeta<'_>) -> Result<Vec<u8>, Conv
     if let Some(b) = &betas_sec {
         place(section::BETAS, b.len(), 4);
     }
+    if let Some(q) = &quant_sec {
+        place(section::QUANT, q.len(), 4);
+    }
     place(section::TENSORS, tensors_len, 4);
     place(section::BUFFERS, buffers.len(), 4);
     place(section::OPS, ops.len(), 4);
@@ -128,23 +151,19 @@ pub fn to_blob(g: &Graph, p: &Plan, meta: &BlobMeta<'_>) -> Result<Vec<u8>, Conv
     for (i, t) in g.tensors.iter().enumerate() {
         pad_to(&mut data, ALIGN);
         let offset = data_start + data.len();
-        match meta.dtype {
-            WeightDtype::F32 => t
-                .tensor
-                .data
-                .iter()
-                .for_each(|x| data.extend_from_slice(&x.to_le_bytes())),
-            WeightDtype::F16 => t
-                .tensor
-                .data
-                .iter()
-                .for_each(|x| data.extend_from_slice(&f16::from_f32(*x).to_le_bytes())),
+        let dtype = t.store.unwrap_or(match meta.dtype {
+            WeightDtype::F32 => DType::F32,
+            WeightDtype::F16 | WeightDtype::I8 => DType::F16,
+        });
+        let vals = t.tensor.data.iter();
+        match dtype {
+            DType::F16 => {
+                vals.for_each(|x| data.extend_from_slice(&f16::from_f32(*x).to_le_bytes()))
+            }
+            DType::I8 => vals.for_each(|x| data.push((*x as i8) as u8)),
+            DType::I32 => vals.for_each(|x| data.extend_from_slice(&(*x as i32).to_le_bytes())),
+            DType::F32 => vals.for_each(|x| data.extend_from_slice(&x.to_le_bytes())),
         }
-        let dtype = if meta.dtype == WeightDtype::F16 {
-            DType::F16
-        } else {
-            DType::F32
-        };
         let shape = &t.tensor.shape;
         if shape.is_empty() || shape.len() > 4 {
             return Err(too_large(&format!(
@@ -166,7 +185,7 @@ pub fn to_blob(g: &Graph, p: &Plan, meta: &BlobMeta<'_>) -> Result<Vec<u8>, Conv
                 .map_err(|_| too_large(&t.name))?,
             name_off: name_pos[i].0,
             name_len: name_pos[i].1,
-            quant: NONE,
+            quant: t.quant,
         });
     }
     pad_to(&mut data, ALIGN);
@@ -191,6 +210,7 @@ pub fn to_blob(g: &Graph, p: &Plan, meta: &BlobMeta<'_>) -> Result<Vec<u8>, Conv
             section::SCHEDULE => sched_sec.as_ref().map(|s| &s[..]).unwrap_or(&[]),
             section::TIMESTEPS => ts_sec.as_deref().unwrap_or(&[]),
             section::BETAS => betas_sec.as_deref().unwrap_or(&[]),
+            section::QUANT => quant_sec.as_deref().unwrap_or(&[]),
             section::BUFFERS => &buffers,
             section::OPS => &ops,
             section::STRINGS => &strings,

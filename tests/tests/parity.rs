@@ -57,6 +57,7 @@ fn check_case(dtype: WeightDtype) -> Vec<(String, f32, f32)> {
                     worst_exact = worst_exact.max(rel2);
                     worst_vs_f32 = worst_vs_f32.max(rel);
                 }
+                WeightDtype::I8 => unreachable!("int8 is checked in tests/tests/int8.rs"),
             }
         }
         report.push((name, worst_exact, worst_vs_f32));

@@ -35,7 +35,7 @@
 
 use crate::error::{Error, SamplerFault};
 use crate::format::{ScheduleInfo, ALIGN};
-use crate::model::{Model, Session};
+use crate::model::{Model, Observer, Session};
 use crate::rng::Pcg32;
 
 use super::schedule::{fill_timesteps, TimestepSpacing};
@@ -698,8 +698,26 @@ impl<'s, 'a> Sampler<'s, 'a> {
         &mut self,
         callback: &mut dyn FnMut(&StepView<'_>) -> Control,
     ) -> Result<Progress, Error> {
+        self.run_impl(callback, None)
+    }
+
+    /// [`Sampler::run`], with every U-Net pass reporting its buffers to `observe` (see
+    /// [`crate::model::Observer`]): how `quantize-tool` calibrates activations on the real sampling trajectory.
+    pub fn run_observed(
+        &mut self,
+        callback: &mut dyn FnMut(&StepView<'_>) -> Control,
+        observe: &mut Observer<'_>,
+    ) -> Result<Progress, Error> {
+        self.run_impl(callback, Some(observe))
+    }
+
+    fn run_impl(
+        &mut self,
+        callback: &mut dyn FnMut(&StepView<'_>) -> Control,
+        mut observe: Option<&mut Observer<'_>>,
+    ) -> Result<Progress, Error> {
         while self.next < self.plan.steps {
-            self.step_once()?;
+            self.step_once(observe.as_deref_mut())?;
             let (index, total) = (self.steps_done() - 1, self.total_steps());
             let timestep = self.timesteps()[self.next - 1];
             let view = StepView {
@@ -724,7 +742,13 @@ impl<'s, 'a> Sampler<'s, 'a> {
 
     /// Model output for sample `x` at `t` into `mout` (guided when configured): input scaling, concat channels,
     /// the conditional pass, then the unconditional pass into `mout_u`, combined in place.
-    fn model_pass(&mut self, scale: f32, t: f32, from_y: bool) -> Result<(), Error> {
+    fn model_pass(
+        &mut self,
+        scale: f32,
+        t: f32,
+        from_y: bool,
+        mut observe: Option<&mut Observer<'_>>,
+    ) -> Result<(), Error> {
         let guided = self.plan.guided;
         let gs = self.cfg.guidance_scale;
         let (class, null) = (self.cond.class, self.null);
@@ -740,9 +764,17 @@ impl<'s, 'a> Sampler<'s, 'a> {
         if let Some(c) = concat {
             tail.copy_from_slice(c);
         }
-        self.session.forward(min, t, class, mout)?;
+        match observe.as_deref_mut() {
+            Some(o) => self.session.forward_observed(min, t, class, mout, o)?,
+            None => self.session.forward(min, t, class, mout)?,
+        }
         if guided {
-            self.session.forward(min, t, Some(null), mout_u)?;
+            match observe {
+                Some(o) => self
+                    .session
+                    .forward_observed(min, t, Some(null), mout_u, o)?,
+                None => self.session.forward(min, t, Some(null), mout_u)?,
+            }
             // Guidance on the prediction channels; a learned-variance half stays the conditional pass's.
             for (c, &u) in mout.iter_mut().zip(mout_u.iter()).take(n) {
                 *c = u + gs * (*c - u);
@@ -751,7 +783,7 @@ impl<'s, 'a> Sampler<'s, 'a> {
         Ok(())
     }
 
-    fn step_once(&mut self) -> Result<(), Error> {
+    fn step_once(&mut self, mut observe: Option<&mut Observer<'_>>) -> Result<(), Error> {
         let k = self.next;
         let plan = self.plan;
         let method = self.cfg.method;
@@ -765,12 +797,12 @@ impl<'s, 'a> Sampler<'s, 'a> {
             _ => 1.0,
         };
         for round in 0..self.cfg.resample {
-            self.model_pass(scale, t, false)?;
+            self.model_pass(scale, t, false, observe.as_deref_mut())?;
             self.predictor(k)?;
             if let Some(c) = self.cfg.corrector {
                 if !last {
                     for _ in 0..c.steps {
-                        self.corrector(k, c.snr)?;
+                        self.corrector(k, c.snr, observe.as_deref_mut())?;
                     }
                 }
             }
@@ -971,12 +1003,17 @@ impl<'s, 'a> Sampler<'s, 'a> {
     }
 
     /// One Langevin corrector step on the step's output at its level (ᾱ-space samplers only).
-    fn corrector(&mut self, k: usize, snr: f32) -> Result<(), Error> {
+    fn corrector(
+        &mut self,
+        k: usize,
+        snr: f32,
+        observe: Option<&mut Observer<'_>>,
+    ) -> Result<(), Error> {
         let prev_t = self.prev_t(k);
         if prev_t < 0 {
             return Ok(());
         }
-        self.model_pass(1.0, prev_t as f32, true)?;
+        self.model_pass(1.0, prev_t as f32, true, observe)?;
         let prediction = self.prediction;
         let n = self.plan.n;
         let mut rng = self.rng.clone();
