@@ -13,6 +13,7 @@ pub mod lower;
 pub mod plan;
 pub mod quant;
 pub mod source;
+pub mod verify;
 pub mod write;
 
 use std::path::{Path, PathBuf};

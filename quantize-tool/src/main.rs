@@ -118,6 +118,30 @@ enum Cmd {
         #[arg(long)]
         corrector: bool,
     },
+    /// Compare a quantized blob with its float reference on the sampler's trajectory: per-layer SNR, final-sample
+    /// PSNR over seeds, blob and arena sizes.
+    Verify {
+        /// The quantized (e.g. int8) blob.
+        model: PathBuf,
+        /// The float blob it was converted from.
+        #[arg(long)]
+        reference: PathBuf,
+        /// Seeds sampled (sample i uses seed --seed + i; classes cycle).
+        #[arg(long, default_value_t = 4)]
+        seeds: usize,
+        /// First seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Sampler: ddpm, ddim, euler, euler-a, dpmpp-2m, consistency (default: the reference blob's scheduler).
+        #[arg(long)]
+        sampler: Option<String>,
+        /// Inference steps (default: the blob's explicit timesteps, else 50).
+        #[arg(long)]
+        steps: Option<u32>,
+        /// Classifier-free guidance scale (1: off; needs a null class).
+        #[arg(long)]
+        guidance_scale: Option<f32>,
+    },
 }
 
 fn parse_size(s: &str) -> Result<(usize, usize), String> {
@@ -321,7 +345,183 @@ fn run() -> Result<(), String> {
             }
             Ok(())
         }
+        Cmd::Verify {
+            model,
+            reference,
+            seeds,
+            seed,
+            sampler,
+            steps,
+            guidance_scale,
+        } => verify_cmd(
+            &model,
+            &reference,
+            seeds,
+            seed,
+            sampler,
+            steps,
+            guidance_scale,
+        ),
     }
+}
+
+fn pct(a: usize, b: usize) -> String {
+    if b == 0 {
+        "-".into()
+    } else {
+        format!("{:.1} %", a as f64 * 100.0 / b as f64)
+    }
+}
+
+fn db(x: f64) -> String {
+    if x == f64::INFINITY {
+        "inf".into()
+    } else {
+        format!("{x:.2} dB")
+    }
+}
+
+fn verify_cmd(
+    model: &Path,
+    reference: &Path,
+    seeds: usize,
+    seed: u64,
+    sampler: Option<String>,
+    steps: Option<u32>,
+    guidance_scale: Option<f32>,
+) -> Result<(), String> {
+    let qb = AlignedBytes::read(model).map_err(|e| format!("{}: {e}", model.display()))?;
+    let fb = AlignedBytes::read(reference).map_err(|e| format!("{}: {e}", reference.display()))?;
+    let q =
+        ember_core::Model::parse(qb.as_slice()).map_err(|e| format!("{}: {e}", model.display()))?;
+    let f = ember_core::Model::parse(fb.as_slice())
+        .map_err(|e| format!("{}: {e}", reference.display()))?;
+    if let Some(m) = quantize_tool::verify::model_mismatch(&q, &f) {
+        return Err(format!(
+            "{} and {} describe different models: {m}",
+            model.display(),
+            reference.display()
+        ));
+    }
+    if seeds == 0 {
+        return Err("--seeds needs at least 1".into());
+    }
+    if f.schedule().is_none() {
+        return Err(format!(
+            "{}: no noise schedule in the blob: it cannot be sampled",
+            reference.display()
+        ));
+    }
+    let mut cfg = quantize_tool::inspect::default_sampler(&f);
+    if let Some(name) = sampler {
+        cfg.method = Method::from_name(&name).ok_or_else(|| {
+            format!("unknown sampler `{name}` (ddpm, ddim, euler, euler-a, dpmpp-2m, consistency)")
+        })?;
+    }
+    if let Some(n) = steps {
+        cfg.steps = n;
+    }
+    if let Some(g) = guidance_scale {
+        if !g.is_finite() {
+            return Err(format!("--guidance-scale {g} is not finite"));
+        }
+        cfg.guidance_scale = g;
+    }
+    let opts = quantize_tool::verify::VerifyOptions {
+        seeds,
+        seed,
+        sampler: Some(cfg),
+    };
+    let r = quantize_tool::verify::verify(&q, &f, &opts).map_err(|e| e.to_string())?;
+    outln!("verify {} against {}", model.display(), reference.display());
+    let n_steps = if cfg.steps == 0 {
+        f.timesteps().map_or(0, |t| t.len() as u32)
+    } else {
+        cfg.steps
+    };
+    outln!(
+        "sampler {}, {n_steps} steps{}; seeds {}..={}; {} U-Net passes of the reference trajectory replayed through both blobs",
+        cfg.method.name(),
+        if cfg.guidance_scale != 1.0 {
+            format!(", guidance {} (conditional + unconditional passes)", cfg.guidance_scale)
+        } else {
+            String::new()
+        },
+        seed,
+        seed + seeds as u64 - 1,
+        r.passes
+    );
+    outln!();
+    outln!("per-layer SNR (layer output, quantized vs reference, over all passes):");
+    let w = r
+        .layers
+        .iter()
+        .map(|l| l.label.len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
+    let line = |l: &quantize_tool::verify::LayerSnr| {
+        format!(
+            "  {:<w$}  {:<3}  {:>10}{}",
+            l.label,
+            if l.is_i8 { "i8" } else { "f32" },
+            db(l.snr_db),
+            if l.int8_math && !l.is_i8 {
+                "  (int8 math, float output)"
+            } else {
+                ""
+            }
+        )
+    };
+    for l in &r.layers {
+        outln!("{}", line(l));
+    }
+    if !r.unmatched.is_empty() {
+        outln!(
+            "  not in the quantized blob ({}): {}",
+            r.unmatched.len(),
+            r.unmatched.join(", ")
+        );
+    }
+    outln!();
+    outln!("worst layers:");
+    for l in r.worst(5) {
+        outln!("{}", line(l));
+    }
+    let n_i8 = r.layers.iter().filter(|l| l.int8_math).count();
+    outln!("  ({n_i8} of {} layers compute in int8)", r.layers.len());
+    outln!();
+    let min = r.seed_psnr.iter().copied().fold(f64::INFINITY, f64::min);
+    let mean = r.seed_psnr.iter().sum::<f64>() / r.seed_psnr.len().max(1) as f64;
+    outln!(
+        "final-sample PSNR vs reference: {} pooled over {} seeds; per seed min {}, mean {}",
+        db(r.psnr),
+        r.seed_psnr.len(),
+        db(min),
+        db(mean)
+    );
+    outln!();
+    outln!(
+        "{:<16} {:>12} {:>12} {:>8}",
+        "",
+        "quantized",
+        "reference",
+        "Q/F"
+    );
+    for (what, a, b) in [
+        ("blob bytes", r.q_sizes.blob, r.f_sizes.blob),
+        ("arena bytes", r.q_sizes.arena, r.f_sizes.arena),
+        (
+            "sampler arena",
+            r.q_sizes.sampler_arena,
+            r.f_sizes.sampler_arena,
+        ),
+    ] {
+        outln!("{what:<16} {a:>12} {b:>12} {:>8}", pct(a, b));
+    }
+    outln!();
+    outln!("class accuracy and FID: python models/eval/table.py --only <row>");
+    Ok(())
 }
 
 fn main() -> ExitCode {

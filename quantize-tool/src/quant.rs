@@ -16,8 +16,9 @@ use std::io::Write as _;
 
 use ember_core::format::{DType, NONE};
 use ember_core::op::Op;
+use ember_core::rng::Pcg32;
 use ember_core::sampler::driver::{
-    arena_bytes, Conditioning, Control, Init, Sampler, SamplerConfig,
+    arena_bytes, concat_len, Conditioning, Control, Init, Sampler, SamplerConfig,
 };
 use ember_core::{BufView, Model};
 
@@ -146,6 +147,14 @@ pub fn class_of(m: &Model<'_>, i: usize) -> Option<u32> {
     Some(c)
 }
 
+/// Extra input channels for a concat-conditioned model (e.g. super-resolution): the calibration has no real
+/// conditioning images, so it uses seeded noise of half the unit variance (documented limitation).
+fn concat_input(m: &Model<'_>, cfg: &SamplerConfig, seed: u64) -> Result<Vec<f32>, ConvertError> {
+    let n = concat_len(m, cfg).map_err(sampler_err)?;
+    let mut rng = Pcg32::new(seed, 7);
+    Ok((0..n).map(|_| 0.5 * rng.normal_f32()).collect())
+}
+
 fn sampler_err(e: ember_core::Error) -> ConvertError {
     ConvertError::Invalid { err: e }
 }
@@ -202,8 +211,10 @@ pub fn calibrate(
     };
     bar.show(0);
     for i in 0..opts.samples {
+        let extra = concat_input(m, cfg, opts.seed + i as u64)?;
         let cond = Conditioning {
             class: class_of(m, i),
+            concat: (!extra.is_empty()).then_some(&extra[..]),
             ..Conditioning::default()
         };
         let mut s = Sampler::new(
@@ -556,8 +567,10 @@ pub fn final_samples(
                     let mut arena = AlignedBytes::zeroed(need);
                     let mut out = Vec::new();
                     for &(seed, i) in chunk.iter() {
+                        let extra = concat_input(m, cfg, seed)?;
                         let cond = Conditioning {
                             class: class_of(m, i),
+                            concat: (!extra.is_empty()).then_some(&extra[..]),
                             ..Conditioning::default()
                         };
                         let mut s =

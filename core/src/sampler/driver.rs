@@ -178,6 +178,13 @@ pub struct Conditioning<'c> {
     pub concat: Option<&'c [f32]>,
 }
 
+/// Elements of the extra input channels ([`Conditioning::concat`]) `model` needs under `cfg` (0 for a model whose
+/// input is just the sample).
+pub fn concat_len(model: &Model<'_>, cfg: &SamplerConfig) -> Result<usize, Error> {
+    let p = Plan::new(model, cfg)?;
+    Ok(p.n_in - p.n)
+}
+
 /// Where the initial sample comes from.
 #[derive(Clone, Copy, Debug)]
 pub enum Init<'n> {

@@ -1,0 +1,305 @@
+//! int8: the committed student's budgets and quality against f32, the converter's reproducibility, held-out
+//! diffusers pipelines converting to int8 and running, and typed errors for malformed int8 blobs.
+
+use std::path::{Path, PathBuf};
+
+use ember_core::format::{crc32, section, BUFFER_ENTRY_LEN, OP_RECORD_LEN};
+use ember_core::op::Op;
+use ember_core::sampler::driver::{arena_bytes, Method, SamplerConfig};
+use ember_core::{Error, Model, OpFault, SectionKind};
+use quantize_tool::quant::{final_samples, psnr, QuantOptions};
+use quantize_tool::{AlignedBytes, ConvertOptions, RandomSource, UNetConfig};
+use serde_json::json;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn read(p: &str) -> AlignedBytes {
+    AlignedBytes::read(&root().join(p)).unwrap_or_else(|e| panic!("{p}: {e}"))
+}
+
+/// Seeds no calibration or search used (those start at 1 000 000).
+fn test_seeds(n: usize) -> Vec<(u64, usize)> {
+    (0..n).map(|i| (7 + i as u64, i)).collect()
+}
+
+/// Budgets are exact numbers of the committed blobs; the quality is the final sample after all 4 steps.
+#[test]
+fn committed_int8_student_is_small_and_close_to_f32() {
+    let (fb, qb) = (
+        read("models/mnist-student/student-4.ember"),
+        read("models/mnist-student/student-4-int8.ember"),
+    );
+    let f = Model::parse(fb.as_slice()).unwrap();
+    let q = Model::parse(qb.as_slice()).unwrap();
+    let cfg = quantize_tool::inspect::default_sampler(&f);
+    let (fa, qa) = (
+        arena_bytes(&f, &cfg).unwrap(),
+        arena_bytes(&q, &cfg).unwrap(),
+    );
+    println!(
+        "flash {} / {} B = {:.1} %, model arena {} / {} B = {:.1} %, sampler arena {qa} / {fa} B = {:.1} %",
+        q.blob_len(),
+        f.blob_len(),
+        100.0 * q.blob_len() as f64 / f.blob_len() as f64,
+        q.arena_bytes(),
+        f.arena_bytes(),
+        100.0 * q.arena_bytes() as f64 / f.arena_bytes() as f64,
+        100.0 * qa as f64 / fa as f64
+    );
+    assert!(q.blob_len() * 10 <= f.blob_len() * 3, "flash over 30 %");
+    assert!(
+        q.arena_bytes() * 10 <= f.arena_bytes() * 3,
+        "arena over 30 %"
+    );
+    // Cortex-M7 budget of the reference-model issue: arena + sampler state inside 512 KB, blob inside 2 MB.
+    assert!(qa <= 512 * 1024 && q.blob_len() <= 2 * 1024 * 1024);
+
+    let seeds = test_seeds(6);
+    let a = final_samples(&f, &cfg, &seeds).unwrap();
+    let b = final_samples(&q, &cfg, &seeds).unwrap();
+    let p = psnr(&a, &b);
+    let per: Vec<String> = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| format!("{:.1}", psnr(std::slice::from_ref(x), std::slice::from_ref(y))))
+        .collect();
+    println!("final-sample PSNR int8 vs f32: {p:.2} dB pooled, per seed {per:?}");
+    assert!(
+        p >= 30.0,
+        "final-sample PSNR {p:.2} dB below the 30 dB target"
+    );
+}
+
+/// `models/convert.sh int8` reproduces the committed blob byte for byte (calibration, search and writer are
+/// deterministic, whatever the thread count).
+#[test]
+fn committed_int8_student_reproduces_from_its_checkpoint() {
+    let r = quantize_tool::convert_path_int8(
+        &root().join("models/mnist-student/steps-4"),
+        &ConvertOptions::default(),
+        &QuantOptions::default(),
+        None,
+    )
+    .unwrap();
+    let committed = read("models/mnist-student/student-4-int8.ember");
+    assert!(
+        r.compiled.blob == committed.as_slice(),
+        "re-converted blob differs from the committed one (run models/convert.sh int8)"
+    );
+}
+
+/// Every held-out diffusers pipeline of the sampler goldens converts to int8 (calibrated on its own scheduler)
+/// and samples; the search meets its PSNR target.
+#[test]
+fn held_out_pipelines_convert_to_int8_and_run() {
+    let dir = root().join("tests/golden/pipelines");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("unet").is_dir())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 5);
+    for case in cases {
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        let q = QuantOptions {
+            samples: 4,
+            eval_samples: 2,
+            sampler: None,
+            ..QuantOptions::default()
+        };
+        let r = quantize_tool::convert_path_int8(&case, &ConvertOptions::default(), &q, None)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let qb = AlignedBytes::new(&r.compiled.blob);
+        let fb = AlignedBytes::new(&r.float_blob);
+        let (qm, fm) = (
+            Model::parse(qb.as_slice()).unwrap(),
+            Model::parse(fb.as_slice()).unwrap(),
+        );
+        let int8_ops = (0..qm.n_ops())
+            .filter(
+                |&i| matches!(qm.op(i).unwrap(), Op::Conv2d { scratch, .. } if scratch != u32::MAX),
+            )
+            .count();
+        let cfg = quantize_tool::inspect::default_sampler(&fm);
+        let seeds = test_seeds(2);
+        let p = psnr(
+            &final_samples(&fm, &cfg, &seeds).unwrap(),
+            &final_samples(&qm, &cfg, &seeds).unwrap(),
+        );
+        println!(
+            "{name:<24} int8 convs {int8_ops:>3}, float layers {:>2}, PSNR all-int8 {:.1} dB, chosen {:.1} dB, held-out seeds {p:.1} dB, arena {} vs {} B",
+            r.report.float_ops.len(),
+            r.report.psnr_all_int8,
+            r.report.psnr,
+            qm.arena_bytes(),
+            fm.arena_bytes()
+        );
+        assert!(r.report.met, "{name}: PSNR target not met");
+        assert!(int8_ops > 0, "{name}: nothing runs in int8");
+        assert!(p.is_finite() || p == f64::INFINITY);
+    }
+}
+
+fn tiny_int8() -> Vec<u8> {
+    let cfg = UNetConfig::from_json(
+        &json!({
+            "sample_size": 8, "in_channels": 1, "out_channels": 1, "block_out_channels": [8, 16],
+            "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
+            "layers_per_block": 1, "norm_num_groups": 4, "attention_head_dim": 4, "num_class_embeds": 3
+        }),
+        None,
+    )
+    .unwrap();
+    let schedule = quantize_tool::config::schedule_from_json(&json!({
+        "_class_name": "DDIMScheduler", "num_train_timesteps": 1000
+    }))
+    .unwrap();
+    let q = QuantOptions {
+        samples: 2,
+        eval_samples: 1,
+        target_psnr: 0.0,
+        sampler: Some(SamplerConfig::new(Method::Ddim, 2)),
+        ..QuantOptions::default()
+    };
+    quantize_tool::compile_int8(
+        &cfg,
+        &RandomSource { seed: 3 },
+        &quantize_tool::Sampling {
+            schedule: Some(schedule),
+            ..Default::default()
+        },
+        &q,
+        None,
+    )
+    .unwrap()
+    .compiled
+    .blob
+}
+
+fn fix_crc(b: &mut [u8]) {
+    let crc = crc32(&b[16..]);
+    b[12..16].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn parse(b: &[u8]) -> Result<(), Error> {
+    let a = AlignedBytes::new(b);
+    Model::parse(a.as_slice()).map(|_| ())
+}
+
+/// Where section `kind` starts and how long it is.
+fn section_of(b: &[u8], kind: u32) -> Option<(usize, usize)> {
+    let w = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+    (0..w(20) as usize)
+        .map(|i| 64 + i * 16)
+        .find(|&e| w(e) == kind)
+        .map(|e| (w(e + 4) as usize, w(e + 8) as usize))
+}
+
+#[test]
+fn malformed_int8_blobs_get_typed_errors() {
+    let blob = tiny_int8();
+    parse(&blob).unwrap();
+    let a = AlignedBytes::new(&blob);
+    let m = Model::parse(a.as_slice()).unwrap();
+    let (qoff, qlen) = section_of(&blob, section::QUANT).unwrap();
+    let rows = m.quant_rows();
+    let nb = m.n_buffers() as usize;
+    let i8_buf = (0..m.n_buffers())
+        .find(|&b| m.buffer(b).unwrap().dtype == ember_core::format::DType::I8)
+        .unwrap();
+
+    // A zero scale of an int8 buffer.
+    let mut b = blob.clone();
+    let at = qoff + 8 + 4 * rows + 8 * i8_buf as usize;
+    b[at..at + 4].copy_from_slice(&0f32.to_le_bytes());
+    fix_crc(&mut b);
+    assert_eq!(parse(&b), Err(Error::BadSection(SectionKind::Quant)));
+
+    // A QUANT section that does not cover the buffer table.
+    let mut b = blob.clone();
+    b[qoff + 4..qoff + 8].copy_from_slice(&(nb as u32 + 1).to_le_bytes());
+    fix_crc(&mut b);
+    assert_eq!(parse(&b), Err(Error::BadSection(SectionKind::Quant)));
+
+    // No QUANT section at all (its entry renamed to an unknown optional kind).
+    let mut b = blob.clone();
+    let e = (0..u32::from_le_bytes(blob[20..24].try_into().unwrap()) as usize)
+        .map(|i| 64 + i * 16)
+        .find(|&e| u32::from_le_bytes(blob[e..e + 4].try_into().unwrap()) == section::QUANT)
+        .unwrap();
+    b[e..e + 4].copy_from_slice(&99u32.to_le_bytes());
+    b[e + 12..e + 16].copy_from_slice(&1u32.to_le_bytes());
+    fix_crc(&mut b);
+    assert_eq!(parse(&b), Err(Error::MissingSection(SectionKind::Quant)));
+    assert!(qlen > 0);
+
+    // An int8 conv whose input buffer is turned into f32: the op names the buffer's dtype.
+    let (ooff, _) = section_of(&blob, section::OPS).unwrap();
+    let (boff, _) = section_of(&blob, section::BUFFERS).unwrap();
+    let (ci, input) = (0..m.n_ops())
+        .find_map(|i| match m.op(i).unwrap() {
+            Op::Conv2d { input, scratch, .. } if scratch != u32::MAX => Some((i, input)),
+            _ => None,
+        })
+        .unwrap();
+    let mut b = blob.clone();
+    let be = boff + input as usize * BUFFER_ENTRY_LEN;
+    b[be + 8..be + 12].copy_from_slice(&1u32.to_le_bytes()); // F32
+    fix_crc(&mut b);
+    println!("f32 input to an int8 conv: {:?}", parse(&b));
+    assert!(matches!(
+        parse(&b),
+        Err(Error::BadOp {
+            fault: OpFault::BufferDtype(x),
+            ..
+        }) if x == input
+    ));
+    // Its scratch removed: the int8 conv names the missing buffer.
+    let mut b = blob.clone();
+    let at = ooff + ci as usize * OP_RECORD_LEN + 18 * 4;
+    b[at..at + 4].copy_from_slice(&0u32.to_le_bytes());
+    fix_crc(&mut b);
+    assert!(matches!(
+        parse(&b),
+        Err(Error::BadOp {
+            fault: OpFault::BufferIndex(_) | OpFault::BufferDtype(_),
+            ..
+        })
+    ));
+}
+
+/// The mutation sweep of `malformed.rs`, on an int8 blob: every metadata byte set to 0xFF or bit-flipped, checksum
+/// re-sealed; parse and (when it accepts) a forward pass must return, never panic.
+#[test]
+fn every_int8_metadata_byte_mutation_is_handled() {
+    let blob = tiny_int8();
+    let (data_off, _) = section_of(&blob, section::DATA).unwrap();
+    let mut accepted = 0;
+    for pos in 16..data_off {
+        for v in [0xFFu8, blob[pos] ^ 0x10] {
+            let mut b = blob.clone();
+            b[pos] = v;
+            fix_crc(&mut b);
+            let a = AlignedBytes::new(&b);
+            if let Ok(m) = Model::parse(a.as_slice()) {
+                accepted += 1;
+                if m.arena_bytes() > 1 << 24
+                    || m.info().input_len() > 1 << 20
+                    || m.info().output_len() > 1 << 20
+                {
+                    continue;
+                }
+                let mut arena = AlignedBytes::zeroed(m.arena_bytes());
+                let mut s = m.bind(arena.as_mut_slice()).unwrap();
+                let x = vec![0.25f32; m.info().input_len()];
+                let mut out = vec![0f32; m.info().output_len()];
+                let label = (m.info().num_classes > 0).then_some(0);
+                let _ = s.forward(&x, 3.0, label, &mut out);
+            }
+        }
+    }
+    assert!(accepted > 0);
+}
