@@ -19,6 +19,19 @@ pub fn conv2d(
     bias: Option<Weights<'_>>,
     out: &mut [f32],
 ) {
+    conv2d_body(g, input, w, bias, out)
+}
+
+/// The body of [`conv2d`], inlined so a SIMD tier can compile it under its own `target_feature` (its fallback for
+/// shapes its fast path does not take).
+#[inline(always)]
+pub(crate) fn conv2d_body(
+    g: &Conv2dGeom,
+    input: &[f32],
+    w: Weights<'_>,
+    bias: Option<Weights<'_>>,
+    out: &mut [f32],
+) {
     let plane_in = g.h * g.w;
     let plane_out = g.oh * g.ow;
     let kk = g.k * g.k;

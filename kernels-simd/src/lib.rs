@@ -24,6 +24,8 @@ extern crate std;
 pub mod generic;
 pub mod quant;
 pub mod registry;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_64;
 
 pub use registry::KernelTable;
 

@@ -299,59 +299,117 @@ pub fn conv2d_i8(
     }
     let (acc_a, rest) = acc.split_at_mut(plane);
     let acc_b = &mut rest[..plane];
-    let (rdata, sr) = residual.unwrap_or((&[], 0.0));
-    let chan = |co: usize| {
-        let ws = w_scale.get(co).copied().unwrap_or(0.0);
-        let sa = ws * in_q.scale;
-        let sb = ws * in_q.scale2;
-        let bsum =
-            bias.map_or(0.0, |b| b.get(co)) + chan_add.and_then(|c| c.get(co)).map_or(0.0, |&v| v);
-        let rplane = rdata.get(co * plane..).unwrap_or(&[]);
-        (sa, sb, bsum, rplane)
+    let e = ConvEpilogue {
+        in_q,
+        w_scale,
+        bias,
+        chan_add,
+        residual,
+        div,
+        plane,
     };
     match out {
-        QOut::I8 { data, scale: so } => {
-            let den = div as f64 * so as f64;
-            let mr = Requant::from_real(sr as f64 / den);
+        QOut::I8 { data, scale } => {
             for (co, oplane) in data.chunks_exact_mut(plane).take(g.cout).enumerate() {
                 accumulate_channel(g, input, in_q.split, w, co, acc_a, acc_b);
-                let (sa, sb, bsum, rplane) = chan(co);
-                let bias_q = if sa == 0.0 {
-                    0
-                } else {
-                    libm::roundf(bsum / sa) as i32 as i64
-                };
-                let ma = Requant::from_real(sa as f64 / den);
-                let mb = Requant::from_real(sb as f64 / den);
-                for (p, ((o, &a), &b)) in oplane
-                    .iter_mut()
-                    .zip(acc_a.iter())
-                    .zip(acc_b.iter())
-                    .enumerate()
-                {
-                    let r = rplane.get(p).map_or(0, |&v| v as i64);
-                    let y = ma
-                        .apply(a as i64 + bias_q)
-                        .saturating_add(mb.apply(b as i64))
-                        .saturating_add(mr.apply(r));
-                    *o = y.clamp(-128, 127) as i8;
-                }
+                e.channel(co, scale).store_i8(0, acc_a, acc_b, oplane);
             }
         }
         QOut::F32(data) => {
             for (co, oplane) in data.chunks_exact_mut(plane).take(g.cout).enumerate() {
                 accumulate_channel(g, input, in_q.split, w, co, acc_a, acc_b);
-                let (sa, sb, bsum, rplane) = chan(co);
-                for (p, ((o, &a), &b)) in oplane
-                    .iter_mut()
-                    .zip(acc_a.iter())
-                    .zip(acc_b.iter())
-                    .enumerate()
-                {
-                    let r = rplane.get(p).map_or(0.0, |&v| v as f32);
-                    *o = ((a as f32 * sa + b as f32 * sb) + bsum + r * sr) / div;
-                }
+                e.channel(co, 0.0).store_f32(0, acc_a, acc_b, oplane);
             }
+        }
+    }
+}
+
+/// The per-layer inputs of the int8 convolution epilogue (see [`conv2d_i8`]); every tier finishes its integer
+/// accumulators through it, so all tiers produce the same bits.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvEpilogue<'a> {
+    /// Input quantization.
+    pub in_q: ActQ,
+    /// Per-output-channel weight scales.
+    pub w_scale: &'a [f32],
+    /// Bias `[cout]`.
+    pub bias: Option<Weights<'a>>,
+    /// Per-channel addend `[cout]`.
+    pub chan_add: Option<&'a [f32]>,
+    /// Residual `[cout, oh, ow]` with its scale.
+    pub residual: Option<(&'a [i8], f32)>,
+    /// Divisor after the residual add.
+    pub div: f32,
+    /// Output pixels per channel (`oh · ow`).
+    pub plane: usize,
+}
+
+/// [`ConvEpilogue`] resolved for one output channel: scales, the rounded bias and the fixed-point multipliers.
+#[derive(Clone, Copy, Debug)]
+pub struct ChannelEpilogue<'a> {
+    sa: f32,
+    sb: f32,
+    bsum: f32,
+    sr: f32,
+    div: f32,
+    bias_q: i64,
+    ma: Requant,
+    mb: Requant,
+    mr: Requant,
+    rplane: &'a [i8],
+}
+
+impl<'a> ConvEpilogue<'a> {
+    /// Resolve output channel `co` for an int8 output of scale `so` (`so` is ignored for an `f32` output).
+    pub fn channel(&self, co: usize, so: f32) -> ChannelEpilogue<'a> {
+        let ws = self.w_scale.get(co).copied().unwrap_or(0.0);
+        let sa = ws * self.in_q.scale;
+        let sb = ws * self.in_q.scale2;
+        let bsum = self.bias.map_or(0.0, |b| b.get(co))
+            + self.chan_add.and_then(|c| c.get(co)).map_or(0.0, |&v| v);
+        let (rdata, sr) = self.residual.unwrap_or((&[], 0.0));
+        let den = self.div as f64 * so as f64;
+        ChannelEpilogue {
+            sa,
+            sb,
+            bsum,
+            sr,
+            div: self.div,
+            bias_q: if sa == 0.0 {
+                0
+            } else {
+                libm::roundf(bsum / sa) as i32 as i64
+            },
+            ma: Requant::from_real(sa as f64 / den),
+            mb: Requant::from_real(sb as f64 / den),
+            mr: Requant::from_real(sr as f64 / den),
+            rplane: rdata.get(co * self.plane..).unwrap_or(&[]),
+        }
+    }
+}
+
+impl ChannelEpilogue<'_> {
+    /// `out[j] = requant(acc_a[j], acc_b[j], residual[p0 + j])` for an int8 output; `p0` is the pixel index of
+    /// `out[0]` within the channel.
+    #[inline]
+    pub fn store_i8(&self, p0: usize, acc_a: &[i32], acc_b: &[i32], out: &mut [i8]) {
+        for (j, ((o, &a), &b)) in out.iter_mut().zip(acc_a).zip(acc_b).enumerate() {
+            let r = self.rplane.get(p0 + j).map_or(0, |&v| v as i64);
+            let y = self
+                .ma
+                .apply(a as i64 + self.bias_q)
+                .saturating_add(self.mb.apply(b as i64))
+                .saturating_add(self.mr.apply(r));
+            *o = y.clamp(-128, 127) as i8;
+        }
+    }
+
+    /// The `f32` output: `((acc_a · sa + acc_b · sb) + bsum + r · sr) / div`.
+    #[inline]
+    pub fn store_f32(&self, p0: usize, acc_a: &[i32], acc_b: &[i32], out: &mut [f32]) {
+        for (j, ((o, &a), &b)) in out.iter_mut().zip(acc_a).zip(acc_b).enumerate() {
+            let r = self.rplane.get(p0 + j).map_or(0.0, |&v| v as f32);
+            *o = ((a as f32 * self.sa + b as f32 * self.sb) + self.bsum + r * self.sr) / self.div;
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Kernel dispatch: one table of function pointers per tier.
 //!
-//! Only the generic tier exists so far; SIMD tiers (AVX2/AVX-512, NEON, Cortex-M DSP/MVE) install their entries on
-//! top of it. With `std` a tier is picked by runtime detection, without it by `cfg(target_feature)`, and the
-//! environment variable `EMBER_KERNELS=generic` forces the reference tier (std only).
+//! The generic tier is complete; SIMD tiers (today x86_64 AVX2 + FMA; AVX-512, NEON, Cortex-M DSP/MVE to come)
+//! install their entries on top of it. With `std` a tier is picked by runtime detection, without it by
+//! `cfg(target_feature)`, and the environment variable `EMBER_KERNELS=<tier>` forces a lower one (std only).
 
 use crate::quant::{self, ActQ, QOut};
 use crate::{generic, Conv2dGeom, Weights};
@@ -71,15 +71,47 @@ pub static GENERIC: KernelTable = KernelTable {
     attention_i8: quant::attention_i8,
 };
 
-/// The best tier this build can run. Today: [`GENERIC`] on every target.
+/// Names of every tier this build knows, lowest first (whether or not this CPU can run them).
+pub fn all_tiers() -> &'static [&'static str] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        &["generic", "avx2"]
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        &["generic"]
+    }
+}
+
+/// The tier named `name`, if this build has it and this CPU can run it.
+pub fn tier(name: &str) -> Option<&'static KernelTable> {
+    if name == "generic" {
+        return Some(&GENERIC);
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        crate::x86_64::tier(name)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
+/// The best tier this CPU can run (runtime detection with `std`, `target_feature` without). With `std`, the
+/// environment variable `EMBER_KERNELS=<tier>` forces a tier (e.g. `generic`) if the CPU can run it.
 pub fn best() -> &'static KernelTable {
     #[cfg(feature = "std")]
     {
         if let Ok(v) = std::env::var("EMBER_KERNELS") {
-            if v == "generic" {
-                return &GENERIC;
+            if let Some(t) = tier(v.trim()) {
+                return t;
             }
         }
     }
-    &GENERIC
+    all_tiers()
+        .iter()
+        .rev()
+        .find_map(|n| tier(n))
+        .unwrap_or(&GENERIC)
 }

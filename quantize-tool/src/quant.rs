@@ -225,6 +225,8 @@ pub fn calibrate(
             Init::Seed(opts.seed + i as u64),
         )
         .map_err(sampler_err)?;
+        // The reference kernels: float SIMD tiers round differently, and the blob must not depend on the machine.
+        s.set_kernels(&ember_kernels::registry::GENERIC);
         let mut observe = |t: f32, _op: u32, b: u32, v: BufView<'_>| {
             let BufView::F32(x) = v else { return };
             if skip[b as usize] {
@@ -576,6 +578,8 @@ pub fn final_samples(
                         let mut s =
                             Sampler::new(m, arena.as_mut_slice(), *cfg, cond, Init::Seed(seed))
                                 .map_err(sampler_err)?;
+                        // Reference kernels, so the search and the blob are the same on every machine.
+                        s.set_kernels(&ember_kernels::registry::GENERIC);
                         s.run(&mut |_| Control::Continue).map_err(sampler_err)?;
                         out.push(s.sample().iter().map(|v| v.clamp(-1.0, 1.0)).collect());
                     }

@@ -63,7 +63,12 @@ fn committed_int8_student_is_small_and_close_to_f32() {
     let per: Vec<String> = a
         .iter()
         .zip(&b)
-        .map(|(x, y)| format!("{:.1}", psnr(std::slice::from_ref(x), std::slice::from_ref(y))))
+        .map(|(x, y)| {
+            format!(
+                "{:.1}",
+                psnr(std::slice::from_ref(x), std::slice::from_ref(y))
+            )
+        })
         .collect();
     println!("final-sample PSNR int8 vs f32: {p:.2} dB pooled, per seed {per:?}");
     assert!(

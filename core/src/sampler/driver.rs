@@ -682,6 +682,12 @@ impl<'s, 'a> Sampler<'s, 'a> {
         n32(self.next - self.first)
     }
 
+    /// Run the U-Net with another kernel tier (e.g. the generic reference, for results that do not depend on the
+    /// machine).
+    pub fn set_kernels(&mut self, k: &'static ember_kernels::KernelTable) {
+        self.session.set_kernels(k);
+    }
+
     /// The current sample: x_T before the first step, the result after the last.
     pub fn sample(&self) -> &[f32] {
         self.slot(if self.flipped { 4 } else { 3 })

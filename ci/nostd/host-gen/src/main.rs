@@ -25,6 +25,8 @@ fn run_samplers(model: &ember_core::Model<'_>) -> Result<Vec<(usize, u32)>, Box<
         let need = arena_bytes(model, &cfg)?;
         let mut arena = quantize_tool::AlignedBytes::zeroed(need);
         let mut s = Sampler::new(model, arena.as_mut_slice(), cfg, input::conditioning(), Init::Seed(input::SEED))?;
+        // The firmware runs the generic kernels; the host's SIMD tiers round f32 differently.
+        s.set_kernels(&ember_kernels::registry::GENERIC);
         s.run(&mut |_| Control::Continue)?;
         if s.sample().iter().any(|v| !v.is_finite()) {
             return Err(format!("sampler {i}: not finite").into());

@@ -1,0 +1,40 @@
+//! x86_64 tiers. Each exposes a [`KernelTable`] with its kernels installed over the generic ones; [`tier`] returns
+//! it only when the CPU (runtime detection with `std`, `target_feature` without) can run it.
+#![allow(unsafe_code)] // SIMD intrinsics behind #[target_feature]; every block states its invariant.
+
+pub mod avx2;
+
+use crate::registry::{KernelTable, GENERIC};
+
+/// AVX2 + FMA: f32 and int8 direct convolution, f32 attention and group norm.
+static AVX2: KernelTable = KernelTable {
+    name: "avx2",
+    conv2d: avx2::conv2d,
+    conv2d_i8: avx2::conv2d_i8,
+    attention: avx2::attention,
+    group_norm: avx2::group_norm,
+    ..GENERIC
+};
+
+/// Whether this CPU has AVX2 and FMA.
+pub fn has_avx2() -> bool {
+    #[cfg(feature = "std")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        cfg!(all(target_feature = "avx2", target_feature = "fma"))
+    }
+}
+
+/// The tier named `name` if this CPU can run it.
+pub fn tier(name: &str) -> Option<&'static KernelTable> {
+    match name {
+        "avx2" if has_avx2() => Some(&AVX2),
+        _ => None,
+    }
+}
+
+/// Names of the x86_64 tiers, lowest first.
+pub const TIERS: &[&str] = &["avx2"];

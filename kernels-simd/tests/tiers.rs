@@ -1,0 +1,299 @@
+//! Every SIMD tier against the generic kernels, on tails, unaligned slices and random shapes. A custom harness, so
+//! a tier this CPU cannot run is reported as SKIPPED (not as passed): one line per (tier, kernel).
+//!
+//! int8 kernels must be bit-identical to generic; f32 kernels must stay within `1e-5 · Σ|w·x|` (+1e-6) of it per
+//! output (FMA and reordered sums change only the rounding).
+
+use ember_kernels::quant::{self, ActQ, QOut};
+use ember_kernels::registry::{all_tiers, tier, KernelTable, GENERIC};
+use ember_kernels::{Conv2dGeom, Weights};
+
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) as u32
+    }
+    fn below(&mut self, n: usize) -> usize {
+        self.next() as usize % n
+    }
+    fn f(&mut self) -> f32 {
+        self.next() as f32 / (1u64 << 31) as f32 - 1.0
+    }
+    fn i8(&mut self) -> i8 {
+        (self.next() % 256) as i32 as u8 as i8
+    }
+}
+
+/// Shapes: fixed edge cases (tails around the 8/16/32-pixel blocks, 1×1, odd channels, stride 2) + random ones.
+fn shapes(rng: &mut Lcg) -> Vec<Conv2dGeom> {
+    let mut v = Vec::new();
+    let mk = |cin, h, w, cout, k, stride, pad| {
+        let oh = (h + 2 * pad - k) / stride + 1;
+        let ow = (w + 2 * pad - k) / stride + 1;
+        Conv2dGeom {
+            cin,
+            h,
+            w,
+            cout,
+            k,
+            stride,
+            pad_t: pad,
+            pad_l: pad,
+            oh,
+            ow,
+        }
+    };
+    for w in [1usize, 7, 8, 9, 15, 16, 17, 31, 32, 33, 40] {
+        v.push(mk(3, 5, w, 5, 3, 1, 1));
+        v.push(mk(2, 3, w, 4, 1, 1, 0));
+    }
+    v.push(mk(1, 1, 1, 1, 1, 1, 0));
+    v.push(mk(9, 8, 8, 7, 3, 2, 1));
+    v.push(mk(16, 16, 16, 8, 3, 2, 0));
+    v.push(mk(64, 32, 32, 64, 3, 1, 1));
+    v.push(mk(5, 6, 6, 3, 5, 1, 2));
+    for _ in 0..40 {
+        let k: usize = [1, 3, 5][rng.below(3)];
+        let pad = rng.below(k.div_ceil(2) + 1).min(k - 1);
+        let h = 1 + rng.below(20) + k;
+        let w = 1 + rng.below(40) + k;
+        v.push(mk(
+            1 + rng.below(20),
+            h,
+            w,
+            1 + rng.below(12),
+            k,
+            1 + rng.below(2),
+            pad,
+        ));
+    }
+    v
+}
+
+fn check_f32(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
+    let mut n = 0;
+    for g in shapes(rng) {
+        // Unaligned: every slice starts one element into its allocation.
+        let x: Vec<f32> = (0..g.cin * g.h * g.w + 1).map(|_| rng.f()).collect();
+        let w: Vec<f32> = (0..g.cout * g.cin * g.k * g.k + 1)
+            .map(|_| rng.f())
+            .collect();
+        let b: Vec<f32> = (0..g.cout + 1).map(|_| rng.f()).collect();
+        let (x, w, b) = (&x[1..], &w[1..], &b[1..]);
+        let len = g.cout * g.oh * g.ow;
+        let mut want = vec![0f32; len + 1];
+        let mut got = vec![0f32; len + 1];
+        let mut mag = vec![0f32; len];
+        let wa: Vec<f32> = w.iter().map(|v| v.abs()).collect();
+        let xa: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+        (GENERIC.conv2d)(
+            &g,
+            x,
+            Weights::F32(w),
+            Some(Weights::F32(b)),
+            &mut want[1..],
+        );
+        (t.conv2d)(&g, x, Weights::F32(w), Some(Weights::F32(b)), &mut got[1..]);
+        (GENERIC.conv2d)(&g, &xa, Weights::F32(&wa), None, &mut mag);
+        for i in 0..len {
+            let tol = 1e-5 * mag[i] + 1e-6;
+            if (want[i + 1] - got[i + 1]).abs() > tol {
+                return Err(format!(
+                    "{g:?} output {i}: generic {} vs {}",
+                    want[i + 1],
+                    got[i + 1]
+                ));
+            }
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
+fn check_i8(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
+    let mut n = 0;
+    for g in shapes(rng) {
+        for variant in 0..4 {
+            let x: Vec<i8> = (0..g.cin * g.h * g.w + 1).map(|_| rng.i8()).collect();
+            let w: Vec<i8> = (0..g.cout * g.cin * g.k * g.k + 1)
+                .map(|_| rng.i8() / 2)
+                .collect();
+            let ws: Vec<f32> = (0..g.cout).map(|_| 0.001 + 0.01 * rng.f().abs()).collect();
+            let b: Vec<f32> = (0..g.cout).map(|_| rng.f()).collect();
+            let ca: Vec<f32> = (0..g.cout).map(|_| 0.5 * rng.f()).collect();
+            let len = g.cout * g.oh * g.ow;
+            let r: Vec<i8> = (0..len).map(|_| rng.i8()).collect();
+            let in_q = if variant % 2 == 1 && g.cin > 1 {
+                ActQ {
+                    scale: 0.02,
+                    split: 1 + rng.below(g.cin - 1),
+                    scale2: 0.05,
+                }
+            } else {
+                ActQ::single(0.03)
+            };
+            let res = (variant >= 2).then_some((&r[..], 0.04f32));
+            let scratch = quant::conv2d_i8_scratch_len(&g);
+            let (mut sa, mut sb) = (vec![0i32; scratch], vec![0i32; scratch]);
+            let (mut qa, mut qb) = (vec![0i8; len], vec![0i8; len]);
+            let (x, w) = (&x[1..], &w[1..]);
+            let run = |k: &KernelTable, acc: &mut [i32], out: QOut<'_>| {
+                (k.conv2d_i8)(
+                    &g,
+                    x,
+                    in_q,
+                    w,
+                    &ws,
+                    Some(Weights::F32(&b)),
+                    Some(&ca),
+                    res,
+                    1.5,
+                    acc,
+                    out,
+                )
+            };
+            run(
+                &GENERIC,
+                &mut sa,
+                QOut::I8 {
+                    data: &mut qa,
+                    scale: 0.5,
+                },
+            );
+            run(
+                t,
+                &mut sb,
+                QOut::I8 {
+                    data: &mut qb,
+                    scale: 0.5,
+                },
+            );
+            if qa != qb {
+                let i = qa.iter().zip(&qb).position(|(a, b)| a != b).unwrap();
+                return Err(format!(
+                    "{g:?} {in_q:?} int8 out {i}: generic {} vs {}",
+                    qa[i], qb[i]
+                ));
+            }
+            let (mut fa, mut fb) = (vec![0f32; len], vec![0f32; len]);
+            run(&GENERIC, &mut sa, QOut::F32(&mut fa));
+            run(t, &mut sb, QOut::F32(&mut fb));
+            if fa.iter().zip(&fb).any(|(a, b)| a.to_bits() != b.to_bits()) {
+                return Err(format!("{g:?} {in_q:?}: f32 output differs"));
+            }
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+fn check_attention(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
+    let mut cases = 0;
+    for (heads, d, n) in [
+        (1, 1, 1),
+        (2, 4, 7),
+        (1, 8, 8),
+        (2, 32, 64),
+        (1, 16, 9),
+        (3, 5, 33),
+        (2, 32, 256),
+    ] {
+        let g = ember_kernels::generic::AttentionGeom {
+            heads,
+            head_dim: d,
+            n,
+        };
+        let total = heads * d * n;
+        let mk =
+            |rng: &mut Lcg, s: f32| -> Vec<f32> { (0..total + 1).map(|_| s * rng.f()).collect() };
+        let (q, k, v) = (mk(rng, 3.0), mk(rng, 3.0), mk(rng, 1.0));
+        let (mut s1, mut s2) = (vec![0f32; n], vec![0f32; n]);
+        let (mut o1, mut o2) = (vec![0f32; total], vec![0f32; total]);
+        (GENERIC.attention)(&g, &q[1..], &k[1..], &v[1..], &mut s1, &mut o1);
+        (t.attention)(&g, &q[1..], &k[1..], &v[1..], &mut s2, &mut o2);
+        for i in 0..total {
+            // Outputs are convex combinations of values in [-1, 1]: an absolute bound.
+            if (o1[i] - o2[i]).abs() > 2e-6 {
+                return Err(format!("{g:?} output {i}: generic {} vs {}", o1[i], o2[i]));
+            }
+        }
+        cases += 1;
+    }
+    Ok(cases)
+}
+
+fn check_group_norm(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
+    let mut cases = 0;
+    for (c, hw, groups) in [
+        (4, 1, 1),
+        (8, 7, 4),
+        (32, 1024, 16),
+        (64, 64, 16),
+        (6, 9, 3),
+        (16, 17, 2),
+    ] {
+        for (silu, film) in [(false, false), (true, false), (true, true)] {
+            let x: Vec<f32> = (0..c * hw + 1).map(|_| 2.0 * rng.f() + 0.3).collect();
+            let gamma: Vec<f32> = (0..c).map(|_| rng.f()).collect();
+            let beta: Vec<f32> = (0..c).map(|_| rng.f()).collect();
+            let ss: Vec<f32> = (0..2 * c).map(|_| 0.5 * rng.f()).collect();
+            let a = ember_kernels::generic::GroupNormArgs {
+                c,
+                hw,
+                groups,
+                eps: 1e-5,
+                gamma: Weights::F32(&gamma),
+                beta: Weights::F32(&beta),
+                scale_shift: film.then_some(&ss[..]),
+                silu,
+            };
+            let (mut o1, mut o2) = (vec![0f32; c * hw], vec![0f32; c * hw]);
+            (GENERIC.group_norm)(&a, &x[1..], &mut o1);
+            (t.group_norm)(&a, &x[1..], &mut o2);
+            for i in 0..c * hw {
+                if (o1[i] - o2[i]).abs() > 1e-5 * (1.0 + o1[i].abs()) {
+                    return Err(format!(
+                        "c {c} hw {hw} silu {silu} film {film} output {i}: {} vs {}",
+                        o1[i], o2[i]
+                    ));
+                }
+            }
+            cases += 1;
+        }
+    }
+    Ok(cases)
+}
+
+/// A tier check: number of cases passed, or the first mismatch.
+type Check = fn(&KernelTable, &mut Lcg) -> Result<usize, String>;
+
+fn main() {
+    let mut failed = false;
+    for name in all_tiers().iter().filter(|n| **n != "generic") {
+        let kernels: [(&str, Check); 4] = [
+            ("group_norm (f32, within 1e-5)", check_group_norm),
+            ("conv2d (f32, within 1e-5 of Σ|w·x|)", check_f32),
+            ("conv2d_i8 (bit-exact)", check_i8),
+            ("attention (f32, within 2e-6)", check_attention),
+        ];
+        for (kname, f) in kernels {
+            match tier(name) {
+                None => println!("tier {name:<8} {kname:<40} SKIPPED: this CPU cannot run it"),
+                Some(t) => match f(t, &mut Lcg(42)) {
+                    Ok(n) => println!("tier {name:<8} {kname:<40} ok ({n} cases)"),
+                    Err(e) => {
+                        println!("tier {name:<8} {kname:<40} FAILED: {e}");
+                        failed = true;
+                    }
+                },
+            }
+        }
+    }
+    if failed {
+        std::process::exit(1);
+    }
+}
