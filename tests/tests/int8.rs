@@ -308,3 +308,39 @@ fn every_int8_metadata_byte_mutation_is_handled() {
     }
     assert!(accepted > 0);
 }
+
+/// The int8 student's whole 4-step sampling gives the same bits on every kernel tier this CPU can run (int8 kernels
+/// are bit-exact by construction; tiers the CPU lacks are listed as skipped).
+#[test]
+fn int8_student_is_bit_identical_on_every_tier() {
+    use ember_core::sampler::driver::{Conditioning, Control, Init, Sampler};
+    use ember_kernels::registry::{all_tiers, tier};
+    let qb = read("models/mnist-student/student-4-int8.ember");
+    let q = Model::parse(qb.as_slice()).unwrap();
+    let cfg = quantize_tool::inspect::default_sampler(&q);
+    let mut arena = AlignedBytes::zeroed(arena_bytes(&q, &cfg).unwrap());
+    let mut reference: Option<Vec<u32>> = None;
+    for name in all_tiers() {
+        let Some(t) = tier(name) else {
+            println!("tier {name}: SKIPPED (this CPU cannot run it)");
+            continue;
+        };
+        let mut bits = Vec::new();
+        for (seed, class) in [(3u64, 0u32), (4, 7)] {
+            let cond = Conditioning {
+                class: Some(class),
+                ..Conditioning::default()
+            };
+            let mut s =
+                Sampler::new(&q, arena.as_mut_slice(), cfg, cond, Init::Seed(seed)).unwrap();
+            s.set_kernels(t);
+            s.run(&mut |_| Control::Continue).unwrap();
+            bits.extend(s.sample().iter().map(|v| v.to_bits()));
+        }
+        match &reference {
+            None => reference = Some(bits),
+            Some(r) => assert!(*r == bits, "tier {name} differs from generic"),
+        }
+        println!("tier {name}: final samples bit-identical to generic");
+    }
+}
