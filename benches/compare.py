@@ -51,6 +51,7 @@ REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "benches" / "configs"
 WARMUP = 2  # `ember bench` always runs 2 warm-up passes; torch and ORT get the same.
 TIMESTEP = 500.0
+INT8 = True  # --no-int8 turns the int8 rows off
 
 
 def log(msg: str) -> None:
@@ -228,7 +229,10 @@ def compare(name: str, qt: Path, ember: Path, iters: int, seed: int, work: Path)
     ot = time_fn(lambda: sess.run(None, feeds), iters)
     log(f"[{name}] ORT median {ot['median_ms']:.2f} ms")
 
+    int8 = compare_int8(name, qt, ember, iters, seed, d, onnx_path, feeds, ref, scale) if INT8 else {}
+
     return {
+        **int8,
         "model": name,
         "config": cfg,
         **info,
@@ -243,6 +247,68 @@ def compare(name: str, qt: Path, ember: Path, iters: int, seed: int, work: Path)
     }
 
 
+class _Reader:
+    """Calibration feeds for ONNX Runtime's static quantization: seeded N(0, 1) samples at spread timesteps."""
+
+    def __init__(self, shape, seed: int, n: int = 8):
+        rng = np.random.default_rng(seed + 7)
+        self.feeds = iter(
+            [
+                {
+                    "sample": rng.standard_normal(shape, dtype=np.float32),
+                    "timestep": np.array([t], dtype=np.float32),
+                }
+                for t in np.linspace(999, 0, n)
+            ]
+        )
+
+    def get_next(self):
+        return next(self.feeds, None)
+
+
+def compare_int8(name, qt, ember, iters, seed, d, onnx_path, feeds, ref, scale) -> dict:
+    """ember int8 (calibrated on a short DDIM run of the same random model) vs ORT static int8 (QDQ, per-channel
+    weights, calibrated on seeded inputs). Accuracy is reported against the float torch output."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from safetensors.numpy import load_file
+
+    (d / "unet" / "scheduler_config.json").write_text(
+        json.dumps({"_class_name": "DDIMScheduler", "num_train_timesteps": 1000})
+    )
+    blob8 = d / f"{name}-int8.ember"
+    log(f"[{name}] quantize-tool convert --dtype int8 (calibration: 4 samples, DDIM 4 steps) ...")
+    run([qt, "convert", d / "unet", "--dtype", "int8", "--calibrate", "4", "--calib-sampler", "ddim",
+         "--calib-steps", "4", "--eval-samples", "1", "--target-psnr", "0", "-o", blob8])
+    info8 = inspect_blob(qt, blob8)
+    run([ember, "forward", "--model", blob8, "--inputs", d / "inputs.safetensors", "-o", d / "out8.safetensors"])
+    e8_err = float(np.abs(load_file(str(d / "out8.safetensors"))["sample"] - ref).max()) / scale
+    eb8 = json.loads(run([ember, "bench", "--model", blob8, "--iters", str(iters), "--json"]))
+    log(f"[{name}] ember int8 median {eb8['median_ms']:.2f} ms, err vs torch {e8_err:.2e}")
+
+    log(f"[{name}] ORT static int8 (QDQ, per-channel) ...")
+    q_path = d / f"{name}-int8.onnx"
+    quantize_static(str(onnx_path), str(q_path), _Reader(feeds["sample"].shape, seed),
+                    quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess8 = ort.InferenceSession(str(q_path), so, providers=["CPUExecutionProvider"])
+    o8_err = float(np.abs(sess8.run(None, feeds)[0] - ref).max()) / scale
+    ot8 = time_fn(lambda: sess8.run(None, feeds), iters)
+    log(f"[{name}] ORT int8 median {ot8['median_ms']:.2f} ms, err vs torch {o8_err:.2e}")
+    return {
+        "ember_int8": {"median_ms": eb8["median_ms"], "min_ms": eb8["min_ms"], "kernels": eb8["kernels"],
+                       "blob_bytes": info8["blob_bytes"], "arena_bytes": info8["arena_bytes"],
+                       "rel_err_vs_torch": e8_err},
+        "ort_int8": {**ot8, "rel_err_vs_torch": o8_err},
+        "ember_int8_over_ort_int8": eb8["median_ms"] / ot8["median_ms"],
+    }
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -251,6 +317,20 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def table_int8(rows: list[dict]) -> str:
+    head = "| model | ember int8 ms | ORT int8 ms | ember/ORT | ember int8 err | ORT int8 err | ember int8 arena | blob |"
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for r in rows:
+        if "ember_int8" not in r:
+            continue
+        e, o = r["ember_int8"], r["ort_int8"]
+        lines.append(
+            f"| {r['model']} | {e['median_ms']:.2f} | {o['median_ms']:.2f} | {r['ember_int8_over_ort_int8']:.2f}x | "
+            f"{e['rel_err_vs_torch']:.1e} | {o['rel_err_vs_torch']:.1e} | {e['arena_bytes']:,} | {e['blob_bytes']:,} |"
+        )
+    return "\n".join(lines)
 
 
 def table(rows: list[dict]) -> str:
@@ -274,18 +354,21 @@ def main() -> int:
     ap.add_argument("--iters", type=int, default=10, help="timed iterations per runtime (after 2 warm-up passes)")
     ap.add_argument(
         "--models",
-        default="mnist32,ddpm-cifar10-32",
+        default="mnist-student,mnist32,ddpm-cifar10-32",
         help="comma-separated config names from benches/configs/ (default: %(default)s)",
     )
     ap.add_argument("--json-out", type=Path, help="write every measurement and the environment as JSON here")
     ap.add_argument("--seed", type=int, default=0, help="weight and input seed")
     ap.add_argument("--build", action="store_true", help="rebuild the ember binaries even when present")
     ap.add_argument("--keep", type=Path, help="keep the checkpoints, blobs and ONNX files in this folder")
+    ap.add_argument("--no-int8", action="store_true", help="skip the int8 rows (ember --dtype int8, ORT static QDQ)")
     ap.add_argument(
         "--max-rel-err", type=float, default=1e-3, help="fail when ember's output differs from torch's by more"
     )
     args = ap.parse_args()
 
+    global INT8
+    INT8 = not args.no_int8
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
     qt, ember = ember_binaries(args.build)
@@ -319,6 +402,9 @@ def main() -> int:
         f"(torch {env['torch']}, onnxruntime {env['onnxruntime']}, ember {rows[0]['ember']['kernels']} kernels)"
     )
     print(table(rows))
+    if INT8:
+        print()
+        print(table_int8(rows))
     if args.json_out:
         args.json_out.write_text(json.dumps({"env": env, "results": rows}, indent=2) + "\n")
         log(f"wrote {args.json_out}")

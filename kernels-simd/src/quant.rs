@@ -494,13 +494,23 @@ pub fn group_norm_i8(a: &GroupNormI8Args<'_>, input: &[i8], out: &mut [i8]) {
                 mul *= s;
                 add = add * s + t;
             }
-            if a.silu {
+            let f = |x: i8| {
+                let y = x as f32 * mul + add;
+                quantize(if a.silu { silu(y) } else { y }, a.out_scale)
+            };
+            if a.hw > 256 {
+                // An int8 input takes 256 values: tabulate the element function once per channel (same bits,
+                // fewer `expf`).
+                let mut lut = [0i8; 256];
+                for (v, l) in lut.iter_mut().enumerate() {
+                    *l = f(v as u8 as i8);
+                }
                 for (y, &x) in yc.iter_mut().zip(xc) {
-                    *y = quantize(silu(x as f32 * mul + add), a.out_scale);
+                    *y = lut[x as u8 as usize];
                 }
             } else {
                 for (y, &x) in yc.iter_mut().zip(xc) {
-                    *y = quantize(x as f32 * mul + add, a.out_scale);
+                    *y = f(x);
                 }
             }
         }
@@ -556,7 +566,7 @@ fn attention_i8_into<T>(
             }
             let mut sum = 0.0f32;
             for s in scores.iter_mut() {
-                *s = libm::expf(*s - m);
+                *s = exp_det(*s - m);
                 sum += *s;
             }
             let f = sv / sum;
@@ -571,12 +581,44 @@ fn attention_i8_into<T>(
     }
 }
 
+/// `exp(x)` with an exactly specified sequence of `f32` operations, so every kernel tier (scalar or SIMD) produces
+/// the same bits: clamp to [-87, 88]; `n = rint(x · log2 e)` (ties to even); `r = (x − n·c1) − n·c2` with
+/// `c1 + c2 = ln 2`; a degree-6 Taylor polynomial of `r` by Horner's rule (each step a multiply, then an add — never
+/// fused); times `2^n` built from the exponent bits. Within 5e-7 (relative) of `expf` on [-87, 88] (tested).
+#[inline(always)]
+pub fn exp_det(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    let n = libm::rintf(x * core::f32::consts::LOG2_E);
+    let r = x - n * EXP_C1;
+    let r = r - n * EXP_C2;
+    let mut p = EXP_POLY[0];
+    for &c in &EXP_POLY[1..] {
+        p = p * r + c;
+    }
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// High part of ln 2 for [`exp_det`] (exact in 16 bits).
+pub const EXP_C1: f32 = 0.693_145_75;
+/// Low part of ln 2 for [`exp_det`].
+pub const EXP_C2: f32 = 1.428_606_8e-6;
+/// Horner coefficients of [`exp_det`], highest degree first: 1/720, 1/120, 1/24, 1/6, 1/2, 1, 1.
+pub const EXP_POLY: [f32; 7] = [
+    1.0 / 720.0,
+    1.0 / 120.0,
+    1.0 / 24.0,
+    1.0 / 6.0,
+    0.5,
+    1.0,
+    1.0,
+];
+
 /// Multi-head scaled dot-product self-attention on int8 `q`, `k`, `v` (scales `sq`, `sk`, `sv`).
 ///
 /// Layout as [`crate::generic::attention`]: channel-major `[heads·head_dim, n]`, `scores` scratch of `n` floats
 /// (one score row at a time). Score `s_j = (Σ_d q_d,i · k_d,j as i32) as f32 · (sq · sk · scale)` with
-/// `scale = 1 / sqrtf(head_dim)` and the product computed once in that order; stable softmax (`expf`, `f32` sum in
-/// `j` order); `acc = Σ_j e_j · v_j as f32` (`j` order), `y = acc · (sv / sum)`, then [`quantize`]`(y, so)` for
+/// `scale = 1 / sqrtf(head_dim)` and the product computed once in that order; stable softmax ([`exp_det`], `f32`
+/// sum in `j` order); `acc = Σ_j e_j · v_j as f32` (`j` order), `y = acc · (sv / sum)`, then [`quantize`]`(y, so)` for
 /// [`QOut::I8`] or `y` for [`QOut::F32`].
 #[allow(clippy::too_many_arguments)]
 pub fn attention_i8(
@@ -667,6 +709,20 @@ mod tests {
     //! The int8 kernels against f64 / f32 references on the dequantized tensors.
     extern crate std;
     use super::*;
+
+    #[test]
+    fn exp_det_is_close_to_expf() {
+        let mut worst = 0.0f64;
+        let mut x = -87.0f32;
+        while x <= 88.0 {
+            let (a, b) = (exp_det(x) as f64, libm::expf(x) as f64);
+            worst = worst.max(((a - b) / b).abs());
+            x += 0.0137;
+        }
+        assert!(worst < 5e-7, "worst relative error {worst:e}");
+        assert_eq!(exp_det(0.0), 1.0);
+        assert!(exp_det(-1000.0) < 1e-37 && exp_det(f32::NAN).is_nan());
+    }
     use crate::generic::{self, GroupNormArgs};
     use std::vec;
     use std::vec::Vec;

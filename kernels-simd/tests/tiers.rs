@@ -268,13 +268,78 @@ fn check_group_norm(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
     Ok(cases)
 }
 
+fn check_attention_i8(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
+    let mut cases = 0;
+    for (heads, d, n) in [
+        (1, 1, 1),
+        (2, 4, 7),
+        (1, 8, 8),
+        (2, 32, 64),
+        (1, 16, 9),
+        (3, 5, 33),
+        (2, 32, 256),
+    ] {
+        let g = ember_kernels::generic::AttentionGeom {
+            heads,
+            head_dim: d,
+            n,
+        };
+        let total = heads * d * n;
+        let mk = |rng: &mut Lcg| -> Vec<i8> { (0..total + 1).map(|_| rng.i8()).collect() };
+        let (q, k, v) = (mk(rng), mk(rng), mk(rng));
+        let (q, k, v) = (&q[1..], &k[1..], &v[1..]);
+        let (mut s1, mut s2) = (vec![0f32; n], vec![0f32; n]);
+        let (mut a, mut b) = (vec![0i8; total], vec![0i8; total]);
+        (GENERIC.attention_i8)(
+            &g,
+            q,
+            0.02,
+            k,
+            0.03,
+            v,
+            0.05,
+            &mut s1,
+            QOut::I8 {
+                data: &mut a,
+                scale: 0.04,
+            },
+        );
+        (t.attention_i8)(
+            &g,
+            q,
+            0.02,
+            k,
+            0.03,
+            v,
+            0.05,
+            &mut s2,
+            QOut::I8 {
+                data: &mut b,
+                scale: 0.04,
+            },
+        );
+        if a != b {
+            return Err(format!("{g:?}: int8 output differs"));
+        }
+        let (mut fa, mut fb) = (vec![0f32; total], vec![0f32; total]);
+        (GENERIC.attention_i8)(&g, q, 0.02, k, 0.03, v, 0.05, &mut s1, QOut::F32(&mut fa));
+        (t.attention_i8)(&g, q, 0.02, k, 0.03, v, 0.05, &mut s2, QOut::F32(&mut fb));
+        if fa.iter().zip(&fb).any(|(x, y)| x.to_bits() != y.to_bits()) {
+            return Err(format!("{g:?}: f32 output differs"));
+        }
+        cases += 1;
+    }
+    Ok(cases)
+}
+
 /// A tier check: number of cases passed, or the first mismatch.
 type Check = fn(&KernelTable, &mut Lcg) -> Result<usize, String>;
 
 fn main() {
     let mut failed = false;
     for name in all_tiers().iter().filter(|n| **n != "generic") {
-        let kernels: [(&str, Check); 4] = [
+        let kernels: [(&str, Check); 5] = [
+            ("attention_i8 (bit-exact)", check_attention_i8),
             ("group_norm (f32, within 1e-5)", check_group_norm),
             ("conv2d (f32, within 1e-5 of Σ|w·x|)", check_f32),
             ("conv2d_i8 (bit-exact)", check_i8),

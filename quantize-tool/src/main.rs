@@ -467,7 +467,7 @@ fn verify_cmd(
             if l.is_i8 { "i8" } else { "f32" },
             db(l.snr_db),
             if l.int8_math && !l.is_i8 {
-                "  (int8 math, float output)"
+                "  (int8 weights or math, float output)"
             } else {
                 ""
             }

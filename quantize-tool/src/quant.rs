@@ -281,13 +281,14 @@ pub fn op_label(g: &Graph, i: usize) -> String {
     }
 }
 
-/// Ops that can run in int8 (the units of the mixed-precision choice).
+/// Ops that can run in int8 (the units of the mixed-precision choice): convolutions, group norms and attention
+/// cores on int8 activations, linear layers with int8 weights (their vector activations stay f32).
 pub fn int8_units(g: &Graph) -> Vec<usize> {
     (0..g.ops.len())
         .filter(|&i| {
             matches!(
                 g.ops[i],
-                Op::Conv2d { .. } | Op::GroupNorm { .. } | Op::Attention { .. }
+                Op::Conv2d { .. } | Op::GroupNorm { .. } | Op::Attention { .. } | Op::Linear { .. }
             )
         })
         .collect()
@@ -521,7 +522,13 @@ pub fn quantize_graph(g: &Graph, cal: &Calibration, float_ops: &BTreeSet<usize>)
                     *input = rw.need_f32(*input);
                 }
             }
-            Op::Linear { input, .. } => *input = rw.need_f32(*input),
+            Op::Linear { input, weight, .. } => {
+                // Weight-only int8 (per output row): the time-embedding vectors stay f32.
+                *input = rw.need_f32(*input);
+                if int8 {
+                    rw.quantize_weight(*weight);
+                }
+            }
             Op::Add { b, .. } => *b = rw.need_f32(*b),
             Op::TimeProj { .. }
             | Op::Embedding { .. }

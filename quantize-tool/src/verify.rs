@@ -199,7 +199,7 @@ pub fn layer_label(m: &Model<'_>, i: u32) -> Option<String> {
     }
 }
 
-/// Whether op `i` of `m` computes in int8.
+/// Whether op `i` of `m` computes in int8 (a linear layer: has int8 weights; its vector math stays f32).
 fn int8_math(m: &Model<'_>, i: u32) -> bool {
     let buf_i8 = |b: u32| m.buffer(b).is_ok_and(|e| e.dtype == DType::I8);
     match m.op(i) {

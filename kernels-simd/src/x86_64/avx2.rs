@@ -574,3 +574,175 @@ unsafe fn group_norm_avx2(a: &generic::GroupNormArgs<'_>, input: &[f32], out: &m
         }
     }
 }
+
+/// [`quant::exp_det`] on 8 lanes, the same operations in the same order (multiply then add, never fused), so the
+/// bits are the scalar function's.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp_det8(x: __m256) -> __m256 {
+    let x = _mm256_min_ps(
+        _mm256_max_ps(x, _mm256_set1_ps(-87.0)),
+        _mm256_set1_ps(88.0),
+    );
+    let n = _mm256_round_ps(
+        _mm256_mul_ps(x, _mm256_set1_ps(core::f32::consts::LOG2_E)),
+        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+    );
+    let r = _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(quant::EXP_C1)));
+    let r = _mm256_sub_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(quant::EXP_C2)));
+    let mut p = _mm256_set1_ps(quant::EXP_POLY[0]);
+    for &c in &quant::EXP_POLY[1..] {
+        p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(c));
+    }
+    let pow2 = _mm256_castsi256_ps(_mm256_slli_epi32(
+        _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
+        23,
+    ));
+    _mm256_mul_ps(p, pow2)
+}
+
+/// Largest `n · head_dim` of the int8 attention fast path (the transposed `v` of one head lives on the stack).
+const ATT_VT: usize = 32 * 1024;
+
+/// int8 attention, bit-identical to [`quant::attention_i8`]: exact integer scores 8 keys at a time, [`exp_det8`],
+/// the softmax sum in key order (scalar, as generic), and `Σ_j e_j · v_j` in key order for 8 channels at a time
+/// (multiply, then add: the generic rounding per channel).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention_i8(
+    g: &generic::AttentionGeom,
+    q: &[i8],
+    sq: f32,
+    k: &[i8],
+    sk: f32,
+    v: &[i8],
+    sv: f32,
+    scores: &mut [f32],
+    out: QOut<'_>,
+) {
+    let total = g.heads * g.head_dim * g.n;
+    let out_len = match &out {
+        QOut::I8 { data, .. } => data.len(),
+        QOut::F32(d) => d.len(),
+    };
+    if g.n == 0
+        || g.head_dim == 0
+        || g.n * g.head_dim > ATT_VT
+        || scores.len() < g.n
+        || q.len() < total
+        || k.len() < total
+        || v.len() < total
+        || out_len < total
+    {
+        return quant::attention_i8(g, q, sq, k, sk, v, sv, scores, out);
+    }
+    // SAFETY: AVX2 table only; every slice holds `total` elements (scores `n`), checked above.
+    unsafe { attention_i8_avx2(g, q, sq, k, sk, v, sv, scores, out) }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attention_i8_avx2(
+    g: &generic::AttentionGeom,
+    q: &[i8],
+    sq: f32,
+    k: &[i8],
+    sk: f32,
+    v: &[i8],
+    sv: f32,
+    scores: &mut [f32],
+    mut out: QOut<'_>,
+) {
+    let (n, d) = (g.n, g.head_dim);
+    let qk = sq * sk * (1.0 / libm::sqrtf(d as f32));
+    let n8 = n - n % 8;
+    let sp = scores.as_mut_ptr();
+    let mut vt = [0f32; ATT_VT];
+    let mut accs = [0f32; 1024];
+    for h in 0..g.heads {
+        let base = h * d * n;
+        let (qh, kh, vh) = (
+            q.as_ptr().add(base),
+            k.as_ptr().add(base),
+            v.as_ptr().add(base),
+        );
+        // v transposed to [j][d], as f32 (exact).
+        for dd in 0..d {
+            for j in 0..n {
+                vt[j * d + dd] = *vh.add(dd * n + j) as f32;
+            }
+        }
+        for i in 0..n {
+            let mut j = 0;
+            while j < n8 {
+                let mut acc = _mm256_setzero_si256();
+                for dd in 0..d {
+                    let qv = _mm256_set1_epi32(*qh.add(dd * n + i) as i32);
+                    let kv =
+                        _mm256_cvtepi8_epi32(_mm_loadl_epi64(kh.add(dd * n + j) as *const __m128i));
+                    acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(qv, kv));
+                }
+                _mm256_storeu_ps(
+                    sp.add(j),
+                    _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(qk)),
+                );
+                j += 8;
+            }
+            for j in n8..n {
+                let mut a = 0i32;
+                for dd in 0..d {
+                    a = a.wrapping_add(*qh.add(dd * n + i) as i32 * *kh.add(dd * n + j) as i32);
+                }
+                *sp.add(j) = a as f32 * qk;
+            }
+            let mut m = f32::NEG_INFINITY;
+            for j in 0..n {
+                m = m.max(*sp.add(j));
+            }
+            let mv = _mm256_set1_ps(m);
+            let mut j = 0;
+            while j < n8 {
+                _mm256_storeu_ps(
+                    sp.add(j),
+                    exp_det8(_mm256_sub_ps(_mm256_loadu_ps(sp.add(j)), mv)),
+                );
+                j += 8;
+            }
+            for j in n8..n {
+                *sp.add(j) = quant::exp_det(*sp.add(j) - m);
+            }
+            let mut sum = 0.0f32;
+            for j in 0..n {
+                sum += *sp.add(j);
+            }
+            let f = sv / sum;
+            // acc[d] = Σ_j e_j · v[d][j], j in order, 8 channels per vector (d <= 1024 here, else per chunk).
+            for d0 in (0..d).step_by(1024) {
+                let dn = (d - d0).min(1024);
+                let dn8 = dn - dn % 8;
+                accs[..dn].fill(0.0);
+                for j in 0..n {
+                    let e = *sp.add(j);
+                    let ev = _mm256_set1_ps(e);
+                    let row = vt.as_ptr().add(j * d + d0);
+                    let mut c = 0;
+                    while c < dn8 {
+                        let a = _mm256_loadu_ps(accs.as_ptr().add(c));
+                        let prod = _mm256_mul_ps(ev, _mm256_loadu_ps(row.add(c)));
+                        _mm256_storeu_ps(accs.as_mut_ptr().add(c), _mm256_add_ps(a, prod));
+                        c += 8;
+                    }
+                    for c in dn8..dn {
+                        accs[c] += e * *row.add(c);
+                    }
+                }
+                for (c, &a) in accs[..dn].iter().enumerate() {
+                    let y = a * f;
+                    let o = base + (d0 + c) * n + i;
+                    match &mut out {
+                        QOut::I8 { data, scale } => data[o] = quant::quantize(y, *scale),
+                        QOut::F32(data) => data[o] = y,
+                    }
+                }
+            }
+        }
+    }
+}

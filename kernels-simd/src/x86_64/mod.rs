@@ -13,6 +13,7 @@ static AVX2: KernelTable = KernelTable {
     conv2d_i8: avx2::conv2d_i8,
     attention: avx2::attention,
     group_norm: avx2::group_norm,
+    attention_i8: avx2::attention_i8,
     ..GENERIC
 };
 
