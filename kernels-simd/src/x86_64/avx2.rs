@@ -730,8 +730,8 @@ unsafe fn attention_i8_avx2(
                         _mm256_storeu_ps(accs.as_mut_ptr().add(c), _mm256_add_ps(a, prod));
                         c += 8;
                     }
-                    for c in dn8..dn {
-                        accs[c] += e * *row.add(c);
+                    for (c, a) in accs.iter_mut().enumerate().take(dn).skip(dn8) {
+                        *a += e * *row.add(c);
                     }
                 }
                 for (c, &a) in accs[..dn].iter().enumerate() {
