@@ -75,7 +75,7 @@ pub static GENERIC: KernelTable = KernelTable {
 pub fn all_tiers() -> &'static [&'static str] {
     #[cfg(target_arch = "x86_64")]
     {
-        &["generic", "avx2"]
+        &["generic", "avx2", "avx512"]
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

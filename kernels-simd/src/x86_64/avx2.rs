@@ -21,20 +21,20 @@ use crate::quant::{self, ActQ, ConvEpilogue, QOut};
 use crate::{Conv2dGeom, Weights};
 
 /// Stack budget of one row tile, in 4-byte elements (128 KiB).
-const TILE: usize = 32 * 1024;
+pub(super) const TILE: usize = 32 * 1024;
 /// Weights of one output-channel block, in 4-byte elements.
-const WBLOCK: usize = 4 * 4096;
+pub(super) const WBLOCK: usize = 4 * 4096;
 /// Largest output row handled (longer rows fall back).
-const MAX_OW: usize = 512;
+pub(super) const MAX_OW: usize = 512;
 
 /// Row stride of a tile row: the output row plus the kernel's reach in phase columns plus slack for the last
 /// (partial) vector block, rounded to 8.
-fn row_stride(g: &Conv2dGeom) -> usize {
+pub(super) fn row_stride(g: &Conv2dGeom) -> usize {
     (g.ow + (g.k - 1) / g.stride.max(1) + 32).next_multiple_of(8)
 }
 
 /// Whether the fast path handles `g` (else the generic kernel runs).
-fn fits(g: &Conv2dGeom, rows: usize) -> bool {
+pub(super) fn fits(g: &Conv2dGeom, rows: usize) -> bool {
     (1..=2).contains(&g.stride)
         && g.ow <= MAX_OW
         && (1..=16).contains(&g.k)
@@ -50,13 +50,13 @@ fn fits(g: &Conv2dGeom, rows: usize) -> bool {
 /// `col·stride + ph` of input row `oy·stride + ky − pad_t` (zero outside the input), so output pixel `px` reads tap
 /// `kx` at `tile[r][ky][kx % stride][px + kx / stride]`: stride 2 becomes two stride-1 rows.
 #[inline(always)]
-fn tile_row(g: &Conv2dGeom, r: usize, ky: usize, kx: usize) -> usize {
+pub(super) fn tile_row(g: &Conv2dGeom, r: usize, ky: usize, kx: usize) -> usize {
     ((r * g.k + ky) * g.stride + kx % g.stride) * row_stride(g) + kx / g.stride
 }
 
 /// Fill the tile for output row `oy` from `[rows, h, w]` data, `val(r, iy, ix)` giving one input element.
 #[inline(always)]
-fn fill_tile<T: Copy + Default>(
+pub(super) fn fill_tile<T: Copy + Default>(
     g: &Conv2dGeom,
     rows: usize,
     oy: usize,
@@ -238,13 +238,13 @@ pub(crate) fn conv2d_i8(
         div,
         plane: g.oh * g.ow,
     };
-    // SAFETY: reachable only through the AVX2 kernel table (see `conv2d`).
-    unsafe { conv2d_i8_avx2(g, input, split, w, &e, out) }
+    // SAFETY: reachable only through the AVX2 kernel table (see `conv2d`); `fits` and the weight block were checked.
+    unsafe { conv2d_i8_rows(g, input, split, w, &e, out, row_i8_avx2) }
 }
 
 /// Channel ranges of the two input branches and the pair index where branch B starts.
 #[inline(always)]
-fn pair_of(split: usize, cin: usize, p: usize) -> (usize, Option<usize>) {
+pub(super) fn pair_of(split: usize, cin: usize, p: usize) -> (usize, Option<usize>) {
     let pa = split.div_ceil(2);
     let (c0, end) = if p < pa {
         (2 * p, split)
@@ -254,14 +254,44 @@ fn pair_of(split: usize, cin: usize, p: usize) -> (usize, Option<usize>) {
     (c0, (c0 + 1 < end).then_some(c0 + 1))
 }
 
-#[target_feature(enable = "avx2,fma")]
-unsafe fn conv2d_i8_avx2(
+/// The part of an int8 convolution a tier supplies: for one output channel and one output row, the integer sums of
+/// branch A (pairs `0..pa`) into `row_a[..ow]` and branch B (pairs `pa..pairs`) into `row_b[..ow]` (both may be
+/// written up to `ow` rounded up to 32).
+pub(super) struct RowArgs<'t> {
+    /// The row tile (see `tile_row`), channel pairs interleaved as `i16`.
+    pub tile: &'t [i32],
+    /// Packed weights of the channel, `[pair][ky][kx]`, same pairing.
+    pub wp: &'t [i32],
+    /// Tile elements per (pair, ky) block.
+    pub block: usize,
+    /// Offset of tap `kx` inside a block.
+    pub koff: [usize; 16],
+    /// Kernel size.
+    pub k: usize,
+    /// Pairs of branch A.
+    pub pa: usize,
+    /// All pairs.
+    pub pairs: usize,
+    /// Output row length.
+    pub ow: usize,
+}
+
+/// A tier's row kernel (`unsafe`: it requires its CPU features and a tile laid out by [`conv2d_i8_rows`]).
+pub(super) type RowFn = unsafe fn(&RowArgs<'_>, &mut [i32], &mut [i32]);
+
+/// The int8 convolution shared by the x86 tiers: row tiles, packed weights and the generic epilogue; `row` does the
+/// integer sums.
+///
+/// # Safety
+/// `row` must be callable on this CPU; the caller checked `fits(g, pairs)` and the weight block size.
+pub(super) unsafe fn conv2d_i8_rows(
     g: &Conv2dGeom,
     input: &[i8],
     split: usize,
     w: &[i8],
     e: &ConvEpilogue<'_>,
     out: QOut<'_>,
+    row: RowFn,
 ) {
     let rs = row_stride(g);
     let kk = g.k * g.k;
@@ -306,32 +336,18 @@ unsafe fn conv2d_i8_avx2(
                     wp[p * kk + t] = (lo | (hi << 16)) as i32;
                 }
             }
-            let mut px = 0;
-            while px < g.ow {
-                for (branch, dst) in [(0..pa, &mut row_a), (pa..pairs, &mut row_b)] {
-                    let mut acc = [_mm256_setzero_si256(); 4];
-                    for p in branch {
-                        for ky in 0..g.k {
-                            let rb = tile.as_ptr().add((p * g.k + ky) * block + px);
-                            for kx in 0..g.k {
-                                let wv =
-                                    _mm256_set1_epi32(*wp.get_unchecked(p * kk + ky * g.k + kx));
-                                // SAFETY: px + kx / stride + 31 < ow + (k - 1) / stride + 32 <= rs, inside the
-                                // tile row.
-                                let row = rb.add(*koff.get_unchecked(kx));
-                                for (v, a) in acc.iter_mut().enumerate() {
-                                    let xv = _mm256_loadu_si256(row.add(8 * v) as *const __m256i);
-                                    *a = _mm256_add_epi32(*a, _mm256_madd_epi16(xv, wv));
-                                }
-                            }
-                        }
-                    }
-                    for (v, a) in acc.iter().enumerate() {
-                        _mm256_storeu_si256(dst.as_mut_ptr().add(px + 8 * v) as *mut __m256i, *a);
-                    }
-                }
-                px += 32;
-            }
+            let args = RowArgs {
+                tile: &tile,
+                wp: &wp,
+                block,
+                koff,
+                k: g.k,
+                pa,
+                pairs,
+                ow: g.ow,
+            };
+            // SAFETY: the caller guarantees the CPU features of `row`; the tile and weights are laid out above.
+            row(&args, &mut row_a, &mut row_b);
             let base = co * plane + oy * g.ow;
             let ch = e.channel(co, so);
             let (ra, rb) = (&row_a[..g.ow], &row_b[..g.ow]);
@@ -348,6 +364,37 @@ unsafe fn conv2d_i8_avx2(
                 }
             }
         }
+    }
+}
+
+/// AVX2 row kernel: `vpmaddwd` on 8 pixels × 4 vectors.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn row_i8_avx2(a: &RowArgs<'_>, row_a: &mut [i32], row_b: &mut [i32]) {
+    let kk = a.k * a.k;
+    let mut px = 0;
+    while px < a.ow {
+        for (branch, dst) in [(0..a.pa, &mut *row_a), (a.pa..a.pairs, &mut *row_b)] {
+            let mut acc = [_mm256_setzero_si256(); 4];
+            for p in branch {
+                for ky in 0..a.k {
+                    let rb = a.tile.as_ptr().add((p * a.k + ky) * a.block + px);
+                    for kx in 0..a.k {
+                        let wv = _mm256_set1_epi32(*a.wp.get_unchecked(p * kk + ky * a.k + kx));
+                        // SAFETY: px + kx / stride + 31 < ow + (k - 1) / stride + 32 <= rs, inside the tile row.
+                        let row = rb.add(*a.koff.get_unchecked(kx));
+                        for (v, acc) in acc.iter_mut().enumerate() {
+                            let xv = _mm256_loadu_si256(row.add(8 * v) as *const __m256i);
+                            *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(xv, wv));
+                        }
+                    }
+                }
+            }
+            for (v, acc) in acc.iter().enumerate() {
+                // SAFETY: px + 31 < MAX_OW + 32, the row buffers' length.
+                _mm256_storeu_si256(dst.as_mut_ptr().add(px + 8 * v) as *mut __m256i, *acc);
+            }
+        }
+        px += 32;
     }
 }
 

@@ -3,6 +3,7 @@
 #![allow(unsafe_code)] // SIMD intrinsics behind #[target_feature]; every block states its invariant.
 
 pub mod avx2;
+pub mod avx512;
 
 use crate::registry::{KernelTable, GENERIC};
 
@@ -16,6 +17,33 @@ static AVX2: KernelTable = KernelTable {
     attention_i8: avx2::attention_i8,
     ..GENERIC
 };
+
+/// AVX-512 F + BW + VNNI: the int8 convolution with `vpdpwssd`; the rest from [`AVX2`].
+static AVX512: KernelTable = KernelTable {
+    name: "avx512",
+    conv2d_i8: avx512::conv2d_i8,
+    ..AVX2
+};
+
+/// Whether this CPU has AVX-512 F, BW and VNNI (and AVX2 + FMA, which every such CPU has).
+pub fn has_avx512() -> bool {
+    #[cfg(feature = "std")]
+    {
+        has_avx2()
+            && std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        has_avx2()
+            && cfg!(all(
+                target_feature = "avx512f",
+                target_feature = "avx512bw",
+                target_feature = "avx512vnni"
+            ))
+    }
+}
 
 /// Whether this CPU has AVX2 and FMA.
 pub fn has_avx2() -> bool {
@@ -33,9 +61,10 @@ pub fn has_avx2() -> bool {
 pub fn tier(name: &str) -> Option<&'static KernelTable> {
     match name {
         "avx2" if has_avx2() => Some(&AVX2),
+        "avx512" if has_avx512() => Some(&AVX512),
         _ => None,
     }
 }
 
 /// Names of the x86_64 tiers, lowest first.
-pub const TIERS: &[&str] = &["avx2"];
+pub const TIERS: &[&str] = &["avx2", "avx512"];

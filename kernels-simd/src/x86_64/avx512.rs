@@ -1,0 +1,78 @@
+//! AVX-512 tier (F + BW + VNNI, e.g. Zen 4/5, Ice Lake and later): int8 convolution rows with `vpdpwssd` (16 lanes
+//! of two exact `i16` products added into `i32`: 32 MACs per instruction), over the same tiles, packed weights and
+//! generic epilogue as the AVX2 tier, so the output is bit-identical to [`crate::quant::conv2d_i8`]. Everything else
+//! comes from the AVX2 tier (every AVX-512 CPU has AVX2 + FMA).
+
+use core::arch::x86_64::*;
+
+use super::avx2::{conv2d_i8_rows, fits, RowArgs, WBLOCK};
+use crate::quant::{self, ActQ, ConvEpilogue, QOut};
+use crate::{Conv2dGeom, Weights};
+
+/// int8 convolution, bit-identical to [`quant::conv2d_i8`]; falls back to the AVX2 kernel outside the fast path.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv2d_i8(
+    g: &Conv2dGeom,
+    input: &[i8],
+    in_q: ActQ,
+    w: &[i8],
+    w_scale: &[f32],
+    bias: Option<Weights<'_>>,
+    chan_add: Option<&[f32]>,
+    residual: Option<(&[i8], f32)>,
+    div: f32,
+    acc: &mut [i32],
+    out: QOut<'_>,
+) {
+    let split = in_q.split.min(g.cin);
+    let pairs = split.div_ceil(2) + (g.cin - split).div_ceil(2);
+    if !fits(g, pairs) || pairs * g.k * g.k > WBLOCK || acc.len() < quant::conv2d_i8_scratch_len(g)
+    {
+        return super::avx2::conv2d_i8(
+            g, input, in_q, w, w_scale, bias, chan_add, residual, div, acc, out,
+        );
+    }
+    let e = ConvEpilogue {
+        in_q,
+        w_scale,
+        bias,
+        chan_add,
+        residual,
+        div,
+        plane: g.oh * g.ow,
+    };
+    // SAFETY: reachable only through the AVX-512 table, built after detecting avx512f, avx512bw and avx512vnni
+    // (`super::tier`); `fits` and the weight block size were checked above.
+    unsafe { conv2d_i8_rows(g, input, split, w, &e, out, row_i8_vnni) }
+}
+
+/// VNNI row kernel: `vpdpwssd` on 16 pixels × 2 vectors.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn row_i8_vnni(a: &RowArgs<'_>, row_a: &mut [i32], row_b: &mut [i32]) {
+    let kk = a.k * a.k;
+    let mut px = 0;
+    while px < a.ow {
+        for (branch, dst) in [(0..a.pa, &mut *row_a), (a.pa..a.pairs, &mut *row_b)] {
+            let mut acc = [_mm512_setzero_si512(); 2];
+            for p in branch {
+                for ky in 0..a.k {
+                    let rb = a.tile.as_ptr().add((p * a.k + ky) * a.block + px);
+                    for kx in 0..a.k {
+                        let wv = _mm512_set1_epi32(*a.wp.get_unchecked(p * kk + ky * a.k + kx));
+                        // SAFETY: px + kx / stride + 31 < ow + (k - 1) / stride + 32 <= rs, inside the tile row.
+                        let row = rb.add(*a.koff.get_unchecked(kx));
+                        for (v, acc) in acc.iter_mut().enumerate() {
+                            let xv = _mm512_loadu_si512(row.add(16 * v) as *const __m512i);
+                            *acc = _mm512_dpwssd_epi32(*acc, xv, wv);
+                        }
+                    }
+                }
+            }
+            for (v, acc) in acc.iter().enumerate() {
+                // SAFETY: px + 31 < MAX_OW + 32, the row buffers' length.
+                _mm512_storeu_si512(dst.as_mut_ptr().add(px + 16 * v) as *mut __m512i, *acc);
+            }
+        }
+        px += 32;
+    }
+}
