@@ -99,8 +99,9 @@ pub(crate) fn conv2d(
         return unsafe { conv2d_generic_avx2(g, input, w, bias, out) };
     }
     // SAFETY: this function is only reachable through the AVX2 kernel table, which `super::tier` builds after
-    // `is_x86_feature_detected!("avx2")` and `("fma")` (or under `target_feature` = avx2 + fma without std).
-    unsafe { conv2d_f32(g, input, w, bias, out) }
+    // `is_x86_feature_detected!("avx2")` and `("fma")` (or under `target_feature` = avx2 + fma without std); `fits`
+    // and the weight block size were checked above.
+    unsafe { conv2d_f32_rows(g, input, w, bias, out, block_f32_avx2) }
 }
 
 /// The generic convolution compiled for AVX2 (8-wide auto-vectorization): strided and oversized layers.
@@ -115,28 +116,52 @@ unsafe fn conv2d_generic_avx2(
     generic::conv2d_body(g, input, w, bias, out)
 }
 
-#[target_feature(enable = "avx2,fma")]
-unsafe fn conv2d_f32(
+/// What an f32 block kernel sees: one output row, 4 output channels (weights `[4][cin][k][k]`, missing channels
+/// zero) over the row tile; it writes `acc[c][..ow]` (may write up to `ow` rounded up to 32).
+pub(super) struct F32Block<'t> {
+    /// The row tile (see `tile_row`).
+    pub tile: &'t [f32],
+    /// Weights of the 4 channels.
+    pub w: &'t [f32],
+    /// Tile elements per (channel, ky) block.
+    pub block: usize,
+    /// Offset of tap `kx` inside a block.
+    pub koff: [usize; 16],
+    /// Input channels.
+    pub cin: usize,
+    /// Kernel size.
+    pub k: usize,
+    /// Output row length.
+    pub ow: usize,
+}
+
+/// A tier's f32 block kernel (`unsafe`: it needs its CPU features and a tile laid out by [`conv2d_f32_rows`]).
+pub(super) type F32BlockFn = unsafe fn(&F32Block<'_>, &mut [[f32; MAX_OW + 32]; 4]);
+
+/// The f32 convolution shared by the x86 tiers: row tiles, weight blocks of 4 channels and the bias; `blk` does the
+/// multiply-accumulates.
+///
+/// # Safety
+/// `blk` must be callable on this CPU; the caller checked `fits(g, cin)` and the weight block size.
+pub(super) unsafe fn conv2d_f32_rows(
     g: &Conv2dGeom,
     input: &[f32],
     w: Weights<'_>,
     bias: Option<Weights<'_>>,
     out: &mut [f32],
+    blk: F32BlockFn,
 ) {
     let rs = row_stride(g);
-    let kk = g.k * g.k;
-    let per_co = g.cin * kk;
+    let per_co = g.cin * g.k * g.k;
     let plane = g.oh * g.ow;
+    let plane_in = g.h * g.w;
     let mut tile = [0f32; TILE];
     let mut wb = [0f32; WBLOCK];
-    let mut tmp = [0f32; 16];
-    let plane_in = g.h * g.w;
-    // Offset of tap kx inside a (row, ky) block of the tile, and the block size.
+    let mut acc = [[0f32; MAX_OW + 32]; 4];
     let mut koff = [0usize; 16];
     for (kx, o) in koff.iter_mut().enumerate().take(g.k) {
         *o = tile_row(g, 0, 0, kx);
     }
-    let block = g.stride * rs;
     for oy in 0..g.oh {
         fill_tile(g, g.cin, oy, &mut tile, |ci, iy, ix| {
             input
@@ -165,43 +190,62 @@ unsafe fn conv2d_f32(
                     &wb[..4 * per_co]
                 }
             };
-            let mut px = 0;
-            while px < g.ow {
-                let mut acc = [[_mm256_setzero_ps(); 2]; 4];
-                for ci in 0..g.cin {
-                    for ky in 0..g.k {
-                        let wrow = ci * kk + ky * g.k;
-                        let rb = tile.as_ptr().add((ci * g.k + ky) * block + px);
-                        for kx in 0..g.k {
-                            // SAFETY: px + kx / stride + 15 < ow + (k - 1) / stride + 32 <= rs (row_stride),
-                            // inside the tile row.
-                            let row = rb.add(*koff.get_unchecked(kx));
-                            let x0 = _mm256_loadu_ps(row);
-                            let x1 = _mm256_loadu_ps(row.add(8));
-                            for (c, a) in acc.iter_mut().enumerate() {
-                                let wv = _mm256_set1_ps(*wsl.get_unchecked(c * per_co + wrow + kx));
-                                a[0] = _mm256_fmadd_ps(wv, x0, a[0]);
-                                a[1] = _mm256_fmadd_ps(wv, x1, a[1]);
-                            }
-                        }
+            let args = F32Block {
+                tile: &tile,
+                w: wsl,
+                block: g.stride * rs,
+                koff,
+                cin: g.cin,
+                k: g.k,
+                ow: g.ow,
+            };
+            // SAFETY: the caller guarantees the CPU features of `blk`; tile and weights are laid out above.
+            blk(&args, &mut acc);
+            for (c, a) in acc.iter().enumerate().take(nco) {
+                let co = co0 + c;
+                let b = bias.map_or(0.0, |b| b.get(co));
+                let base = co * plane + oy * g.ow;
+                if let Some(dst) = out.get_mut(base..base + g.ow) {
+                    for (d, &t) in dst.iter_mut().zip(&a[..g.ow]) {
+                        *d = t + b;
                     }
                 }
-                let n = (g.ow - px).min(16);
-                for (c, a) in acc.iter().enumerate().take(nco) {
-                    let co = co0 + c;
-                    let b = bias.map_or(0.0, |b| b.get(co));
-                    _mm256_storeu_ps(tmp.as_mut_ptr(), a[0]);
-                    _mm256_storeu_ps(tmp.as_mut_ptr().add(8), a[1]);
-                    let base = co * plane + oy * g.ow + px;
-                    if let Some(dst) = out.get_mut(base..base + n) {
-                        for (d, &t) in dst.iter_mut().zip(&tmp[..n]) {
-                            *d = t + b;
-                        }
-                    }
-                }
-                px += 16;
             }
         }
+    }
+}
+
+/// AVX2 block kernel: 4 channels × 16 pixels of FMA accumulators.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn block_f32_avx2(a: &F32Block<'_>, acc_out: &mut [[f32; MAX_OW + 32]; 4]) {
+    let kk = a.k * a.k;
+    let per_co = a.cin * kk;
+    let mut px = 0;
+    while px < a.ow {
+        let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+        for ci in 0..a.cin {
+            for ky in 0..a.k {
+                let wrow = ci * kk + ky * a.k;
+                let rb = a.tile.as_ptr().add((ci * a.k + ky) * a.block + px);
+                for kx in 0..a.k {
+                    // SAFETY: px + kx / stride + 15 < ow + (k - 1) / stride + 32 <= rs, inside the tile row.
+                    let row = rb.add(*a.koff.get_unchecked(kx));
+                    let x0 = _mm256_loadu_ps(row);
+                    let x1 = _mm256_loadu_ps(row.add(8));
+                    for (c, v) in acc.iter_mut().enumerate() {
+                        let wv = _mm256_set1_ps(*a.w.get_unchecked(c * per_co + wrow + kx));
+                        v[0] = _mm256_fmadd_ps(wv, x0, v[0]);
+                        v[1] = _mm256_fmadd_ps(wv, x1, v[1]);
+                    }
+                }
+            }
+        }
+        for (c, v) in acc.iter().enumerate() {
+            // SAFETY: px + 15 < MAX_OW + 32, the accumulator rows' length.
+            _mm256_storeu_ps(acc_out[c].as_mut_ptr().add(px), v[0]);
+            _mm256_storeu_ps(acc_out[c].as_mut_ptr().add(px + 8), v[1]);
+        }
+        px += 16;
     }
 }
 

@@ -1,11 +1,12 @@
-//! AVX-512 tier (F + BW + VNNI, e.g. Zen 4/5, Ice Lake and later): int8 convolution rows with `vpdpwssd` (16 lanes
-//! of two exact `i16` products added into `i32`: 32 MACs per instruction), over the same tiles, packed weights and
+//! AVX-512 tier (F + BW + VNNI, e.g. Zen 4/5, Ice Lake and later): f32 convolution blocks of 4 channels × 32
+//! pixels in `zmm` FMAs, and int8 convolution rows with `vpdpwssd` (16 lanes of two exact `i16` products added into
+//! `i32`: 32 MACs per instruction), over the same tiles, packed weights and
 //! generic epilogue as the AVX2 tier, so the output is bit-identical to [`crate::quant::conv2d_i8`]. Everything else
 //! comes from the AVX2 tier (every AVX-512 CPU has AVX2 + FMA).
 
 use core::arch::x86_64::*;
 
-use super::avx2::{conv2d_i8_rows, fits, RowArgs, WBLOCK};
+use super::avx2::{conv2d_f32_rows, conv2d_i8_rows, fits, F32Block, RowArgs, MAX_OW, WBLOCK};
 use crate::quant::{self, ActQ, ConvEpilogue, QOut};
 use crate::{Conv2dGeom, Weights};
 
@@ -72,6 +73,56 @@ unsafe fn row_i8_vnni(a: &RowArgs<'_>, row_a: &mut [i32], row_b: &mut [i32]) {
                 // SAFETY: px + 31 < MAX_OW + 32, the row buffers' length.
                 _mm512_storeu_si512(dst.as_mut_ptr().add(px + 16 * v) as *mut __m512i, *acc);
             }
+        }
+        px += 32;
+    }
+}
+
+/// f32 convolution (within the f32 tolerance of generic, like AVX2); falls back to the AVX2 kernel outside the fast
+/// path.
+pub(crate) fn conv2d(
+    g: &Conv2dGeom,
+    input: &[f32],
+    w: Weights<'_>,
+    bias: Option<Weights<'_>>,
+    out: &mut [f32],
+) {
+    if !fits(g, g.cin) || g.cin * g.k * g.k * 4 > WBLOCK {
+        return super::avx2::conv2d(g, input, w, bias, out);
+    }
+    // SAFETY: AVX-512 table only (see `conv2d_i8`); `fits` and the weight block size were checked above.
+    unsafe { conv2d_f32_rows(g, input, w, bias, out, block_f32_avx512) }
+}
+
+/// AVX-512 block kernel: 4 channels × 32 pixels of FMA accumulators.
+#[target_feature(enable = "avx512f")]
+unsafe fn block_f32_avx512(a: &F32Block<'_>, acc_out: &mut [[f32; MAX_OW + 32]; 4]) {
+    let kk = a.k * a.k;
+    let per_co = a.cin * kk;
+    let mut px = 0;
+    while px < a.ow {
+        let mut acc = [[_mm512_setzero_ps(); 2]; 4];
+        for ci in 0..a.cin {
+            for ky in 0..a.k {
+                let wrow = ci * kk + ky * a.k;
+                let rb = a.tile.as_ptr().add((ci * a.k + ky) * a.block + px);
+                for kx in 0..a.k {
+                    // SAFETY: px + kx / stride + 31 < ow + (k - 1) / stride + 32 <= rs, inside the tile row.
+                    let row = rb.add(*a.koff.get_unchecked(kx));
+                    let x0 = _mm512_loadu_ps(row);
+                    let x1 = _mm512_loadu_ps(row.add(16));
+                    for (c, v) in acc.iter_mut().enumerate() {
+                        let wv = _mm512_set1_ps(*a.w.get_unchecked(c * per_co + wrow + kx));
+                        v[0] = _mm512_fmadd_ps(wv, x0, v[0]);
+                        v[1] = _mm512_fmadd_ps(wv, x1, v[1]);
+                    }
+                }
+            }
+        }
+        for (c, v) in acc.iter().enumerate() {
+            // SAFETY: px + 31 < MAX_OW + 32, the accumulator rows' length.
+            _mm512_storeu_ps(acc_out[c].as_mut_ptr().add(px), v[0]);
+            _mm512_storeu_ps(acc_out[c].as_mut_ptr().add(px + 16), v[1]);
         }
         px += 32;
     }

@@ -18,9 +18,10 @@ static AVX2: KernelTable = KernelTable {
     ..GENERIC
 };
 
-/// AVX-512 F + BW + VNNI: the int8 convolution with `vpdpwssd`; the rest from [`AVX2`].
+/// AVX-512 F + BW + VNNI: f32 convolution in `zmm`, int8 convolution with `vpdpwssd`; the rest from [`AVX2`].
 static AVX512: KernelTable = KernelTable {
     name: "avx512",
+    conv2d: avx512::conv2d,
     conv2d_i8: avx512::conv2d_i8,
     ..AVX2
 };
