@@ -35,6 +35,41 @@ fn bench_model(
     });
 }
 
+/// The committed MNIST student, f32 and int8, on every kernel tier this CPU can run (`student_<dtype>/<tier>`).
+fn student(c: &mut Criterion) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/mnist-student");
+    let mut g = c.benchmark_group("unet_forward_mnist_student");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    for file in ["student-4.ember", "student-4-int8.ember"] {
+        let blob = AlignedBytes::read(&root.join(file)).expect("committed student blob");
+        let model = ember_core::Model::parse(blob.as_slice()).expect("parse");
+        let mut arena = AlignedBytes::zeroed(model.arena_bytes());
+        let mut session = model.bind(arena.as_mut_slice()).expect("bind");
+        let x = pseudo_random(model.info().input_len(), 1);
+        let mut out = vec![0f32; model.info().output_len()];
+        g.throughput(Throughput::Elements(model.info().macs()));
+        for name in ember_kernels::registry::all_tiers() {
+            let Some(t) = ember_kernels::registry::tier(name) else {
+                eprintln!("forward bench: tier {name} SKIPPED (this CPU cannot run it)");
+                continue;
+            };
+            session.set_kernels(t);
+            let id = format!("{}/{name}", if file.contains("int8") { "int8" } else { "f32" });
+            g.bench_function(BenchmarkId::from_parameter(id), |b| {
+                b.iter(|| {
+                    session
+                        .forward(black_box(&x), black_box(749.0), Some(3), &mut out)
+                        .expect("forward");
+                    black_box(&out);
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
 fn unet_forward(c: &mut Criterion) {
     // Small model: ~0.1 s per pass with the scalar kernels; 10 samples of a few passes each.
     {
@@ -66,5 +101,5 @@ fn unet_forward(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, unet_forward);
+criterion_group!(benches, student, unet_forward);
 criterion_main!(benches);
