@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one command that runs every check: formatting, clippy (-D warnings), all tests (parity with the committed
 # diffusers goldens, malformed input, CLI end-to-end), the doc build, and the bare-metal proof (ember-core built for
-# thumbv7em / thumbv8m with no std and no allocator, plus a forward pass on an emulated Cortex-M7 under QEMU).
+# thumbv7em / thumbv8m with no std and no allocator, plus a forward pass on an emulated Cortex-M7 under QEMU), and the
+# firmware demo (the int8 MNIST student generating a digit on emulated Cortex-M7 and Cortex-M55, within budgets).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -18,4 +19,6 @@ step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q
 step "bare metal: no_std build + QEMU Cortex-M7 run"
 scripts/check-nostd.sh
+step "firmware: the int8 student draws a digit on emulated Cortex-M7 and Cortex-M55 (bit-identical, budgets)"
+BOARD=all scripts/firmware.sh
 step "all checks passed"

@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# The firmware demo (firmware/): the committed int8 4-step MNIST student draws a digit on an emulated Cortex-M7
+# (QEMU mps2-an500), no heap, no std, and must match the host engine bit for bit.
+#   1. host tools: quantize-tool; regenerates firmware/src/arena.rs (`convert --emit-rust`) and diffs it with the
+#      committed file (and the converted blob with the committed blob);
+#   2. host-gen: runs the blob on the host (generic kernels) for DIGIT/SEED, writes golden.rs; with the default
+#      digit and seed it must equal the committed firmware/src/golden.rs;
+#   3. builds the firmware (Debian cargo, -Zbuild-std=core) for each BOARD, checks that no allocator is linked;
+#   4. runs it under QEMU (-icount shift=0: deterministic instruction counts), checks the PASS line and that the image
+#      it wrote through semihosting equals the host's, byte for byte;
+#   5. budgets: flash (.vector_table + .text + .rodata + .model + .data) <= 2 MiB, RAM (.data + .bss incl. the arena +
+#      .uninit + measured stack) <= 512 KiB.
+# Environment: DIGIT (default 3), SEED (default 1), BOARD (an500 = Cortex-M7, the default; an547 = Cortex-M55 with
+# Helium, thumbv8m.main-none-eabihf, the model in the board's QSPI flash; all = both), QEMU_TIMEOUT (300 s),
+# ICOUNT=0 (run QEMU without -icount shift=0: no instruction counts), UPDATE=1 (overwrite the committed arena.rs /
+# golden.rs instead of failing).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+FW="$ROOT/firmware"
+GEN="$FW/target/gen"
+DIGIT="${DIGIT:-3}"
+SEED="${SEED:-1}"
+QEMU_TIMEOUT="${QEMU_TIMEOUT:-300}"
+ICOUNT="${ICOUNT:-1}"
+UPDATE="${UPDATE:-0}"
+BOARD="${BOARD:-an500}"
+FLASH_BUDGET=$((2 * 1024 * 1024))
+RAM_BUDGET=$((512 * 1024))
+BLOB="$ROOT/models/mnist-student/student-4-int8.ember"
+step() { printf '\n==> %s\n' "$*"; }
+die() { printf 'firmware: FAIL: %s\n' "$*" >&2; exit 1; }
+[[ "$DIGIT" =~ ^[0-9]$ ]] || die "DIGIT must be 0..9 (got '$DIGIT')"
+[[ "$SEED" =~ ^[0-9]+$ ]] || die "SEED must be a non-negative integer (got '$SEED')"
+[[ "$BOARD" =~ ^(an500|an547|all)$ ]] || die "BOARD must be an500, an547 or all (got '$BOARD')"
+
+# ---------------------------------------------------------------- tools (same list as scripts/check-nostd.sh)
+PKGS=(rustc-web cargo-web rust-web-src qemu-system-arm binutils-arm-none-eabi gcc-arm-none-eabi)
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    step "installing ${missing[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y "${PKGS[@]}"
+fi
+[ -x /usr/bin/cargo ] && [ -d /usr/lib/rustlib/src/rust/library/core ] || die "Debian cargo / rust-web-src not found"
+
+# Cross build: Debian's toolchain (it has rust-src). The caller's RUSTFLAGS / target dir must not leak into it.
+unset RUSTFLAGS CARGO_ENCODED_RUSTFLAGS CARGO_TARGET_DIR CARGO_BUILD_TARGET
+xcargo() { PATH="/usr/bin:$PATH" RUSTC_BOOTSTRAP=1 /usr/bin/cargo "$@"; }
+HOST_CARGO="${HOST_CARGO:-cargo}"
+mkdir -p "$GEN"
+
+# compare GENERATED COMMITTED WHAT: equal, or (UPDATE=1) copy over, or fail with the diff.
+compare() {
+    if diff -u "$2" "$1" >"$GEN/diff.txt"; then
+        echo "$3: up to date ($(realpath --relative-to="$ROOT" "$2"))"
+    elif [ "$UPDATE" = 1 ]; then
+        cp "$1" "$2"
+        echo "$3: UPDATED $(realpath --relative-to="$ROOT" "$2")"
+    else
+        head -40 "$GEN/diff.txt"
+        die "$3 differs from the committed $(realpath --relative-to="$ROOT" "$2") (UPDATE=1 rewrites it)"
+    fi
+}
+
+# ---------------------------------------------------------------- 1. converter: arena.rs
+step "1. quantize-tool convert --dtype int8 --emit-rust (the model arena as a Rust const)"
+(cd "$ROOT" && "$HOST_CARGO" build --release --quiet -p quantize-tool) || die "quantize-tool build failed"
+# Run from the repository root with a relative -o: the path is part of arena.rs's comment.
+(cd "$ROOT" && ./target/release/quantize-tool convert models/mnist-student/steps-4 --dtype int8 \
+    -o firmware/target/gen/student-4-int8.ember --emit-rust firmware/target/gen/arena.rs 2>&1 |
+    tr '\r' '\n' | grep -v '^calibrating ') || die "quantize-tool convert failed"
+compare "$GEN/arena.rs" "$FW/src/arena.rs" "arena.rs"
+cmp "$GEN/student-4-int8.ember" "$BLOB" ||
+    die "the converter no longer reproduces the committed $(realpath --relative-to="$ROOT" "$BLOB")"
+echo "blob: the converter reproduces the committed student-4-int8.ember byte for byte"
+
+# ---------------------------------------------------------------- 2. golden (host engine, generic kernels)
+step "2. host-gen: digit $DIGIT, seed $SEED on the host engine (generic kernels)"
+(cd "$FW/host-gen" && "$HOST_CARGO" run --release --quiet --target-dir "$FW/target/host-gen" -- \
+    --digit "$DIGIT" --seed "$SEED" --golden "$GEN/golden.rs" --image "$GEN/host-digit.f32") ||
+    die "host-gen failed"
+if [ "$DIGIT" = 3 ] && [ "$SEED" = 1 ]; then
+    compare "$GEN/golden.rs" "$FW/src/golden.rs" "golden.rs"
+    export EMBER_FW_GOLDEN=""
+else
+    echo "golden.rs: digit $DIGIT seed $SEED is not the committed default (3, 1): building with $GEN/golden.rs"
+    export EMBER_FW_GOLDEN="$GEN/golden.rs"
+fi
+
+kib() { awk -v b="$1" 'BEGIN { printf "%.1f KiB", b / 1024 }'; }
+SUMMARY=()
+
+# board NAME TARGET QEMU-ARGS...: build, run, check and budget the firmware for one board.
+board() {
+    local name="$1" target="$2"
+    shift 2
+    local qemu=("$@" -nographic -semihosting-config enable=on,target=native)
+    [ "$ICOUNT" = 1 ] && qemu+=(-icount shift=0)
+
+    # ------------------------------------------------------------ 3. firmware
+    step "3. [$name] firmware for $target, Debian cargo, -Zbuild-std=core"
+    local image="$FW/target/digit-$name.f32"
+    rm -f "$image"
+    (cd "$FW" && EMBER_FW_IMAGE="$image" xcargo build --release --target "$target" -Zbuild-std=core) ||
+        die "[$name] firmware build failed"
+    local elf="$FW/target/$target/release/ember-firmware"
+    [ -f "$elf" ] || die "[$name] no ELF at $elf"
+    if arm-none-eabi-nm "$elf" | grep -E '__rust_alloc|__rg_alloc|__rdl_alloc|__rust_dealloc|__rust_realloc'; then
+        die "[$name] allocator symbols linked into $elf"
+    fi
+    echo "no allocator symbols"
+
+    # ------------------------------------------------------------ 4. QEMU
+    step "4. [$name] qemu-system-arm ${qemu[*]} -kernel ELF (timeout ${QEMU_TIMEOUT}s)"
+    local log="$FW/target/qemu-$name.log" t0 t1 rc wall
+    t0=$(date +%s.%N)
+    set +e
+    (cd "$FW/target" && timeout "$QEMU_TIMEOUT" qemu-system-arm "${qemu[@]}" -kernel "$elf" </dev/null 2>&1) |
+        tee "$log"
+    rc=${PIPESTATUS[0]}
+    set -e
+    t1=$(date +%s.%N)
+    wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+    [ "$rc" -eq 0 ] || die "[$name] firmware exited with status $rc under QEMU (124 = timeout) after ${wall}s"
+    grep -q "^PASS digit $DIGIT: bit-identical to the host engine" "$log" || die "[$name] no PASS line for digit $DIGIT"
+    [ -f "$image" ] || die "[$name] the firmware wrote no image to $image"
+    cmp "$image" "$GEN/host-digit.f32" || die "[$name] the image written through semihosting differs from the host's"
+    echo "image: $(realpath --relative-to="$ROOT" "$image") equals the host engine's, byte for byte"
+
+    # ------------------------------------------------------------ 5. budgets
+    step "5. [$name] budgets"
+    arm-none-eabi-size -A "$elf" | awk 'NR<=2 || $1 ~ /^\.(vector_table|text|rodata|model|data|bss|uninit)$/'
+    sec() { arm-none-eabi-size -A "$elf" | awk -v s="$1" '$1 == s { print $2; f = 1 } END { if (!f) print 0 }'; }
+    local vt text rodata model data bss uninit stack arena flash ram instr i_total i_eval macs
+    vt=$(sec .vector_table) text=$(sec .text) rodata=$(sec .rodata) model=$(sec .model)
+    data=$(sec .data) bss=$(sec .bss) uninit=$(sec .uninit)
+    stack=$(sed -n 's/^STACK used \([0-9]*\) B.*/\1/p' "$log")
+    arena=$(sed -n 's/^ARENA \([0-9]*\) B.*/\1/p' "$log")
+    [ -n "$stack" ] && [ -n "$arena" ] || die "[$name] no STACK / ARENA line in the log"
+    flash=$((vt + text + rodata + model + data))
+    ram=$((data + bss + uninit + stack))
+    instr=$(sed -n 's/^INSTRUCTIONS total \([0-9]*\) per-unet-eval \([0-9]*\) (\([0-9]*\) MACs.*/\1 \2 \3/p' "$log")
+    read -r i_total i_eval macs <<<"${instr:-0 0 1}"
+
+    local out
+    out=$(
+        printf '%s: digit %s, seed %s\n' "$name" "$DIGIT" "$SEED"
+        printf '  result       PASS, bit-identical to the host engine (fnv %s)\n' \
+            "$(sed -n 's/^device fnv \(0x[0-9a-f]*\).*/\1/p' "$log")"
+        printf '  flash        %8d B  %-12s (.vector_table %d + .text %d + .rodata %d + .model %d + .data %d; blob %d B)  budget %s\n' \
+            "$flash" "($(kib "$flash"))" "$vt" "$text" "$rodata" "$model" "$data" "$(stat -c %s "$BLOB")" \
+            "$(kib $FLASH_BUDGET)"
+        printf '  RAM          %8d B  %-12s (.data %d + .bss %d + .uninit %d + stack %d)  budget %s\n' \
+            "$ram" "($(kib "$ram"))" "$data" "$bss" "$uninit" "$stack" "$(kib $RAM_BUDGET)"
+        printf '    arena      %8d B  (static, in .bss: model plan + sampler state)\n' "$arena"
+        printf '    stack      %8d B  (measured high-water mark)\n' "$stack"
+        if [ "$ICOUNT" = 1 ]; then
+            printf '  instructions %d total, %d per U-Net evaluation (%d MACs: %s instructions/MAC; QEMU -icount, not cycles)\n' \
+                "$i_total" "$i_eval" "$macs" "$(awk -v i="$i_eval" -v m="$macs" 'BEGIN { printf "%.2f", i / m }')"
+        fi
+        printf '  QEMU wall    %s s\n' "$wall"
+    )
+    echo "$out"
+    SUMMARY+=("$out")
+    ((flash <= FLASH_BUDGET)) || die "[$name] flash $flash B exceeds the budget of $FLASH_BUDGET B"
+    ((ram <= RAM_BUDGET)) || die "[$name] RAM $ram B exceeds the budget of $RAM_BUDGET B"
+    # Regression guard: no figure may grow more than 3 % over the recorded one (firmware/budgets.txt).
+    local rec
+    rec=$(awk -v b="$name" '$1 == b { print $2, $3, $4 }' "$FW/budgets.txt")
+    [ -n "$rec" ] || die "[$name] no recorded budget in firmware/budgets.txt"
+    local r_arena r_flash r_ram
+    read -r r_arena r_flash r_ram <<<"$rec"
+    for pair in "arena:$arena:$r_arena" "flash:$flash:$r_flash" "RAM:$ram:$r_ram"; do
+        IFS=: read -r what now was <<<"$pair"
+        ((now * 100 <= was * 103)) || die "[$name] $what grew from $was B (recorded) to $now B: more than 3 %"
+    done
+    echo "budgets: arena $arena / flash $flash / RAM $ram B within 3 % of the recorded $r_arena / $r_flash / $r_ram B"
+}
+
+case "$BOARD" in
+    an500 | all) board an500 thumbv7em-none-eabihf -M mps2-an500 -cpu cortex-m7 ;;&
+    an547 | all) board an547 thumbv8m.main-none-eabihf -M mps3-an547 ;;
+    an500) ;;
+    *) die "BOARD must be an500, an547 or all (got '$BOARD')" ;;
+esac
+
+printf '\n==> summary\n'
+printf '%s\n' "${SUMMARY[@]}"
+printf '\nfirmware: OK\n'
