@@ -55,6 +55,9 @@ fn shapes(rng: &mut Lcg) -> Vec<Conv2dGeom> {
     v.push(mk(9, 8, 8, 7, 3, 2, 1));
     v.push(mk(16, 16, 16, 8, 3, 2, 0));
     v.push(mk(64, 32, 32, 64, 3, 1, 1));
+    // Wide layers: the large stack buffers (a 384-channel concatenation at 32 columns, 512 channels at 4×4).
+    v.push(mk(384, 3, 32, 5, 3, 1, 1));
+    v.push(mk(512, 4, 4, 6, 3, 1, 1));
     v.push(mk(5, 6, 6, 3, 5, 1, 2));
     for _ in 0..40 {
         let k: usize = [1, 3, 5][rng.below(3)];

@@ -20,10 +20,31 @@ use crate::generic;
 use crate::quant::{self, ActQ, ConvEpilogue, QOut};
 use crate::{Conv2dGeom, Weights};
 
-/// Stack budget of one row tile, in 4-byte elements (128 KiB).
+/// Stack budget of one row tile, in 4-byte elements (128 KiB), and of the weights of one output-channel block.
 pub(super) const TILE: usize = 32 * 1024;
 /// Weights of one output-channel block, in 4-byte elements.
 pub(super) const WBLOCK: usize = 4 * 4096;
+/// The large variant for wide layers (e.g. ddpm-cifar10-32's 384-channel concatenations at 32×32): 384 KiB of tile
+/// and 80 KiB of weights on the stack. Host tiers only; small layers keep the small, cheaper-to-clear buffers.
+pub(super) const TILE_L: usize = 96 * 1024;
+/// Weights of one output-channel block, large variant.
+pub(super) const WBLOCK_L: usize = 20 * 1024;
+
+/// Which stack buffers a layer needs: `Some(false)` small, `Some(true)` large, `None` not the fast path.
+pub(super) fn size_class(g: &Conv2dGeom, rows: usize, wneed: usize) -> Option<bool> {
+    let need = rows
+        .saturating_mul(g.k * g.stride.max(1))
+        .saturating_mul(row_stride(g));
+    if !fits(g) {
+        None
+    } else if need <= TILE && wneed <= WBLOCK {
+        Some(false)
+    } else if need <= TILE_L && wneed <= WBLOCK_L {
+        Some(true)
+    } else {
+        None
+    }
+}
 /// Largest output row handled (longer rows fall back).
 pub(super) const MAX_OW: usize = 512;
 
@@ -34,16 +55,8 @@ pub(super) fn row_stride(g: &Conv2dGeom) -> usize {
 }
 
 /// Whether the fast path handles `g` (else the generic kernel runs).
-pub(super) fn fits(g: &Conv2dGeom, rows: usize) -> bool {
-    (1..=2).contains(&g.stride)
-        && g.ow <= MAX_OW
-        && (1..=16).contains(&g.k)
-        && rows
-            .saturating_mul(g.k * g.stride)
-            .saturating_mul(row_stride(g))
-            <= TILE
-        && g.oh > 0
-        && g.ow > 0
+pub(super) fn fits(g: &Conv2dGeom) -> bool {
+    (1..=2).contains(&g.stride) && g.ow <= MAX_OW && (1..=16).contains(&g.k) && g.oh > 0 && g.ow > 0
 }
 
 /// Tile layout: `[r][ky][phase][col]`. Phase row `ph` of (channel row `r`, `ky`) holds padded input column
@@ -94,14 +107,20 @@ pub(crate) fn conv2d(
     bias: Option<Weights<'_>>,
     out: &mut [f32],
 ) {
-    if !fits(g, g.cin) || g.cin * g.k * g.k * 4 > WBLOCK {
+    let Some(large) = size_class(g, g.cin, g.cin * g.k * g.k * 4) else {
         // SAFETY: as below (AVX2 table only).
         return unsafe { conv2d_generic_avx2(g, input, w, bias, out) };
-    }
+    };
     // SAFETY: this function is only reachable through the AVX2 kernel table, which `super::tier` builds after
     // `is_x86_feature_detected!("avx2")` and `("fma")` (or under `target_feature` = avx2 + fma without std); `fits`
-    // and the weight block size were checked above.
-    unsafe { conv2d_f32_rows(g, input, w, bias, out, block_f32_avx2) }
+    // and the weight block size were checked by `size_class`.
+    unsafe {
+        if large {
+            conv2d_f32_rows::<TILE_L, WBLOCK_L>(g, input, w, bias, out, block_f32_avx2)
+        } else {
+            conv2d_f32_rows::<TILE, WBLOCK>(g, input, w, bias, out, block_f32_avx2)
+        }
+    }
 }
 
 /// The generic convolution compiled for AVX2 (8-wide auto-vectorization): strided and oversized layers.
@@ -143,7 +162,7 @@ pub(super) type F32BlockFn = unsafe fn(&F32Block<'_>, &mut [[f32; MAX_OW + 32]; 
 ///
 /// # Safety
 /// `blk` must be callable on this CPU; the caller checked `fits(g, cin)` and the weight block size.
-pub(super) unsafe fn conv2d_f32_rows(
+pub(super) unsafe fn conv2d_f32_rows<const T: usize, const WB: usize>(
     g: &Conv2dGeom,
     input: &[f32],
     w: Weights<'_>,
@@ -155,8 +174,8 @@ pub(super) unsafe fn conv2d_f32_rows(
     let per_co = g.cin * g.k * g.k;
     let plane = g.oh * g.ow;
     let plane_in = g.h * g.w;
-    let mut tile = [0f32; TILE];
-    let mut wb = [0f32; WBLOCK];
+    let mut tile = [0f32; T];
+    let mut wb = [0f32; WB];
     let mut acc = [[0f32; MAX_OW + 32]; 4];
     let mut koff = [0usize; 16];
     for (kx, o) in koff.iter_mut().enumerate().take(g.k) {
@@ -267,12 +286,12 @@ pub(crate) fn conv2d_i8(
 ) {
     let split = in_q.split.min(g.cin);
     let pairs = split.div_ceil(2) + (g.cin - split).div_ceil(2);
-    if !fits(g, pairs) || pairs * g.k * g.k > WBLOCK || acc.len() < quant::conv2d_i8_scratch_len(g)
-    {
+    let class = size_class(g, pairs, pairs * g.k * g.k);
+    let Some(large) = class.filter(|_| acc.len() >= quant::conv2d_i8_scratch_len(g)) else {
         return quant::conv2d_i8(
             g, input, in_q, w, w_scale, bias, chan_add, residual, div, acc, out,
         );
-    }
+    };
     let e = ConvEpilogue {
         in_q,
         w_scale,
@@ -282,8 +301,14 @@ pub(crate) fn conv2d_i8(
         div,
         plane: g.oh * g.ow,
     };
-    // SAFETY: reachable only through the AVX2 kernel table (see `conv2d`); `fits` and the weight block were checked.
-    unsafe { conv2d_i8_rows(g, input, split, w, &e, out, row_i8_avx2) }
+    // SAFETY: reachable only through the AVX2 kernel table (see `conv2d`); `size_class` checked tile and weights.
+    unsafe {
+        if large {
+            conv2d_i8_rows::<TILE_L, WBLOCK_L>(g, input, split, w, &e, out, row_i8_avx2)
+        } else {
+            conv2d_i8_rows::<TILE, WBLOCK>(g, input, split, w, &e, out, row_i8_avx2)
+        }
+    }
 }
 
 /// Channel ranges of the two input branches and the pair index where branch B starts.
@@ -328,7 +353,7 @@ pub(super) type RowFn = unsafe fn(&RowArgs<'_>, &mut [i32], &mut [i32]);
 ///
 /// # Safety
 /// `row` must be callable on this CPU; the caller checked `fits(g, pairs)` and the weight block size.
-pub(super) unsafe fn conv2d_i8_rows(
+pub(super) unsafe fn conv2d_i8_rows<const T: usize, const WB: usize>(
     g: &Conv2dGeom,
     input: &[i8],
     split: usize,
@@ -348,8 +373,8 @@ pub(super) unsafe fn conv2d_i8_rows(
             .get(ci * plane_in + iy * g.w + ix)
             .map_or(0, |&v| v as i32)
     };
-    let mut tile = [0i32; TILE];
-    let mut wp = [0i32; WBLOCK];
+    let mut tile = [0i32; T];
+    let mut wp = [0i32; WB];
     let mut row_a = [0i32; MAX_OW + 32];
     let mut row_b = [0i32; MAX_OW + 32];
     let (so, mut out) = match out {

@@ -6,7 +6,10 @@
 
 use core::arch::x86_64::*;
 
-use super::avx2::{conv2d_f32_rows, conv2d_i8_rows, fits, F32Block, RowArgs, MAX_OW, WBLOCK};
+use super::avx2::{
+    conv2d_f32_rows, conv2d_i8_rows, size_class, F32Block, RowArgs, MAX_OW, TILE, TILE_L, WBLOCK,
+    WBLOCK_L,
+};
 use crate::quant::{self, ActQ, ConvEpilogue, QOut};
 use crate::{Conv2dGeom, Weights};
 
@@ -27,12 +30,12 @@ pub(crate) fn conv2d_i8(
 ) {
     let split = in_q.split.min(g.cin);
     let pairs = split.div_ceil(2) + (g.cin - split).div_ceil(2);
-    if !fits(g, pairs) || pairs * g.k * g.k > WBLOCK || acc.len() < quant::conv2d_i8_scratch_len(g)
-    {
+    let class = size_class(g, pairs, pairs * g.k * g.k);
+    let Some(large) = class.filter(|_| acc.len() >= quant::conv2d_i8_scratch_len(g)) else {
         return super::avx2::conv2d_i8(
             g, input, in_q, w, w_scale, bias, chan_add, residual, div, acc, out,
         );
-    }
+    };
     let e = ConvEpilogue {
         in_q,
         w_scale,
@@ -43,8 +46,14 @@ pub(crate) fn conv2d_i8(
         plane: g.oh * g.ow,
     };
     // SAFETY: reachable only through the AVX-512 table, built after detecting avx512f, avx512bw and avx512vnni
-    // (`super::tier`); `fits` and the weight block size were checked above.
-    unsafe { conv2d_i8_rows(g, input, split, w, &e, out, row_i8_vnni) }
+    // (`super::tier`); `size_class` checked the tile and weight block sizes.
+    unsafe {
+        if large {
+            conv2d_i8_rows::<TILE_L, WBLOCK_L>(g, input, split, w, &e, out, row_i8_vnni)
+        } else {
+            conv2d_i8_rows::<TILE, WBLOCK>(g, input, split, w, &e, out, row_i8_vnni)
+        }
+    }
 }
 
 /// VNNI row kernel: `vpdpwssd` on 16 pixels × 2 vectors.
@@ -87,11 +96,17 @@ pub(crate) fn conv2d(
     bias: Option<Weights<'_>>,
     out: &mut [f32],
 ) {
-    if !fits(g, g.cin) || g.cin * g.k * g.k * 4 > WBLOCK {
+    let Some(large) = size_class(g, g.cin, g.cin * g.k * g.k * 4) else {
         return super::avx2::conv2d(g, input, w, bias, out);
+    };
+    // SAFETY: AVX-512 table only (see `conv2d_i8`); `size_class` checked the tile and weight block sizes.
+    unsafe {
+        if large {
+            conv2d_f32_rows::<TILE_L, WBLOCK_L>(g, input, w, bias, out, block_f32_avx512)
+        } else {
+            conv2d_f32_rows::<TILE, WBLOCK>(g, input, w, bias, out, block_f32_avx512)
+        }
     }
-    // SAFETY: AVX-512 table only (see `conv2d_i8`); `fits` and the weight block size were checked above.
-    unsafe { conv2d_f32_rows(g, input, w, bias, out, block_f32_avx512) }
 }
 
 /// AVX-512 block kernel: 4 channels × 32 pixels of FMA accumulators.
