@@ -386,49 +386,57 @@ pub(super) unsafe fn conv2d_i8_rows<const T: usize, const WB: usize>(
         *o = tile_row(g, 0, 0, kx);
     }
     let block = g.stride * rs;
-    for oy in 0..g.oh {
-        // Tile of channel pairs: (x[c0] as i16) | (x[c1] as i16) << 16, zero-padded.
-        fill_tile(g, pairs, oy, &mut tile, |p, iy, ix| {
-            let (c0, c1) = pair_of(split, g.cin, p);
-            let lo = x(c0, iy, ix) as i16 as u16 as u32;
-            let hi = c1.map_or(0, |c| x(c, iy, ix)) as i16 as u16 as u32;
-            (lo | (hi << 16)) as i32
-        });
-        for co in 0..g.cout {
-            // Packed weights of this channel: [pair][ky][kx], same pairing as the tile.
+    // Output channels are taken in chunks whose packed weights fit `wp`, packed once per chunk.
+    let per = pairs * kk;
+    let chunk = (WB / per.max(1)).clamp(1, g.cout.max(1));
+    for co0 in (0..g.cout).step_by(chunk) {
+        let co1 = (co0 + chunk).min(g.cout);
+        // Packed weights: [co][pair][ky][kx], same pairing as the tile.
+        for co in co0..co1 {
             for p in 0..pairs {
                 let (c0, c1) = pair_of(split, g.cin, p);
                 for t in 0..kk {
                     let wv = |c: usize| w.get((co * g.cin + c) * kk + t).map_or(0, |&v| v as i32);
                     let lo = wv(c0) as i16 as u16 as u32;
                     let hi = c1.map_or(0, wv) as i16 as u16 as u32;
-                    wp[p * kk + t] = (lo | (hi << 16)) as i32;
+                    wp[(co - co0) * per + p * kk + t] = (lo | (hi << 16)) as i32;
                 }
             }
-            let args = RowArgs {
-                tile: &tile,
-                wp: &wp,
-                block,
-                koff,
-                k: g.k,
-                pa,
-                pairs,
-                ow: g.ow,
-            };
-            // SAFETY: the caller guarantees the CPU features of `row`; the tile and weights are laid out above.
-            row(&args, &mut row_a, &mut row_b);
-            let base = co * plane + oy * g.ow;
-            let ch = e.channel(co, so);
-            let (ra, rb) = (&row_a[..g.ow], &row_b[..g.ow]);
-            match &mut out {
-                Ok(d) => {
-                    if let Some(dst) = d.get_mut(base..base + g.ow) {
-                        ch.store_i8(oy * g.ow, ra, rb, dst);
+        }
+        for oy in 0..g.oh {
+            // Tile of channel pairs: (x[c0] as i16) | (x[c1] as i16) << 16, zero-padded.
+            fill_tile(g, pairs, oy, &mut tile, |p, iy, ix| {
+                let (c0, c1) = pair_of(split, g.cin, p);
+                let lo = x(c0, iy, ix) as i16 as u16 as u32;
+                let hi = c1.map_or(0, |c| x(c, iy, ix)) as i16 as u16 as u32;
+                (lo | (hi << 16)) as i32
+            });
+            for co in co0..co1 {
+                let args = RowArgs {
+                    tile: &tile,
+                    wp: &wp[(co - co0) * per..(co - co0 + 1) * per],
+                    block,
+                    koff,
+                    k: g.k,
+                    pa,
+                    pairs,
+                    ow: g.ow,
+                };
+                // SAFETY: the caller guarantees the CPU features of `row`; tile and weights are laid out above.
+                row(&args, &mut row_a, &mut row_b);
+                let base = co * plane + oy * g.ow;
+                let ch = e.channel(co, so);
+                let (ra, rb) = (&row_a[..g.ow], &row_b[..g.ow]);
+                match &mut out {
+                    Ok(d) => {
+                        if let Some(dst) = d.get_mut(base..base + g.ow) {
+                            ch.store_i8(oy * g.ow, ra, rb, dst);
+                        }
                     }
-                }
-                Err(d) => {
-                    if let Some(dst) = d.get_mut(base..base + g.ow) {
-                        ch.store_f32(oy * g.ow, ra, rb, dst);
+                    Err(d) => {
+                        if let Some(dst) = d.get_mut(base..base + g.ow) {
+                            ch.store_f32(oy * g.ow, ra, rb, dst);
+                        }
                     }
                 }
             }
