@@ -56,7 +56,10 @@ fn student(c: &mut Criterion) {
                 continue;
             };
             session.set_kernels(t);
-            let id = format!("{}/{name}", if file.contains("int8") { "int8" } else { "f32" });
+            let id = format!(
+                "{}/{name}",
+                if file.contains("int8") { "int8" } else { "f32" }
+            );
             g.bench_function(BenchmarkId::from_parameter(id), |b| {
                 b.iter(|| {
                     session
