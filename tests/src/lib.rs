@@ -114,6 +114,45 @@ pub fn max_err(got: &[f32], want: &[f32]) -> (f32, f32) {
 }
 
 /// Named tolerances, relative to the reference's largest magnitude.
+/// Re-seal a blob's checksum after an edit.
+pub fn fix_crc(b: &mut [u8]) {
+    let crc = ember_core::format::crc32(&b[16..]);
+    b[12..16].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The deterministic mini-fuzz of the metadata region: set every byte in `16..data_off` to 0xFF and flip one bit of
+/// it, re-seal the checksum; parse (and a forward pass, when parse accepts) must return, never panic. Returns how
+/// many mutations still parsed.
+pub fn metadata_mutation_sweep(blob: &[u8], data_off: usize) -> usize {
+    let mut accepted = 0;
+    for pos in 16..data_off {
+        for v in [0xFFu8, blob[pos] ^ 0x10] {
+            let mut b = blob.to_vec();
+            b[pos] = v;
+            fix_crc(&mut b);
+            let a = AlignedBytes::new(&b);
+            if let Ok(m) = ember_core::Model::parse(a.as_slice()) {
+                accepted += 1;
+                if m.arena_bytes() > 1 << 24
+                    || m.info().input_len() > 1 << 20
+                    || m.info().output_len() > 1 << 20
+                {
+                    continue;
+                }
+                let mut arena = AlignedBytes::zeroed(m.arena_bytes());
+                let mut s = m
+                    .bind(arena.as_mut_slice())
+                    .expect("an arena of arena_bytes binds");
+                let x = vec![0.25f32; m.info().input_len()];
+                let mut out = vec![0f32; m.info().output_len()];
+                let label = (m.info().num_classes > 0).then_some(0);
+                let _ = s.forward(&x, 3.0, label, &mut out);
+            }
+        }
+    }
+    accepted
+}
+
 pub mod tol {
     /// f32 weights vs diffusers f32: the bound.
     pub const F32_CLOSE: f32 = 1e-4;

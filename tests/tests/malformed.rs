@@ -26,10 +26,7 @@ fn tiny_blob() -> Vec<u8> {
         .blob
 }
 
-fn fix_crc(b: &mut [u8]) {
-    let crc = crc32(&b[16..]);
-    b[12..16].copy_from_slice(&crc.to_le_bytes());
-}
+use ember_tests::fix_crc;
 
 fn parse(b: &[u8]) -> Result<(), Error> {
     let a = AlignedBytes::new(b);
@@ -199,30 +196,7 @@ fn every_metadata_byte_mutation_is_handled() {
             .map(|e| u32::from_le_bytes(blob[e + 4..e + 8].try_into().unwrap()) as usize)
             .unwrap()
     };
-    let mut accepted = 0;
-    for pos in 16..data_off {
-        for v in [0xFFu8, blob[pos] ^ 0x10] {
-            let mut b = blob.clone();
-            b[pos] = v;
-            fix_crc(&mut b);
-            let a = AlignedBytes::new(&b);
-            if let Ok(m) = Model::parse(a.as_slice()) {
-                accepted += 1;
-                if m.arena_bytes() > 1 << 24
-                    || m.info().input_len() > 1 << 20
-                    || m.info().output_len() > 1 << 20
-                {
-                    continue;
-                }
-                let mut arena = AlignedBytes::zeroed(m.arena_bytes());
-                let mut s = m.bind(arena.as_mut_slice()).unwrap();
-                let x = vec![0.25f32; m.info().input_len()];
-                let mut out = vec![0f32; m.info().output_len()];
-                let label = (m.info().num_classes > 0).then_some(0);
-                let _ = s.forward(&x, 3.0, label, &mut out);
-            }
-        }
-    }
+    let accepted = ember_tests::metadata_mutation_sweep(&blob, data_off);
     assert!(
         accepted > 0,
         "some mutations (e.g. of float parameters) must still parse"
