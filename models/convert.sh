@@ -15,7 +15,8 @@ if [ "${1:-all}" != int8 ]; then
   for n in 4 2 1; do $Q convert $S/steps-$n --dtype f16 -o $S/student-$n-f16.ember; done
 fi
 # int8: 32 calibration samples through the student's own sampler and timesteps, 99.99th percentile clipping,
-# the search keeps layers in float until the final sample is within 30 dB PSNR of f32 (4 seeds).
+# the search keeps layers in float until the final sample is within 30 dB PSNR of f32 (4 seeds); a boot self-test
+# record (Model::self_test) is written into the blob.
 for n in 4 2 1; do
-  $Q convert $S/steps-$n --dtype int8 --calibrate 32 -o $S/student-$n-int8.ember
+  $Q convert $S/steps-$n --dtype int8 --calibrate 32 --self-test -o $S/student-$n-int8.ember
 done

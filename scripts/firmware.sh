@@ -6,7 +6,8 @@
 #   2. host-gen: runs the blob on the host (generic kernels) for DIGIT/SEED, writes golden.rs; with the default
 #      digit and seed it must equal the committed firmware/src/golden.rs;
 #   3. builds the firmware (Debian cargo, -Zbuild-std=core) for each BOARD, checks that no allocator is linked;
-#   4. runs it under QEMU (-icount shift=0: deterministic instruction counts), checks the PASS line and that the image
+#   4. runs it under QEMU (-icount shift=0: deterministic instruction counts), checks the boot self-test
+#      (Model::self_test against the record in the blob), the PASS line and that the image
 #      it wrote through semihosting equals the host's, byte for byte;
 #   5. budgets: flash (.vector_table + .text + .rodata + .model + .data) <= 2 MiB, RAM (.data + .bss incl. the arena +
 #      .uninit + measured stack) <= 512 KiB.
@@ -72,7 +73,7 @@ compare() {
 step "1. quantize-tool convert --dtype int8 --emit-rust (the model arena as a Rust const)"
 (cd "$ROOT" && "$HOST_CARGO" build --release --quiet -p quantize-tool) || die "quantize-tool build failed"
 # Run from the repository root with a relative -o: the path is part of arena.rs's comment.
-(cd "$ROOT" && ./target/release/quantize-tool convert models/mnist-student/steps-4 --dtype int8 \
+(cd "$ROOT" && ./target/release/quantize-tool convert models/mnist-student/steps-4 --dtype int8 --self-test \
     -o firmware/target/gen/student-4-int8.ember --emit-rust firmware/target/gen/arena.rs 2>&1 |
     tr '\r' '\n' | grep -v '^calibrating ') || die "quantize-tool convert failed"
 compare "$GEN/arena.rs" "$FW/src/arena.rs" "arena.rs"
@@ -128,6 +129,7 @@ board() {
     t1=$(date +%s.%N)
     wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
     [ "$rc" -eq 0 ] || die "[$name] firmware exited with status $rc under QEMU (124 = timeout) after ${wall}s"
+    grep -q "^SELF-TEST PASS" "$log" || die "[$name] the boot self-test (Model::self_test) did not pass"
     grep -q "^PASS digit $DIGIT: bit-identical to the host engine" "$log" || die "[$name] no PASS line for digit $DIGIT"
     [ -f "$image" ] || die "[$name] the firmware wrote no image to $image"
     cmp "$image" "$GEN/host-digit.f32" || die "[$name] the image written through semihosting differs from the host's"

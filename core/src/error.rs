@@ -27,6 +27,8 @@ pub enum SectionKind {
     Betas,
     /// Activation quantization scales.
     Quant,
+    /// Boot self-test record.
+    SelfTest,
     /// A section kind this version does not know, by number.
     Unknown(u32),
 }
@@ -265,6 +267,14 @@ pub enum Error {
     },
     /// The timestep is not a finite number, or is outside the schedule.
     BadTimestep,
+    /// [`crate::Model::self_test`]: the output's hash differs from the one the converter recorded (the blob or the
+    /// kernels are not what the converter ran).
+    SelfTestFailed {
+        /// Hash recorded in the blob.
+        expected: u32,
+        /// Hash of this run.
+        got: u32,
+    },
     /// The sampler set-up is invalid.
     Sampler(SamplerFault),
 }
@@ -327,6 +337,10 @@ impl fmt::Display for Error {
                 )
             }
             Error::BadTimestep => write!(f, "timestep is not finite or outside the schedule"),
+            Error::SelfTestFailed { expected, got } => write!(
+                f,
+                "self-test failed: output hash {got:#010x}, the blob records {expected:#010x}"
+            ),
         }
     }
 }

@@ -60,6 +60,8 @@ pub mod section {
     pub const BETAS: u32 = 9;
     /// Activation quantization (int8 blobs): calibration timesteps and per-timestep scales of every buffer.
     pub const QUANT: u32 = 10;
+    /// Boot self-test record (optional): a seeded input, a timestep, a class and the FNV-1a hash of the output.
+    pub const SELF_TEST: u32 = 11;
 }
 
 pub(crate) fn section_kind(k: u32) -> SectionKind {
@@ -74,6 +76,7 @@ pub(crate) fn section_kind(k: u32) -> SectionKind {
         section::TIMESTEPS => SectionKind::Timesteps,
         section::BETAS => SectionKind::Betas,
         section::QUANT => SectionKind::Quant,
+        section::SELF_TEST => SectionKind::SelfTest,
         other => SectionKind::Unknown(other),
     }
 }
@@ -461,6 +464,18 @@ impl ScheduleInfo {
     pub fn distilled_guidance(&self) -> Option<f32> {
         (self.distilled_guidance_bits != 0).then(|| f32::from_bits(self.distilled_guidance_bits))
     }
+}
+
+/// FNV-1a (32-bit) over the bit patterns of `x` (little-endian bytes): the self-test's output hash.
+pub fn fnv1a_f32(x: &[f32]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for v in x {
+        for b in v.to_bits().to_le_bytes() {
+            h ^= b as u32;
+            h = h.wrapping_mul(0x0100_0193);
+        }
+    }
+    h
 }
 
 /// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320), as zlib computes it.

@@ -31,7 +31,7 @@ pub mod sampler;
 
 pub use error::{Error, OpFault, SamplerFault, SectionKind};
 pub use format::{ModelInfo, ScheduleInfo};
-pub use model::{BufView, Model, Observer, Session, Timesteps};
+pub use model::{BufView, Model, Observer, SelfTest, Session, Timesteps};
 
 /// A 16-byte-aligned byte array, for a `static` arena or an embedded blob:
 /// `static mut ARENA: ember_core::Aligned<{ ARENA_BYTES }> = ember_core::Aligned([0; ARENA_BYTES]);`

@@ -31,6 +31,22 @@ impl Timesteps<'_> {
     }
 }
 
+/// Bytes of the SELF_TEST section: seed (2 words), timestep, class (`NONE`: unconditional), output hash, 3 reserved.
+pub const SELF_TEST_LEN: usize = 32;
+
+/// A blob's boot self-test record ([`Model::self_test`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SelfTest {
+    /// Seed of the standard-normal input (`Pcg32::new(seed, 0)`).
+    pub seed: u64,
+    /// Timestep of the forward call.
+    pub timestep: f32,
+    /// Class label, for class-conditional models.
+    pub class: Option<u32>,
+    /// FNV-1a of the output's bits with the generic kernels.
+    pub hash: u32,
+}
+
 /// A validated model: views into the blob, nothing copied.
 #[derive(Clone, Copy, Debug)]
 pub struct Model<'a> {
@@ -40,6 +56,7 @@ pub struct Model<'a> {
     timesteps: &'a [u8],
     betas: &'a [u8],
     quant: &'a [u8],
+    self_test: &'a [u8],
     tensors: &'a [u8],
     buffers: &'a [u8],
     ops: &'a [u8],
@@ -92,7 +109,7 @@ impl<'a> Model<'a> {
         if n_sections > 64 {
             return Err(Error::BadSection(SectionKind::Unknown(u32::MAX)));
         }
-        let mut found: [Option<&'a [u8]>; 11] = [None; 11];
+        let mut found: [Option<&'a [u8]>; 12] = [None; 12];
         let mut data = (0usize, 0usize);
         for i in 0..n_sections {
             let e = table
@@ -111,7 +128,7 @@ impl<'a> Model<'a> {
                 return Err(section_err(kind));
             }
             let slot = match kind {
-                section::MODEL..=section::QUANT => kind as usize,
+                section::MODEL..=section::SELF_TEST => kind as usize,
                 _ if flags & SECTION_OPTIONAL != 0 => continue,
                 _ => return Err(section_err(kind)),
             };
@@ -138,6 +155,7 @@ impl<'a> Model<'a> {
         let timesteps = found[section::TIMESTEPS as usize].unwrap_or(&[]);
         let betas = found[section::BETAS as usize].unwrap_or(&[]);
         let quant = found[section::QUANT as usize].unwrap_or(&[]);
+        let self_test = found[section::SELF_TEST as usize].unwrap_or(&[]);
         let tensors = req(section::TENSORS)?;
         let buffers = req(section::BUFFERS)?;
         let ops = req(section::OPS)?;
@@ -159,6 +177,7 @@ impl<'a> Model<'a> {
             timesteps,
             betas,
             quant,
+            self_test,
             tensors,
             buffers,
             ops,
@@ -250,6 +269,17 @@ impl<'a> Model<'a> {
             }
         }
         self.validate_quant()?;
+        if !self.self_test.is_empty() {
+            let bad = Error::BadSection(SectionKind::SelfTest);
+            let r = self.self_test_record().ok_or(bad)?;
+            let class_ok = match r.class {
+                None => info.num_classes == 0,
+                Some(c) => c < info.num_classes,
+            };
+            if self.self_test.len() != SELF_TEST_LEN || !r.timestep.is_finite() || !class_ok {
+                return Err(bad);
+            }
+        }
         // Tables.
         for i in 0..self.n_tensors() {
             let t = self.tensor(i)?;
@@ -687,6 +717,70 @@ impl<'a> Model<'a> {
             }
             _ => None,
         }
+    }
+
+    /// The blob's boot self-test record, if the converter wrote one (`quantize-tool convert --self-test`).
+    pub fn self_test_record(&self) -> Option<SelfTest> {
+        let w: [u32; 8] = rd_words(self.self_test, 0)?;
+        Some(SelfTest {
+            seed: w[0] as u64 | (w[1] as u64) << 32,
+            timestep: f32::from_bits(w[2]),
+            class: (w[3] != NONE).then_some(w[3]),
+            hash: w[4],
+        })
+    }
+
+    /// Arena bytes [`Model::self_test`] needs: the model's arena, then its input and output (each 16-aligned).
+    pub fn self_test_arena_bytes(&self) -> usize {
+        let a = |n: usize| n.next_multiple_of(ALIGN);
+        a(self.arena_bytes()) + a(self.info.input_len() * 4) + a(self.info.output_len() * 4)
+    }
+
+    /// FNV-1a hash of one forward pass with the generic kernels on the seeded standard-normal input
+    /// (`Pcg32::new(seed, 0)`), at `timestep` with `class`. `arena` holds [`Model::self_test_arena_bytes`].
+    pub fn self_test_hash(
+        &self,
+        arena: &mut [u8],
+        seed: u64,
+        timestep: f32,
+        class: Option<u32>,
+    ) -> Result<u32, Error> {
+        let a = |n: usize| n.next_multiple_of(ALIGN);
+        let need = self.self_test_arena_bytes();
+        if arena.len() < need {
+            return Err(Error::ArenaTooSmall {
+                needed: u32::try_from(need).unwrap_or(u32::MAX),
+                got: u32::try_from(arena.len()).unwrap_or(u32::MAX),
+            });
+        }
+        let (model, rest) = arena.split_at_mut(a(self.arena_bytes()));
+        let (inp, rest) = rest.split_at_mut(a(self.info.input_len() * 4));
+        let (n_in, n_out) = (self.info.input_len(), self.info.output_len());
+        let mis = |_| Error::ArenaMisaligned;
+        let x: &mut [f32] = bytemuck::try_cast_slice_mut(&mut inp[..n_in * 4]).map_err(mis)?;
+        let y: &mut [f32] = bytemuck::try_cast_slice_mut(&mut rest[..n_out * 4]).map_err(mis)?;
+        crate::rng::Pcg32::new(seed, 0).fill_normal(x);
+        let mut s = self.bind(model)?;
+        s.set_kernels(&ember_kernels::registry::GENERIC);
+        s.forward(x, timestep, class, y)?;
+        Ok(fnv1a_f32(y))
+    }
+
+    /// The boot self-test: one forward pass on the recorded seeded input, compared by hash with the output the
+    /// converter recorded, proving the blob's weights and plan and the generic kernels give the converter's bits on
+    /// this device. `Err(MissingSection(SelfTest))` when the blob has no record, `Err(SelfTestFailed)` on a mismatch.
+    pub fn self_test(&self, arena: &mut [u8]) -> Result<(), Error> {
+        let r = self
+            .self_test_record()
+            .ok_or(Error::MissingSection(SectionKind::SelfTest))?;
+        let got = self.self_test_hash(arena, r.seed, r.timestep, r.class)?;
+        if got != r.hash {
+            return Err(Error::SelfTestFailed {
+                expected: r.hash,
+                got,
+            });
+        }
+        Ok(())
     }
 
     /// Number of calibration timesteps in the QUANT section (0 for a float blob).

@@ -117,6 +117,26 @@ fn run(painted: usize) -> Result<(), ()> {
 
     // SAFETY: `run` is called once, from `main`, with no interrupts in use: this is the only reference to ARENA.
     let arena: &mut [u8] = unsafe { &mut (*addr_of_mut!(ARENA)).0 };
+    // Boot self-test: the blob's recorded input through the generic kernels must give the recorded output hash.
+    if model.self_test_arena_bytes() > arena.len() {
+        hprintln!(
+            "FAIL: self-test needs {} B of arena",
+            model.self_test_arena_bytes()
+        );
+        return Err(());
+    }
+    let t_st = timer::now();
+    match model.self_test(arena) {
+        Ok(()) => hprintln!(
+            "SELF-TEST PASS (record {:?}; {} instructions)",
+            model.self_test_record(),
+            clock.instructions(timer::now() - t_st)
+        ),
+        Err(e) => {
+            hprintln!("SELF-TEST FAIL: {}", e);
+            return Err(());
+        }
+    }
     let cond = common::conditioning(digit);
     let t_new = timer::now();
     let mut s = Sampler::new(

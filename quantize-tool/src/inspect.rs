@@ -30,8 +30,21 @@ pub fn report(m: &Model<'_>, verbose: bool) -> String {
     let dtype = match info.weight_dtype {
         1 => "f32",
         2 => "f16",
+        3 => "int8 (float layers f16)",
         _ => "?",
     };
+    if let Some(r) = m.self_test_record() {
+        let mut arena = crate::AlignedBytes::zeroed(m.self_test_arena_bytes());
+        let verdict = match m.self_test(arena.as_mut_slice()) {
+            Ok(()) => "PASS".to_string(),
+            Err(e) => format!("FAIL: {e}"),
+        };
+        let _ = writeln!(
+            s,
+            "self-test        seed {:#x}, t {}, class {:?}, hash {:#010x}: {verdict}",
+            r.seed, r.timestep, r.class, r.hash
+        );
+    }
     let _ = writeln!(
         s,
         "input            [{}, {}, {}]",

@@ -80,6 +80,8 @@ pub struct ConvertOptions {
     /// Explicit inference timesteps (overrides metadata `ember.timesteps` and the scheduler config's
     /// `ember_timesteps`).
     pub timesteps: Option<Vec<u32>>,
+    /// Record a boot self-test in the blob.
+    pub self_test: bool,
 }
 
 impl Default for ConvertOptions {
@@ -91,6 +93,7 @@ impl Default for ConvertOptions {
             scheduler_config: None,
             null_class: None,
             timesteps: None,
+            self_test: false,
         }
     }
 }
@@ -272,6 +275,8 @@ pub struct Sampling {
     pub null_class: Option<u32>,
     /// Explicit betas (`trained_betas`; the schedule's `beta_schedule` is then 3).
     pub betas: Option<Vec<f32>>,
+    /// Also record a boot self-test (`Model::self_test`): seeded input, timestep, class, output hash.
+    pub self_test: bool,
 }
 
 /// Lower, plan and serialize a model. The blob is validated by the runtime's own parser before it is returned.
@@ -364,17 +369,19 @@ pub fn finish(
             ))
         }
     }
-    let blob = write::to_blob(
-        graph,
-        &plan,
-        &write::BlobMeta {
-            info,
-            schedule,
-            dtype,
-            timesteps: sampling.timesteps.as_deref(),
-            betas: sampling.betas.as_deref(),
-        },
-    )?;
+    let mut meta = write::BlobMeta {
+        info,
+        schedule,
+        dtype,
+        timesteps: sampling.timesteps.as_deref(),
+        betas: sampling.betas.as_deref(),
+        self_test: None,
+    };
+    let mut blob = write::to_blob(graph, &plan, &meta)?;
+    if sampling.self_test {
+        meta.self_test = Some(self_test_record(&blob, sampling)?);
+        blob = write::to_blob(graph, &plan, &meta)?;
+    }
     let aligned = AlignedBytes::new(&blob);
     let model = ember_core::Model::parse(aligned.as_slice())
         .map_err(|err| ConvertError::Invalid { err })?;
@@ -384,6 +391,36 @@ pub fn finish(
         info,
         n_ops: graph.ops.len(),
     })
+}
+
+/// Seed of the self-test input.
+pub const SELF_TEST_SEED: u64 = 0x5E1F_7E57;
+
+/// The SELF_TEST words for `blob`: one forward pass (generic kernels) on the seeded input at the blob's first explicit
+/// timestep (else the middle of the schedule, else 500) with class 0 for class-conditional models.
+fn self_test_record(blob: &[u8], sampling: &Sampling) -> Result<[u32; 8], ConvertError> {
+    let a = AlignedBytes::new(blob);
+    let m = ember_core::Model::parse(a.as_slice()).map_err(|err| ConvertError::Invalid { err })?;
+    let t = match (&sampling.timesteps, sampling.schedule) {
+        (Some(ts), _) if !ts.is_empty() => ts[0] as f32,
+        (_, Some(s)) => (s.num_train_timesteps / 2) as f32,
+        _ => 500.0,
+    };
+    let class = (m.info().num_classes > 0).then_some(0);
+    let mut arena = AlignedBytes::zeroed(m.self_test_arena_bytes());
+    let hash = m
+        .self_test_hash(arena.as_mut_slice(), SELF_TEST_SEED, t, class)
+        .map_err(|err| ConvertError::Invalid { err })?;
+    Ok([
+        SELF_TEST_SEED as u32,
+        (SELF_TEST_SEED >> 32) as u32,
+        t.to_bits(),
+        class.unwrap_or(ember_core::format::NONE),
+        hash,
+        0,
+        0,
+        0,
+    ])
 }
 
 /// An int8 conversion's blob and what the quantizer found.
@@ -541,6 +578,7 @@ pub fn load_model(
         timesteps,
         null_class,
         betas,
+        self_test: opts.self_test,
     };
     Ok((cfg, sampling, ck))
 }

@@ -80,6 +80,10 @@ enum Cmd {
         /// Also write the arena size as a Rust const to this file (for a firmware `static`).
         #[arg(long)]
         emit_rust: Option<PathBuf>,
+        /// Record a boot self-test in the blob (`Model::self_test`: a seeded input, a timestep and the output's
+        /// hash with the generic kernels).
+        #[arg(long)]
+        self_test: bool,
         /// Model config JSON (default: config.json beside the weights, else the file's metadata key `config`).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -192,6 +196,7 @@ fn run() -> Result<(), String> {
             calib_steps,
             calib_guidance,
             emit_rust,
+            self_test,
         } => {
             let timesteps = timesteps
                 .map(|t| quantize_tool::config::parse_timesteps(&t, "--timesteps"))
@@ -208,6 +213,7 @@ fn run() -> Result<(), String> {
                 scheduler_config,
                 null_class,
                 timesteps,
+                self_test,
             };
             let out = output.unwrap_or_else(|| default_output(&input));
             let c = if opts.dtype == WeightDtype::I8 {

@@ -47,6 +47,8 @@ pub struct BlobMeta<'t> {
     pub timesteps: Option<&'t [u32]>,
     /// Explicit betas, if any.
     pub betas: Option<&'t [f32]>,
+    /// Boot self-test record (SELF_TEST section, marked optional), if any.
+    pub self_test: Option<[u32; 8]>,
 }
 
 /// Serialize `g` with memory plan `p`.
@@ -112,7 +114,9 @@ pub fn to_blob(g: &Graph, p: &Plan, meta: &BlobMeta<'_>) -> Result<Vec<u8>, Conv
         }
         v
     });
+    let st_sec: Option<[u8; 32]> = meta.self_test.map(|w| words_to_bytes(&w));
     let n_sections = 6
+        + st_sec.is_some() as usize
         + sched_sec.is_some() as usize
         + ts_sec.is_some() as usize
         + betas_sec.is_some() as usize
@@ -139,6 +143,9 @@ pub fn to_blob(g: &Graph, p: &Plan, meta: &BlobMeta<'_>) -> Result<Vec<u8>, Conv
     }
     if let Some(q) = &quant_sec {
         place(section::QUANT, q.len(), 4);
+    }
+    if let Some(t) = &st_sec {
+        place(section::SELF_TEST, t.len(), 4);
     }
     place(section::TENSORS, tensors_len, 4);
     place(section::BUFFERS, buffers.len(), 4);
@@ -203,7 +210,12 @@ pub fn to_blob(g: &Graph, p: &Plan, meta: &BlobMeta<'_>) -> Result<Vec<u8>, Conv
     blob[24..28].copy_from_slice(&(table_off as u32).to_le_bytes());
     for (i, &(kind, off, len)) in sections.iter().enumerate() {
         let e = table_off + i * SECTION_ENTRY_LEN;
-        let w: [u8; 16] = words_to_bytes(&[kind, off as u32, len as u32, 0]);
+        let flags = if kind == section::SELF_TEST {
+            SECTION_OPTIONAL
+        } else {
+            0
+        };
+        let w: [u8; 16] = words_to_bytes(&[kind, off as u32, len as u32, flags]);
         blob[e..e + 16].copy_from_slice(&w);
         let payload: &[u8] = match kind {
             section::MODEL => &model_sec,
@@ -211,6 +223,7 @@ pub fn to_blob(g: &Graph, p: &Plan, meta: &BlobMeta<'_>) -> Result<Vec<u8>, Conv
             section::TIMESTEPS => ts_sec.as_deref().unwrap_or(&[]),
             section::BETAS => betas_sec.as_deref().unwrap_or(&[]),
             section::QUANT => quant_sec.as_deref().unwrap_or(&[]),
+            section::SELF_TEST => st_sec.as_ref().map(|t| &t[..]).unwrap_or(&[]),
             section::BUFFERS => &buffers,
             section::OPS => &ops,
             section::STRINGS => &strings,

@@ -83,7 +83,10 @@ fn committed_int8_student_is_small_and_close_to_f32() {
 fn committed_int8_student_reproduces_from_its_checkpoint() {
     let r = quantize_tool::convert_path_int8(
         &root().join("models/mnist-student/steps-4"),
-        &ConvertOptions::default(),
+        &ConvertOptions {
+            self_test: true,
+            ..ConvertOptions::default()
+        },
         &QuantOptions::default(),
         None,
     )
@@ -317,4 +320,44 @@ fn int8_student_is_bit_identical_on_every_tier() {
         }
         println!("tier {name}: final samples bit-identical to generic");
     }
+}
+
+/// The boot self-test: a blob converted with it passes; a flipped weight byte (checksum re-sealed, so parse accepts
+/// it) is caught by the output hash; a blob without the record says so.
+#[test]
+fn self_test_passes_and_catches_a_corrupted_weight() {
+    let committed = read("models/mnist-student/student-4-int8.ember");
+    let m = Model::parse(committed.as_slice()).unwrap();
+    let mut arena = AlignedBytes::zeroed(m.self_test_arena_bytes());
+    m.self_test(arena.as_mut_slice()).unwrap();
+    let r = m.self_test_record().unwrap();
+    println!("self-test record {r:?}: PASS");
+
+    // One weight byte of conv_in changed.
+    let t = (0..m.n_tensors())
+        .find(|&i| m.tensor_name(i) == Some("conv_in.weight"))
+        .unwrap();
+    let off = m.tensor(t).unwrap().offset as usize;
+    let mut b = committed.as_slice().to_vec();
+    b[off] ^= 0x01;
+    fix_crc(&mut b);
+    let a = AlignedBytes::new(&b);
+    let bad = Model::parse(a.as_slice()).unwrap();
+    assert!(matches!(
+        bad.self_test(arena.as_mut_slice()),
+        Err(Error::SelfTestFailed { expected, got }) if expected == r.hash && got != r.hash
+    ));
+
+    let f = read("models/mnist-student/student-4.ember");
+    let fm = Model::parse(f.as_slice()).unwrap();
+    let mut fa = AlignedBytes::zeroed(fm.self_test_arena_bytes());
+    assert_eq!(
+        fm.self_test(fa.as_mut_slice()),
+        Err(Error::MissingSection(SectionKind::SelfTest))
+    );
+    // Too small an arena is a typed error, not a panic.
+    assert!(matches!(
+        m.self_test(&mut arena.as_mut_slice()[..100]),
+        Err(Error::ArenaTooSmall { .. })
+    ));
 }
