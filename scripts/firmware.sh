@@ -166,6 +166,10 @@ board() {
             printf '  instructions %d total, %d per U-Net evaluation (%d MACs: %s instructions/MAC; QEMU -icount, not cycles)\n' \
                 "$i_total" "$i_eval" "$macs" "$(awk -v i="$i_eval" -v m="$macs" 'BEGIN { printf "%.2f", i / m }')"
         fi
+        if [ "$ICOUNT" = 1 ]; then
+            printf '  per op kind (one U-Net evaluation):\n'
+            sed -n 's/^OPKIND \(.*\)/    \1/p' "$log"
+        fi
         printf '  QEMU wall    %s s\n' "$wall"
     )
     echo "$out"

@@ -216,6 +216,7 @@ fn run(painted: usize) -> Result<(), ()> {
     }
 
     let fnv = common::fnv1a_bits(sample);
+    let n_values = sample.len();
     let mut mismatches = 0usize;
     let mut max_abs = 0.0f32;
     for (&d, &h) in sample.iter().zip(golden::EXPECTED_BITS.iter()) {
@@ -229,6 +230,49 @@ fn run(painted: usize) -> Result<(), ()> {
             };
         }
     }
+    // Per-op-kind profile of one U-Net evaluation: the first step again, observed op by op. Time spent in the
+    // observer itself is left out; what remains between ops (the sampler's step math) is not counted.
+    let mut kinds: [(&str, u64, u32); 16] = [("", 0, 0); 16];
+    {
+        let mut p = Sampler::new(
+            &model,
+            &mut arena[..need],
+            cfg,
+            common::conditioning(digit),
+            Init::Seed(golden::SEED),
+        )
+        .map_err(|e| hprintln!("FAIL: Sampler::new (profile): {:?}", e))?;
+        let mut last = timer::now();
+        let mut prev_op = u32::MAX;
+        let mut observe = |_t: f32, op: u32, _b: u32, _v: ember_core::BufView<'_>| {
+            let now = timer::now();
+            if op != u32::MAX {
+                let name = model.op(op).map(|o| o.name()).unwrap_or("?");
+                if let Some(k) = kinds.iter_mut().find(|k| k.0 == name || k.0.is_empty()) {
+                    k.0 = name;
+                    k.1 += now - last;
+                    k.2 += u32::from(op != prev_op);
+                }
+                prev_op = op;
+            }
+            last = timer::now();
+        };
+        p.run_observed(&mut |_| Control::Cancel, &mut observe)
+            .map_err(|e| hprintln!("FAIL: Sampler::run_observed: {:?}", e))?;
+    }
+    let ticks: u64 = kinds.iter().map(|k| k.1).sum();
+    for k in kinds.iter().filter(|k| !k.0.is_empty()) {
+        let share = k.1 * 1000 / ticks.max(1);
+        hprintln!(
+            "OPKIND {} {} instructions ({}.{} %), {} ops",
+            k.0,
+            clock.instructions(k.1),
+            share / 10,
+            share % 10,
+            k.2
+        );
+    }
+
     let used = stack::used();
     hprintln!(
         "STACK used {} B of {} B (high-water mark; {} B painted)",
@@ -254,7 +298,7 @@ fn run(painted: usize) -> Result<(), ()> {
             "FAIL digit {}: {} of {} values differ from the host engine (max abs diff {})",
             digit,
             mismatches,
-            sample.len(),
+            n_values,
             max_abs
         );
         Err(())
