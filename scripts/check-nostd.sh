@@ -20,26 +20,8 @@ step() { printf '\n==> %s\n' "$*"; }
 die() { printf 'check-nostd: FAIL: %s\n' "$*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- tools
-PKGS=(rustc-web cargo-web rust-web-src qemu-system-arm binutils-arm-none-eabi gcc-arm-none-eabi)
-missing=()
-for p in "${PKGS[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    step "installing ${missing[*]}"
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y "${PKGS[@]}"
-fi
-[ -x /usr/bin/cargo ] && [ -d /usr/lib/rustlib/src/rust/library/core ] || die "Debian cargo / rust-web-src not found"
-
-# Cross builds: Debian's toolchain (it has rust-src; rustup's toolchain has no thumb targets here). The caller's
-# RUSTFLAGS / target dir must not leak into them.
-unset RUSTFLAGS CARGO_ENCODED_RUSTFLAGS CARGO_TARGET_DIR CARGO_BUILD_TARGET
-xcargo() { PATH="/usr/bin:$PATH" RUSTC_BOOTSTRAP=1 /usr/bin/cargo "$@"; }
-# Host build of host-gen: whatever `cargo` is first on PATH (rustup's if present, else Debian's).
-HOST_CARGO="${HOST_CARGO:-cargo}"
+# shellcheck source=cross-tools.sh
+source "$ROOT/scripts/cross-tools.sh"
 LIBCHECK_DIR="$NOSTD/target/libcheck"
 
 # ---------------------------------------------------------------- (a) libraries, thumbv7em, core only

@@ -35,25 +35,9 @@ die() { printf 'firmware: FAIL: %s\n' "$*" >&2; exit 1; }
 [[ "$SEED" =~ ^[0-9]+$ ]] || die "SEED must be a non-negative integer (got '$SEED')"
 [[ "$BOARD" =~ ^(an500|an547|all)$ ]] || die "BOARD must be an500, an547 or all (got '$BOARD')"
 
-# ---------------------------------------------------------------- tools (same list as scripts/check-nostd.sh)
-PKGS=(rustc-web cargo-web rust-web-src qemu-system-arm binutils-arm-none-eabi gcc-arm-none-eabi)
-missing=()
-for p in "${PKGS[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    step "installing ${missing[*]}"
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y "${PKGS[@]}"
-fi
-[ -x /usr/bin/cargo ] && [ -d /usr/lib/rustlib/src/rust/library/core ] || die "Debian cargo / rust-web-src not found"
-
-# Cross build: Debian's toolchain (it has rust-src). The caller's RUSTFLAGS / target dir must not leak into it.
-unset RUSTFLAGS CARGO_ENCODED_RUSTFLAGS CARGO_TARGET_DIR CARGO_BUILD_TARGET
-xcargo() { PATH="/usr/bin:$PATH" RUSTC_BOOTSTRAP=1 /usr/bin/cargo "$@"; }
-HOST_CARGO="${HOST_CARGO:-cargo}"
+# ---------------------------------------------------------------- tools
+# shellcheck source=cross-tools.sh
+source "$ROOT/scripts/cross-tools.sh"
 mkdir -p "$GEN"
 
 # compare GENERATED COMMITTED WHAT: equal, or (UPDATE=1) copy over, or fail with the diff.
