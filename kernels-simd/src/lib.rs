@@ -21,6 +21,10 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+#[cfg(target_arch = "aarch64")]
+pub mod aarch64;
+#[cfg(target_arch = "arm")]
+pub mod arm;
 pub mod generic;
 pub mod quant;
 pub mod registry;

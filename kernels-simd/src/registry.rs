@@ -77,7 +77,15 @@ pub fn all_tiers() -> &'static [&'static str] {
     {
         &["generic", "avx2", "avx512"]
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    {
+        crate::aarch64::ALL_TIERS
+    }
+    #[cfg(target_arch = "arm")]
+    {
+        crate::arm::ALL_TIERS
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "arm")))]
     {
         &["generic"]
     }
@@ -92,7 +100,15 @@ pub fn tier(name: &str) -> Option<&'static KernelTable> {
     {
         crate::x86_64::tier(name)
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    {
+        crate::aarch64::tier(name)
+    }
+    #[cfg(target_arch = "arm")]
+    {
+        crate::arm::tier(name)
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "arm")))]
     {
         None
     }
