@@ -84,6 +84,12 @@ enum Cmd {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// Split each convolution's output channels over this many threads (1 = the calling thread only).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Also print where the time goes: milliseconds per op kind (summed over one timed pass each iteration).
+        #[arg(long)]
+        per_op: bool,
     },
 }
 
@@ -230,7 +236,16 @@ fn compare(output: &Path, otensor: &str, reference: &Path, rtensor: &str) -> Res
     Ok(())
 }
 
-fn bench(model: &Path, iters: usize, json: bool) -> Result<(), String> {
+fn bench(
+    model: &Path,
+    iters: usize,
+    json: bool,
+    threads: usize,
+    per_op: bool,
+) -> Result<(), String> {
+    if threads == 0 {
+        return Err("--threads must be at least 1".into());
+    }
     let blob = load_model(model)?;
     let m = Model::parse(blob.as_slice()).map_err(|e| format!("{}: {e}", model.display()))?;
     let info = *m.info();
@@ -245,6 +260,9 @@ fn bench(model: &Path, iters: usize, json: bool) -> Result<(), String> {
     let label = (info.num_classes > 0).then_some(0);
     let mut arena = AlignedBytes::zeroed(m.arena_bytes());
     let mut s = m.bind(arena.as_mut_slice()).map_err(|e| e.to_string())?;
+    if threads > 1 {
+        s.set_parallel(ember_kernels::parallel::ThreadPool::leak(threads));
+    }
     let mut out = vec![0f32; info.output_len()];
     for _ in 0..2 {
         s.forward(&x, 500.0, label, &mut out)
@@ -257,6 +275,9 @@ fn bench(model: &Path, iters: usize, json: bool) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         times.push(t0.elapsed().as_secs_f64() * 1e3);
     }
+    if per_op {
+        op_profile(&mut s, &x, label, &mut out, iters.max(1))?;
+    }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let min = times[0];
@@ -264,7 +285,7 @@ fn bench(model: &Path, iters: usize, json: bool) -> Result<(), String> {
     let gmacs = macs / (median * 1e-3) / 1e9;
     if json {
         outln!(
-            "{{\"model\": {:?}, \"median_ms\": {median:.4}, \"min_ms\": {min:.4}, \"iters\": {}, \"macs\": {}, \"gmacs_per_s\": {gmacs:.3}, \"arena_bytes\": {}, \"blob_bytes\": {}, \"kernels\": {:?}}}",
+            "{{\"model\": {:?}, \"median_ms\": {median:.4}, \"min_ms\": {min:.4}, \"iters\": {}, \"macs\": {}, \"gmacs_per_s\": {gmacs:.3}, \"arena_bytes\": {}, \"blob_bytes\": {}, \"kernels\": {:?}, \"threads\": {threads}}}",
             model.display().to_string(),
             times.len(),
             info.macs(),
@@ -274,11 +295,67 @@ fn bench(model: &Path, iters: usize, json: bool) -> Result<(), String> {
         );
     } else {
         outln!(
-            "{}: median {median:.3} ms, min {min:.3} ms over {} runs; {:.1} M MACs -> {gmacs:.2} GMAC/s ({} kernels)",
+            "{}: median {median:.3} ms, min {min:.3} ms over {} runs; {:.1} M MACs -> {gmacs:.2} GMAC/s ({} kernels, {threads} thread(s))",
             model.display(),
             times.len(),
             macs / 1e6,
             ember_kernels::registry::best().name
+        );
+    }
+    Ok(())
+}
+
+/// Median milliseconds per op kind over `iters` observed forward passes (the time between consecutive observer
+/// calls is charged to the op that just finished).
+fn op_profile(
+    s: &mut ember_core::Session<'_, '_>,
+    x: &[f32],
+    label: Option<u32>,
+    out: &mut [f32],
+    iters: usize,
+) -> Result<(), String> {
+    let m = s.model();
+    let n_ops = m.n_ops() as usize;
+    let kinds: Vec<&'static str> = (0..n_ops as u32)
+        .map(|i| m.op(i).map(|o| o.name()).unwrap_or("?"))
+        .collect();
+    let mut per: Vec<Vec<f64>> = vec![Vec::new(); n_ops];
+    for _ in 0..iters {
+        let mut last = Instant::now();
+        let mut obs = |_t: f32, op: u32, _b: u32, _v: ember_core::BufView<'_>| {
+            let now = Instant::now();
+            if let Some(v) = per.get_mut(op as usize) {
+                v.push((now - last).as_secs_f64() * 1e3);
+            }
+            last = Instant::now();
+        };
+        s.forward_observed(x, 500.0, label, out, &mut obs)
+            .map_err(|e| e.to_string())?;
+    }
+    let mut by_kind: Vec<(&str, f64, usize)> = Vec::new();
+    for (i, v) in per.iter_mut().enumerate() {
+        if v.is_empty() {
+            continue;
+        }
+        v.sort_by(f64::total_cmp);
+        // An op that writes several buffers reports several times per pass: sum per pass, then take the median.
+        let per_pass = v.len() / iters;
+        let med = v[v.len() / 2] * per_pass.max(1) as f64;
+        match by_kind.iter_mut().find(|e| e.0 == kinds[i]) {
+            Some(e) => {
+                e.1 += med;
+                e.2 += 1;
+            }
+            None => by_kind.push((kinds[i], med, 1)),
+        }
+    }
+    by_kind.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = by_kind.iter().map(|e| e.1).sum();
+    outln!("per op kind (median per op, summed; {total:.3} ms):");
+    for (k, ms, n) in by_kind {
+        outln!(
+            "  {k:<14} {ms:8.3} ms  {:5.1} %  ({n} ops)",
+            100.0 * ms / total
         );
     }
     Ok(())
@@ -298,7 +375,13 @@ fn main() -> ExitCode {
             reference,
             reference_tensor,
         } => compare(&output, &output_tensor, &reference, &reference_tensor),
-        Cmd::Bench { model, iters, json } => bench(&model, iters, json),
+        Cmd::Bench {
+            model,
+            iters,
+            json,
+            threads,
+            per_op,
+        } => bench(&model, iters, json, threads, per_op),
         Cmd::Sample(a) => sample::run(&a),
         Cmd::Generate(a) => generate::run(&a),
     };

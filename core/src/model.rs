@@ -4,6 +4,7 @@
 //! `parse` checks everything once — header, checksum, every table entry, every op's shapes, tensor and buffer
 //! references and aliasing — so `forward` runs the op list without further checks and cannot read out of bounds.
 
+use ember_kernels::parallel::{self, Parallel};
 use ember_kernels::quant::{self, ActQ, QOut};
 use ember_kernels::{generic, Conv2dGeom, KernelTable, Weights};
 use half::f16;
@@ -892,6 +893,7 @@ impl<'a> Model<'a> {
             model: self,
             arena,
             kernels: ember_kernels::registry::best(),
+            par: &ember_kernels::parallel::Serial,
             row: 0,
         })
     }
@@ -903,6 +905,8 @@ pub struct Session<'s, 'a> {
     model: &'s Model<'a>,
     arena: &'s mut [u8],
     kernels: &'static KernelTable,
+    /// Where convolutions split their output channels (one core unless [`Session::set_parallel`]).
+    par: &'static dyn Parallel,
     /// QUANT row of the current forward call.
     row: usize,
 }
@@ -986,6 +990,12 @@ impl<'a> Session<'_, 'a> {
     /// Use another kernel tier (e.g. the generic reference for comparisons).
     pub fn set_kernels(&mut self, k: &'static KernelTable) {
         self.kernels = k;
+    }
+
+    /// Split convolutions across `par`'s workers (e.g. `ember_kernels::parallel::ThreadPool` with `std`, or a
+    /// firmware's second core). Results are bit-identical to one core.
+    pub fn set_parallel(&mut self, par: &'static dyn Parallel) {
+        self.par = par;
     }
 
     /// Byte range of buffer `b`; `NONE` gives an empty range.
@@ -1149,7 +1159,7 @@ impl<'a> Session<'_, 'a> {
 
     fn run_op(&mut self, i: u32, timestep: f32, label: u32) -> Result<(), Error> {
         let op = self.model.op(i)?;
-        let k = self.kernels;
+        let (k, par) = (self.kernels, self.par);
         match op {
             Op::TimeProj {
                 out,
@@ -1244,7 +1254,9 @@ impl<'a> Session<'_, 'a> {
                     } else {
                         QOut::F32(f32s(y)?)
                     };
-                    (k.conv2d_i8)(
+                    parallel::conv2d_i8(
+                        k,
+                        par,
                         &g,
                         i8s(x),
                         in_q,
@@ -1261,7 +1273,7 @@ impl<'a> Session<'_, 'a> {
                 }
                 let hw = g.oh * g.ow;
                 let [x, y, c, r] = self.bufs([input, out, chan_add, residual])?;
-                (k.conv2d)(&g, x, wt, b, y);
+                parallel::conv2d(k, par, &g, x, wt, b, y);
                 if chan_add != NONE {
                     generic::add_channel_bias(y, hw, c);
                 }

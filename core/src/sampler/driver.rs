@@ -688,6 +688,11 @@ impl<'s, 'a> Sampler<'s, 'a> {
         self.session.set_kernels(k);
     }
 
+    /// Split the U-Net's convolutions across `par`'s workers (see [`crate::Session::set_parallel`]).
+    pub fn set_parallel(&mut self, par: &'static dyn ember_kernels::parallel::Parallel) {
+        self.session.set_parallel(par);
+    }
+
     /// The current sample: x_T before the first step, the result after the last.
     pub fn sample(&self) -> &[f32] {
         self.slot(if self.flipped { 4 } else { 3 })

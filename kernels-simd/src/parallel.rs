@@ -1,0 +1,529 @@
+//! Splitting convolution work across cores.
+//!
+//! [`Parallel`] is the hook: anything that can run one job on `workers()` cores at once. With the `std` feature,
+//! [`ThreadPool`] implements it with persistent OS threads (edge Linux boards: 4 cores). Without `std`, firmware on
+//! a dual-core MCU implements it itself: `run` starts the job on the second core (e.g. through a mailbox or an
+//! inter-processor interrupt), runs worker 0 on the calling core and returns once both are done.
+//!
+//! [`conv2d`] and [`conv2d_i8`] split a convolution by output channels: each worker computes a contiguous block of
+//! channels with the tier's own kernel, reading the shared input and writing its own slice of the output, so the
+//! result is bit-identical to a one-core call (every output element is summed in the same order). The int8
+//! kernel's `i32` scratch belongs to one call, so worker 0 uses the caller's and the others ask
+//! [`Parallel::scratch`] for their own.
+
+#![allow(unsafe_code)] // Slots/Mailbox hand per-worker data across threads; ThreadPool erases a lifetime. Each states why.
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use crate::quant::{ActQ, QOut};
+use crate::registry::KernelTable;
+use crate::{Conv2dGeom, Weights};
+
+/// Most workers a split uses (more are ignored).
+pub const MAX_WORKERS: usize = 8;
+
+/// Convolutions below this many multiply-accumulates run on the calling core alone: waking another core costs a few
+/// microseconds, more than a small layer takes.
+pub const MIN_SPLIT_MACS: u64 = 1 << 20;
+
+/// A way to run one job on several cores at once.
+///
+/// # Contract
+/// `run(job)` calls `job(w)` exactly once for every `w` in `0..workers()`, concurrently or not, and returns only
+/// after every call has returned. `scratch(w, n, f)` calls `f` with an `i32` buffer of at least `n` elements that
+/// only worker `w` uses during the current `run` (return `false` without calling `f` if there is none that large;
+/// the worker then computes its share with [`conv2d_i8`]'s fallback, see there).
+pub trait Parallel: Sync + core::fmt::Debug {
+    /// Number of workers, the calling core included (at least 1).
+    fn workers(&self) -> usize;
+    /// Run `job(w)` for every worker index `w`, and return when all have finished.
+    fn run(&self, job: &(dyn Fn(usize) + Sync));
+    /// Lend worker `w` (`w ≥ 1`, called from inside its job) a private `i32` buffer of at least `n` elements.
+    fn scratch(&self, w: usize, n: usize, f: &mut dyn FnMut(&mut [i32])) -> bool;
+}
+
+/// One value per worker, each taken at most once, from any thread.
+struct Slots<T, const N: usize> {
+    taken: [AtomicBool; N],
+    cells: [UnsafeCell<Option<T>>; N],
+}
+
+// SAFETY: a cell is only read by the one caller that flips its `taken` flag from false to true (an atomic swap, so
+// exactly one thread wins), which then moves the value out; no two threads ever access the same cell, and `T: Send`
+// lets the value move to the winning thread.
+unsafe impl<T: Send, const N: usize> Sync for Slots<T, N> {}
+
+impl<T, const N: usize> Slots<T, N> {
+    fn new(mut f: impl FnMut(usize) -> Option<T>) -> Self {
+        Slots {
+            taken: core::array::from_fn(|_| AtomicBool::new(false)),
+            cells: core::array::from_fn(|i| UnsafeCell::new(f(i))),
+        }
+    }
+
+    fn take(&self, i: usize) -> Option<T> {
+        let flag = self.taken.get(i)?;
+        if flag.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let cell = self.cells.get(i)?;
+        // SAFETY: the swap above returned `false`, so this is the only access to cell `i` there will ever be
+        // (see the `Sync` impl); no reference to its contents exists elsewhere.
+        unsafe { (*cell.get()).take() }
+    }
+}
+
+/// Channel ranges of a split of `cout` channels over `workers`, in multiples of 4 channels (the register tiles of
+/// the SIMD tiers) where possible: `(start, end)` per worker, empty ranges for the unlucky ones.
+fn channel_blocks(cout: usize, workers: usize) -> [(usize, usize); MAX_WORKERS] {
+    let mut r = [(0usize, 0usize); MAX_WORKERS];
+    let n = workers.clamp(1, MAX_WORKERS);
+    let quads = cout.div_ceil(4);
+    let mut start = 0usize;
+    for (w, slot) in r.iter_mut().enumerate().take(n) {
+        let q_end = quads * (w + 1) / n;
+        let end = (q_end * 4).min(cout);
+        *slot = (start, end.max(start));
+        start = end.max(start);
+    }
+    r
+}
+
+/// The elements `[lo, hi)` of a weight view (for I8, with the matching scales; `per` is the elements per scale).
+fn sub_weights<'a>(w: Weights<'a>, lo: usize, hi: usize) -> Weights<'a> {
+    match w {
+        Weights::F32(s) => Weights::F32(s.get(lo..hi).unwrap_or(&[])),
+        Weights::F16(s) => Weights::F16(s.get(lo..hi).unwrap_or(&[])),
+        Weights::I8 { data, scale, per } => {
+            let (c0, c1) = match per {
+                0 => (0, 0),
+                p => (lo / p, hi.div_ceil(p)),
+            };
+            Weights::I8 {
+                data: data.get(lo..hi).unwrap_or(&[]),
+                scale: scale.get(c0..c1).unwrap_or(&[]),
+                per,
+            }
+        }
+    }
+}
+
+/// The float convolution `table.conv2d` split over `par`'s workers by output channels (one core below
+/// [`MIN_SPLIT_MACS`], or when `par` has one worker). Bit-identical to `(table.conv2d)(g, input, w, bias, out)`.
+pub fn conv2d(
+    table: &KernelTable,
+    par: &dyn Parallel,
+    g: &Conv2dGeom,
+    input: &[f32],
+    w: Weights<'_>,
+    bias: Option<Weights<'_>>,
+    out: &mut [f32],
+) {
+    let workers = par.workers().min(MAX_WORKERS);
+    if workers < 2 || g.macs() < MIN_SPLIT_MACS || g.cout < 8 {
+        (table.conv2d)(g, input, w, bias, out);
+        return;
+    }
+    let plane = g.oh * g.ow;
+    let per_co = g.cin * g.k * g.k;
+    let blocks = channel_blocks(g.cout, workers);
+    let mut rest = out;
+    let chunks: Slots<&mut [f32], MAX_WORKERS> = Slots::new(|i| {
+        let (a, b) = blocks[i];
+        let n = ((b - a) * plane).min(rest.len());
+        let (mine, tail) = core::mem::take(&mut rest).split_at_mut(n);
+        rest = tail;
+        Some(mine)
+    });
+    par.run(&|wk| {
+        let Some((a, b)) = blocks.get(wk).copied() else {
+            return;
+        };
+        let Some(o) = chunks.take(wk) else { return };
+        if a == b {
+            return;
+        }
+        let sub = Conv2dGeom { cout: b - a, ..*g };
+        let wt = sub_weights(w, a * per_co, b * per_co);
+        let bs = bias.map(|bw| sub_weights(bw, a, b));
+        (table.conv2d)(&sub, input, wt, bs, o);
+    });
+}
+
+/// The int8 convolution `table.conv2d_i8` (arguments as there) split over `par`'s workers by output channels.
+/// Worker 0 uses `acc`; a worker that gets no scratch from [`Parallel::scratch`] leaves its channels to worker 0,
+/// which computes them after its own (so the result is complete and bit-identical to one call either way).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_i8(
+    table: &KernelTable,
+    par: &dyn Parallel,
+    g: &Conv2dGeom,
+    input: &[i8],
+    in_q: ActQ,
+    w: &[i8],
+    w_scale: &[f32],
+    bias: Option<Weights<'_>>,
+    chan_add: Option<&[f32]>,
+    residual: Option<(&[i8], f32)>,
+    div: f32,
+    acc: &mut [i32],
+    out: QOut<'_>,
+) {
+    let workers = par.workers().min(MAX_WORKERS);
+    if workers < 2 || g.macs() < MIN_SPLIT_MACS || g.cout < 8 {
+        (table.conv2d_i8)(
+            g, input, in_q, w, w_scale, bias, chan_add, residual, div, acc, out,
+        );
+        return;
+    }
+    let plane = g.oh * g.ow;
+    let per_co = g.cin * g.k * g.k;
+    let blocks = channel_blocks(g.cout, workers);
+    // The output split into per-worker chunks (same dtype as `out`).
+    enum Chunk<'o> {
+        I8(&'o mut [i8], f32),
+        F32(&'o mut [f32]),
+    }
+    let chunks: Slots<Chunk<'_>, MAX_WORKERS> = match out {
+        QOut::I8 { data, scale } => {
+            let mut rest = data;
+            Slots::new(|i| {
+                let (a, b) = blocks[i];
+                let n = ((b - a) * plane).min(rest.len());
+                let (mine, tail) = core::mem::take(&mut rest).split_at_mut(n);
+                rest = tail;
+                Some(Chunk::I8(mine, scale))
+            })
+        }
+        QOut::F32(data) => {
+            let mut rest = data;
+            Slots::new(|i| {
+                let (a, b) = blocks[i];
+                let n = ((b - a) * plane).min(rest.len());
+                let (mine, tail) = core::mem::take(&mut rest).split_at_mut(n);
+                rest = tail;
+                Some(Chunk::F32(mine))
+            })
+        }
+    };
+    // Worker 0's scratch, and the chunks other workers could not compute (no scratch) for worker 0 to finish.
+    let mut acc_once = Some(&mut *acc);
+    let acc0 = Slots::<&mut [i32], 1>::new(|_| acc_once.take());
+    let mut leftover: Mailbox<Chunk<'_>, MAX_WORKERS> = Mailbox::new();
+    let need = crate::quant::conv2d_i8_scratch_len(g);
+    let one = |(a, b): (usize, usize), o: Chunk<'_>, scratch: &mut [i32]| {
+        if a == b {
+            return;
+        }
+        let sub = Conv2dGeom { cout: b - a, ..*g };
+        let ws = w.get(a * per_co..b * per_co).unwrap_or(&[]);
+        let ss = w_scale.get(a..b).unwrap_or(&[]);
+        let bs = bias.map(|bw| sub_weights(bw, a, b));
+        let ca = chan_add.map(|c| c.get(a..b).unwrap_or(&[]));
+        let rs = residual.map(|(r, s)| (r.get(a * plane..b * plane).unwrap_or(&[]), s));
+        let o = match o {
+            Chunk::I8(d, s) => QOut::I8 { data: d, scale: s },
+            Chunk::F32(d) => QOut::F32(d),
+        };
+        (table.conv2d_i8)(&sub, input, in_q, ws, ss, bs, ca, rs, div, scratch, o);
+    };
+    {
+        let leftover = &leftover;
+        par.run(&|wk| {
+            let Some(range) = blocks.get(wk).copied() else {
+                return;
+            };
+            let Some(o) = chunks.take(wk) else { return };
+            if wk == 0 {
+                if let Some(s) = acc0.take(0) {
+                    one(range, o, s);
+                }
+                return;
+            }
+            let mut o = Some(o);
+            let ok = par.scratch(wk, need, &mut |s| {
+                if let Some(o) = o.take() {
+                    one(range, o, s);
+                }
+            });
+            if let (false, Some(o)) = (ok, o) {
+                leftover.put(wk, o);
+            }
+        });
+    }
+    // Worker 0's scratch is free again: compute what the others could not.
+    for wk in 1..MAX_WORKERS {
+        if let (Some(o), Some(range)) = (leftover.take(wk), blocks.get(wk).copied()) {
+            one(range, o, acc);
+        }
+    }
+}
+
+/// One value per worker that any thread may deposit once (`put`), and that is read back only with exclusive
+/// access (`take`, after the parallel region).
+struct Mailbox<T, const N: usize> {
+    full: [AtomicBool; N],
+    cells: [UnsafeCell<Option<T>>; N],
+}
+
+// SAFETY: `put` writes cell `i` only after winning the atomic swap of `full[i]` (so at most one write per cell,
+// ever), and cells are read only through `take(&mut self)`, i.e. after every shared borrow has ended; no access
+// races. `T: Send` lets the value move between threads.
+unsafe impl<T: Send, const N: usize> Sync for Mailbox<T, N> {}
+
+impl<T, const N: usize> Mailbox<T, N> {
+    fn new() -> Self {
+        Mailbox {
+            full: core::array::from_fn(|_| AtomicBool::new(false)),
+            cells: core::array::from_fn(|_| UnsafeCell::new(None)),
+        }
+    }
+
+    fn put(&self, i: usize, v: T) {
+        let (Some(flag), Some(cell)) = (self.full.get(i), self.cells.get(i)) else {
+            return;
+        };
+        if !flag.swap(true, Ordering::AcqRel) {
+            // SAFETY: this thread won the swap of `full[i]`, so it is the only writer cell `i` will ever have, and
+            // no reader exists while `self` is shared (`take` needs `&mut self`).
+            unsafe { *cell.get() = Some(v) };
+        }
+    }
+
+    fn take(&mut self, i: usize) -> Option<T> {
+        self.cells.get_mut(i)?.get_mut().take()
+    }
+}
+
+#[cfg(feature = "std")]
+mod pool {
+    use super::Parallel;
+    use std::boxed::Box;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Condvar, Mutex};
+    use std::thread;
+    use std::vec::Vec;
+
+    type Job = &'static (dyn Fn(usize) + Sync);
+
+    struct State {
+        /// Incremented for every job; workers run each generation once.
+        generation: u64,
+        job: Option<Job>,
+        /// Workers still running the current job.
+        busy: usize,
+        shutdown: bool,
+    }
+
+    struct Shared {
+        state: Mutex<State>,
+        start: Condvar,
+        done: Condvar,
+        /// Mirrors `state.generation` for the spin phase.
+        gen_hint: AtomicUsize,
+    }
+
+    /// A fixed set of worker threads that run [`Parallel`] jobs (`std` feature). `ThreadPool::new(1)` spawns none
+    /// and runs everything on the caller.
+    pub struct ThreadPool {
+        shared: Arc<Shared>,
+        threads: Vec<thread::JoinHandle<()>>,
+        n: usize,
+        /// Worker `w`'s scratch at index `w - 1`.
+        scratch: Vec<Mutex<Vec<i32>>>,
+        /// Serialises `run` calls from several threads.
+        run_lock: Mutex<()>,
+    }
+
+    impl core::fmt::Debug for ThreadPool {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            write!(f, "ThreadPool({} workers)", self.n)
+        }
+    }
+
+    impl ThreadPool {
+        /// A pool of `n` workers (the caller counts as one, so `n - 1` threads are spawned; `n` is clamped to
+        /// `1..=MAX_WORKERS`).
+        pub fn new(n: usize) -> ThreadPool {
+            let n = n.clamp(1, super::MAX_WORKERS);
+            let shared = Arc::new(Shared {
+                state: Mutex::new(State {
+                    generation: 0,
+                    job: None,
+                    busy: 0,
+                    shutdown: false,
+                }),
+                start: Condvar::new(),
+                done: Condvar::new(),
+                gen_hint: AtomicUsize::new(0),
+            });
+            // A thread the OS refuses to start just means fewer workers.
+            let mut threads = Vec::new();
+            for w in 1..n {
+                let s = Arc::clone(&shared);
+                match thread::Builder::new()
+                    .name(std::format!("ember-worker-{w}"))
+                    .spawn(move || worker(&s, w))
+                {
+                    Ok(t) => threads.push(t),
+                    Err(_) => break,
+                }
+            }
+            let n = threads.len() + 1;
+            ThreadPool {
+                shared,
+                threads,
+                n,
+                scratch: (1..n).map(|_| Mutex::new(Vec::new())).collect(),
+                run_lock: Mutex::new(()),
+            }
+        }
+
+        /// A pool with one worker per available core (`std::thread::available_parallelism`).
+        pub fn with_available_cores() -> ThreadPool {
+            ThreadPool::new(thread::available_parallelism().map_or(1, |n| n.get()))
+        }
+
+        /// A pool that lives for the rest of the program (e.g. to hand to a `Session` as `&'static dyn
+        /// Parallel`).
+        pub fn leak(n: usize) -> &'static ThreadPool {
+            Box::leak(Box::new(ThreadPool::new(n)))
+        }
+    }
+
+    fn worker(s: &Shared, w: usize) {
+        let mut seen = 0u64;
+        loop {
+            // Spin briefly: jobs come in bursts (one per convolution), and waking from a condvar costs more than
+            // a small layer takes.
+            for _ in 0..20_000 {
+                if s.gen_hint.load(Ordering::Acquire) as u64 != seen {
+                    break;
+                }
+                core::hint::spin_loop();
+            }
+            let job = {
+                let mut st = s.state.lock().unwrap_or_else(|e| e.into_inner());
+                while st.generation == seen && !st.shutdown {
+                    st = s.start.wait(st).unwrap_or_else(|e| e.into_inner());
+                }
+                if st.shutdown {
+                    return;
+                }
+                seen = st.generation;
+                st.job
+            };
+            if let Some(job) = job {
+                job(w);
+            }
+            let mut st = s.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.busy -= 1;
+            if st.busy == 0 {
+                s.done.notify_all();
+            }
+        }
+    }
+
+    impl Parallel for ThreadPool {
+        fn workers(&self) -> usize {
+            self.n
+        }
+
+        fn run(&self, job: &(dyn Fn(usize) + Sync)) {
+            if self.n == 1 {
+                job(0);
+                return;
+            }
+            let _one_at_a_time = self.run_lock.lock().unwrap_or_else(|e| e.into_inner());
+            // SAFETY: the `'static` lifetime is a lie told only to the workers, and never observed: a worker
+            // decrements `busy` only after its call of `job` has returned and never touches the reference again
+            // for this generation, and this function does not return before `busy == 0` (and it clears `st.job`
+            // first), so no use of the reference outlives the borrow `job`.
+            let job_static: Job =
+                unsafe { core::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(job) };
+            {
+                let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+                st.generation += 1;
+                st.job = Some(job_static);
+                st.busy = self.n - 1;
+                self.shared
+                    .gen_hint
+                    .store(st.generation as usize, Ordering::Release);
+                self.shared.start.notify_all();
+            }
+            job(0);
+            let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            while st.busy > 0 {
+                st = self.shared.done.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            st.job = None;
+        }
+
+        fn scratch(&self, w: usize, n: usize, f: &mut dyn FnMut(&mut [i32])) -> bool {
+            let Some(m) = w.checked_sub(1).and_then(|i| self.scratch.get(i)) else {
+                return false;
+            };
+            let mut v = m.lock().unwrap_or_else(|e| e.into_inner());
+            if v.len() < n {
+                v.resize(n, 0);
+            }
+            f(&mut v[..n]);
+            true
+        }
+    }
+
+    impl Drop for ThreadPool {
+        fn drop(&mut self) {
+            {
+                let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+                st.shutdown = true;
+                self.shared.start.notify_all();
+            }
+            for t in self.threads.drain(..) {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+pub use pool::ThreadPool;
+
+/// Runs every job on the calling core: the one-worker [`Parallel`] (what a session uses when given none).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Serial;
+
+impl Parallel for Serial {
+    fn workers(&self) -> usize {
+        1
+    }
+    fn run(&self, job: &(dyn Fn(usize) + Sync)) {
+        job(0);
+    }
+    fn scratch(&self, _w: usize, _n: usize, _f: &mut dyn FnMut(&mut [i32])) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_cover_every_channel_once() {
+        for cout in 0..70 {
+            for w in 1..=MAX_WORKERS {
+                let b = channel_blocks(cout, w);
+                let mut next = 0;
+                for &(a, e) in b.iter().take(w) {
+                    assert_eq!(a, next, "cout {cout} workers {w}: {b:?}");
+                    assert!(e >= a);
+                    next = e;
+                }
+                assert_eq!(next, cout, "cout {cout} workers {w}: {b:?}");
+                assert!(b.iter().skip(w).all(|&(a, e)| a == e));
+            }
+        }
+    }
+}

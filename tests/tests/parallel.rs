@@ -1,0 +1,239 @@
+//! Splitting convolutions across threads (`ember_kernels::parallel`) gives results bit-identical to one core: for
+//! the whole 4-step sampling of the committed f32, f16 and int8 students on every kernel tier this CPU runs, and
+//! for single convolutions of many shapes, including a worker that gets no scratch (its channels fall back to
+//! worker 0) and a hook that runs its workers one after another in reverse order.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use ember_core::sampler::driver::{arena_bytes, Conditioning, Control, Init, Sampler};
+use ember_core::Model;
+use ember_kernels::parallel::{self, Parallel, Serial, ThreadPool};
+use ember_kernels::quant::{ActQ, QOut};
+use ember_kernels::registry::{all_tiers, tier};
+use ember_kernels::{Conv2dGeom, Weights};
+use quantize_tool::AlignedBytes;
+
+fn read(p: &str) -> AlignedBytes {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(p);
+    AlignedBytes::read(&path).unwrap_or_else(|e| panic!("{p}: {e}"))
+}
+
+fn sample_bits(
+    blob: &str,
+    kernels: &'static ember_kernels::KernelTable,
+    par: &'static dyn Parallel,
+) -> Vec<u32> {
+    let b = read(blob);
+    let m = Model::parse(b.as_slice()).unwrap();
+    let cfg = quantize_tool::inspect::default_sampler(&m);
+    let mut arena = AlignedBytes::zeroed(arena_bytes(&m, &cfg).unwrap());
+    let mut bits = Vec::new();
+    for (seed, class) in [(11u64, 2u32), (12, 9)] {
+        let cond = Conditioning {
+            class: Some(class),
+            ..Conditioning::default()
+        };
+        let mut s = Sampler::new(&m, arena.as_mut_slice(), cfg, cond, Init::Seed(seed)).unwrap();
+        s.set_kernels(kernels);
+        s.set_parallel(par);
+        s.run(&mut |_| Control::Continue).unwrap();
+        bits.extend(s.sample().iter().map(|v| v.to_bits()));
+    }
+    bits
+}
+
+#[test]
+fn sampling_with_threads_is_bit_identical() {
+    let pools: [&'static dyn Parallel; 2] = [ThreadPool::leak(2), ThreadPool::leak(3)];
+    for blob in [
+        "models/mnist-student/student-4.ember",
+        "models/mnist-student/student-4-f16.ember",
+        "models/mnist-student/student-4-int8.ember",
+    ] {
+        for name in all_tiers() {
+            let Some(t) = tier(name) else {
+                println!("{blob} tier {name}: SKIPPED (this CPU cannot run it)");
+                continue;
+            };
+            let one = sample_bits(blob, t, &Serial);
+            for p in pools {
+                assert!(
+                    one == sample_bits(blob, t, p),
+                    "{blob}, tier {name}: {} workers differ from one",
+                    p.workers()
+                );
+            }
+            println!("{blob} tier {name}: 2 and 3 threads bit-identical to 1");
+        }
+    }
+}
+
+/// Runs its workers one after another, last first, and lends scratch only to workers in `lend`.
+#[derive(Debug)]
+struct Reverse {
+    n: usize,
+    lend: &'static [usize],
+    scratch: Mutex<Vec<i32>>,
+}
+
+impl Parallel for Reverse {
+    fn workers(&self) -> usize {
+        self.n
+    }
+    fn run(&self, job: &(dyn Fn(usize) + Sync)) {
+        for w in (0..self.n).rev() {
+            job(w);
+        }
+    }
+    fn scratch(&self, w: usize, n: usize, f: &mut dyn FnMut(&mut [i32])) -> bool {
+        if !self.lend.contains(&w) {
+            return false;
+        }
+        let mut v = self.scratch.lock().unwrap();
+        let len = n.max(v.len());
+        v.resize(len, 0);
+        f(&mut v[..n]);
+        true
+    }
+}
+
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) as u32
+    }
+    fn f(&mut self) -> f32 {
+        self.next() as f32 / (1u64 << 31) as f32 - 1.0
+    }
+    fn i8(&mut self) -> i8 {
+        self.next() as u8 as i8
+    }
+}
+
+fn geom(cin: usize, h: usize, cout: usize, k: usize, stride: usize, pad: usize) -> Conv2dGeom {
+    let oh = (h + 2 * pad - k) / stride + 1;
+    Conv2dGeom {
+        cin,
+        h,
+        w: h,
+        cout,
+        k,
+        stride,
+        pad_t: pad,
+        pad_l: pad,
+        oh,
+        ow: oh,
+    }
+}
+
+#[test]
+fn split_convolutions_are_bit_identical() {
+    let hooks: [&'static dyn Parallel; 5] = [
+        ThreadPool::leak(2),
+        ThreadPool::leak(4),
+        Box::leak(Box::new(Reverse {
+            n: 3,
+            lend: &[1, 2],
+            scratch: Mutex::new(Vec::new()),
+        })),
+        Box::leak(Box::new(Reverse {
+            n: 3,
+            lend: &[2],
+            scratch: Mutex::new(Vec::new()),
+        })),
+        Box::leak(Box::new(Reverse {
+            n: 8,
+            lend: &[],
+            scratch: Mutex::new(Vec::new()),
+        })),
+    ];
+    let shapes = [
+        geom(64, 32, 64, 3, 1, 1),
+        geom(32, 32, 33, 3, 1, 1),
+        geom(128, 16, 22, 3, 2, 1),
+        geom(96, 16, 64, 1, 1, 0),
+        geom(64, 8, 9, 3, 1, 1), // below MIN_SPLIT_MACS: one core
+    ];
+    let mut rng = Lcg(7);
+    let mut splits = 0;
+    for g in shapes {
+        let x: Vec<f32> = (0..g.cin * g.h * g.w).map(|_| rng.f()).collect();
+        let wt: Vec<f32> = (0..g.cout * g.cin * g.k * g.k)
+            .map(|_| rng.f() * 0.1)
+            .collect();
+        let bias: Vec<f32> = (0..g.cout).map(|_| rng.f()).collect();
+        let xq: Vec<i8> = (0..x.len()).map(|_| rng.i8()).collect();
+        let wq: Vec<i8> = (0..wt.len()).map(|_| rng.i8()).collect();
+        let ws: Vec<f32> = (0..g.cout).map(|_| 0.001 + rng.f().abs() * 0.01).collect();
+        let add: Vec<f32> = (0..g.cout).map(|_| rng.f()).collect();
+        let res: Vec<i8> = (0..g.cout * g.oh * g.ow).map(|_| rng.i8()).collect();
+        let n_out = g.cout * g.oh * g.ow;
+        let in_q = ActQ {
+            scale: 0.02,
+            split: g.cin / 2,
+            scale2: 0.03,
+        };
+        for name in all_tiers() {
+            let Some(t) = tier(name) else { continue };
+            let mut want = vec![0f32; n_out];
+            (t.conv2d)(
+                &g,
+                &x,
+                Weights::F32(&wt),
+                Some(Weights::F32(&bias)),
+                &mut want,
+            );
+            let mut want_q = vec![0i8; n_out];
+            let mut acc = vec![0i32; ember_kernels::quant::conv2d_i8_scratch_len(&g)];
+            let run_q = |par: &dyn Parallel, acc: &mut [i32], out: &mut [i8]| {
+                parallel::conv2d_i8(
+                    t,
+                    par,
+                    &g,
+                    &xq,
+                    in_q,
+                    &wq,
+                    &ws,
+                    Some(Weights::F32(&bias)),
+                    Some(&add),
+                    Some((&res, 0.05)),
+                    2.0,
+                    acc,
+                    QOut::I8 {
+                        data: out,
+                        scale: 0.04,
+                    },
+                )
+            };
+            run_q(&Serial, &mut acc, &mut want_q);
+            for par in hooks {
+                let mut got = vec![f32::NAN; n_out];
+                parallel::conv2d(
+                    t,
+                    par,
+                    &g,
+                    &x,
+                    Weights::F32(&wt),
+                    Some(Weights::F32(&bias)),
+                    &mut got,
+                );
+                assert!(
+                    want.iter()
+                        .zip(&got)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "f32 conv {g:?} tier {name} {par:?}"
+                );
+                let mut got_q = vec![0x55u8 as i8; n_out];
+                run_q(par, &mut acc, &mut got_q);
+                assert_eq!(want_q, got_q, "int8 conv {g:?} tier {name} {par:?}");
+                splits += 1;
+            }
+        }
+    }
+    println!("{splits} split convolutions bit-identical to one call");
+}
