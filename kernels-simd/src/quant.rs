@@ -388,6 +388,30 @@ impl<'a> ConvEpilogue<'a> {
     }
 }
 
+/// The integer constants of a [`ChannelEpilogue`], for SIMD tiers that vectorize its arithmetic exactly.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EpilogueParts<'a> {
+    pub bias_q: i64,
+    pub ma: Requant,
+    pub mb: Requant,
+    pub mr: Requant,
+    pub rplane: &'a [i8],
+}
+
+impl<'a> ChannelEpilogue<'a> {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) fn parts(&self) -> EpilogueParts<'a> {
+        EpilogueParts {
+            bias_q: self.bias_q,
+            ma: self.ma,
+            mb: self.mb,
+            mr: self.mr,
+            rplane: self.rplane,
+        }
+    }
+}
+
 impl ChannelEpilogue<'_> {
     /// `out[j] = requant(acc_a[j], acc_b[j], residual[p0 + j])` for an int8 output; `p0` is the pixel index of
     /// `out[0]` within the channel.

@@ -28,6 +28,20 @@ pub(crate) fn conv2d_i8(
     acc: &mut [i32],
     out: QOut<'_>,
 ) {
+    if super::vnni::fits(g, in_q.split, input.len(), w.len(), &out) {
+        let e = ConvEpilogue {
+            in_q,
+            w_scale,
+            bias,
+            chan_add,
+            residual,
+            div,
+            plane: g.oh * g.ow,
+        };
+        // SAFETY: reachable only through the AVX-512 table, built after detecting avx512f, avx512bw and avx512vnni.
+        unsafe { super::vnni::conv2d_i8(g, input, in_q, w, &e, out) };
+        return;
+    }
     let split = in_q.split.min(g.cin);
     let pairs = split.div_ceil(2) + (g.cin - split).div_ceil(2);
     let class = size_class(g, pairs, pairs * g.k * g.k);

@@ -4,6 +4,7 @@
 
 pub mod avx2;
 pub mod avx512;
+mod vnni;
 
 use crate::registry::{KernelTable, GENERIC};
 

@@ -1,0 +1,420 @@
+//! AVX-512 VNNI int8 convolution as an implicit GEMM with `vpdpbusd` (unsigned × signed bytes, 4 products summed
+//! into each 32-bit lane: 64 multiply-accumulates per `zmm` instruction).
+//!
+//! * **Tile.** The input (a band of output rows at a time) is re-laid out on the stack as 32-bit words of 4 input
+//!   channels ("quads"), biased to unsigned (`x + 128`, i.e. `x ^ 0x80`), zero-padded (128 is the biased zero) and,
+//!   for stride 2, split into 4 phase planes. Every output position then reads its taps at fixed offsets from its
+//!   flat index `oy · Wph + ox`, so one register tile is 32 consecutive positions (2 `zmm` loads per tap) × 8 output
+//!   channels (8 broadcast weight quads): 16 independent accumulators. Positions past a row's end are computed and
+//!   discarded.
+//! * **Exactness.** `Σ (x + 128) · w = Σ x · w + 128 · Σ w`; the second term is subtracted per output channel, so
+//!   the integer sums equal the generic kernel's exactly, and the epilogue below replays
+//!   [`crate::quant::ChannelEpilogue::store_i8`]'s integer arithmetic in 64-bit lanes. The output is bit-identical
+//!   to [`crate::quant::conv2d_i8`].
+//! * **Branches.** Concatenated inputs with two scales (`ActQ::split`) keep their quads apart; each branch has its
+//!   own accumulators and correction.
+//! * Weights are packed per call (8 channels × quads × taps at a time); a layer's packing costs `cout · cin · k²`
+//!   byte moves against `oh · ow` times as many multiply-accumulates.
+
+use core::arch::x86_64::*;
+
+use crate::quant::{self, ActQ, ConvEpilogue, EpilogueParts, QOut, Requant};
+use crate::Conv2dGeom;
+
+/// Output channels per register tile.
+const CO: usize = 8;
+/// Output positions per register tile (two `zmm` of 16 lanes).
+const PX: usize = 32;
+/// Input tile budget in 32-bit words (192 KiB).
+const TILE_W: usize = 48 * 1024;
+/// Flat positions per band (rows · `Wph`, rounded up to `PX`).
+const FMAX: usize = 2048;
+/// Packed weight words of one channel block: `quads · taps · CO` at most.
+const WP_W: usize = 16 * 1024;
+/// Largest kernel side (taps ≤ 49).
+const KMAX: usize = 7;
+
+/// Geometry of the tiled layout for one layer.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    s: usize,
+    k: usize,
+    /// Quads of branch A (channels `< split`) and in all.
+    qa: usize,
+    quads: usize,
+    split: usize,
+    /// Phase-plane row length: `ow + (k - 1) / s`.
+    wph: usize,
+    /// Output rows per band.
+    rows: usize,
+}
+
+impl Layout {
+    /// Phase-plane rows for a band of `r` output rows.
+    fn rph(&self, r: usize) -> usize {
+        r + (self.k - 1) / self.s
+    }
+    /// Words per quad for a band of `r` rows (all phases + slack for the last register tile).
+    fn qstride(&self, r: usize) -> usize {
+        self.s * self.s * self.rph(r) * self.wph + PX
+    }
+    /// Flat positions computed for a band of `r` rows.
+    fn fpad(&self, r: usize, ow: usize) -> usize {
+        ((r - 1) * self.wph + ow).next_multiple_of(PX)
+    }
+    /// Channel of byte `j` of quad `q`, if any.
+    fn channel(&self, q: usize, j: usize, cin: usize) -> Option<usize> {
+        let c = if q < self.qa {
+            let c = 4 * q + j;
+            (c < self.split).then_some(c)?
+        } else {
+            self.split + 4 * (q - self.qa) + j
+        };
+        (c < cin).then_some(c)
+    }
+}
+
+/// The layout for `g`, or `None` when the layer is outside this kernel's range (the caller falls back).
+fn layout(g: &Conv2dGeom, split: usize) -> Option<Layout> {
+    if !(1..=2).contains(&g.stride)
+        || !(1..=KMAX).contains(&g.k)
+        || g.oh == 0
+        || g.ow == 0
+        || g.cin == 0
+        || g.cout == 0
+    {
+        return None;
+    }
+    let split = split.min(g.cin);
+    let qa = split.div_ceil(4);
+    let quads = qa + (g.cin - split).div_ceil(4);
+    let mut l = Layout {
+        s: g.stride,
+        k: g.k,
+        qa,
+        quads,
+        split,
+        wph: g.ow + (g.k - 1) / g.stride,
+        rows: 0,
+    };
+    if quads * g.k * g.k * CO > WP_W {
+        return None;
+    }
+    let mut r = g.oh;
+    while r > 0 && (quads * l.qstride(r) > TILE_W || l.fpad(r, g.ow) > FMAX) {
+        r -= 1;
+    }
+    if r == 0 {
+        return None;
+    }
+    l.rows = r;
+    Some(l)
+}
+
+/// Whether [`conv2d_i8`] handles this layer (input channels `< split` in branch A) with these slice lengths.
+pub(super) fn fits(g: &Conv2dGeom, split: usize, input: usize, w: usize, out: &QOut<'_>) -> bool {
+    let out_len = match out {
+        QOut::I8 { data, .. } => data.len(),
+        QOut::F32(d) => d.len(),
+    };
+    layout(g, split).is_some()
+        && input >= g.cin * g.h * g.w
+        && w >= g.cout * g.cin * g.k * g.k
+        && out_len >= g.cout * g.oh * g.ow
+}
+
+/// int8 convolution, bit-identical to [`quant::conv2d_i8`], for layers that pass [`fits`] (others are left
+/// untouched).
+///
+/// # Safety
+/// The CPU must have AVX-512 F, BW and VNNI.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(super) unsafe fn conv2d_i8(
+    g: &Conv2dGeom,
+    input: &[i8],
+    in_q: ActQ,
+    w: &[i8],
+    e: &ConvEpilogue<'_>,
+    out: QOut<'_>,
+) {
+    if !fits(g, in_q.split, input.len(), w.len(), &out) {
+        return;
+    }
+    let Some(l) = layout(g, in_q.split) else {
+        return;
+    };
+    let kk = g.k * g.k;
+    let plane = g.oh * g.ow;
+    let mut off = [0usize; KMAX * KMAX];
+    for ky in 0..g.k {
+        for kx in 0..g.k {
+            let phase = (ky % l.s) * l.s + kx % l.s;
+            off[ky * g.k + kx] = phase * l.rph(l.rows) * l.wph + (ky / l.s) * l.wph + kx / l.s;
+        }
+    }
+    let off = &off[..kk];
+    let mut tile = [0i32; TILE_W];
+    let mut wp = [0i32; WP_W];
+    let mut buf_a = [[0i32; FMAX]; CO];
+    let mut buf_b = [[0i32; FMAX]; CO];
+    let (so, mut out) = match out {
+        QOut::I8 { data, scale } => (scale, Ok(data)),
+        QOut::F32(data) => (0.0, Err(data)),
+    };
+    let mut oy0 = 0;
+    while oy0 < g.oh {
+        let r = l.rows.min(g.oh - oy0);
+        // Offsets were computed for full bands; a short last band keeps the full band's plane size so they hold.
+        let qs = l.qstride(l.rows);
+        let fpad = l.fpad(r, g.ow);
+        fill_tile(g, &l, input, oy0, &mut tile[..l.quads * qs]);
+        for co0 in (0..g.cout).step_by(CO) {
+            let (corr_a, corr_b) = pack_weights(g, &l, w, co0, &mut wp);
+            let wp_a = &wp[..l.qa * kk * CO];
+            let wp_b = &wp[l.qa * kk * CO..l.quads * kk * CO];
+            // SAFETY: AVX-512 F/BW/VNNI per this function's contract; `tile` holds `quads · qs` laid-out words, every
+            // tap offset plus a position below `fpad` stays below `qs` (see `Layout::qstride`), and `fpad <= FMAX`.
+            gemm(&tile, qs, 0, off, wp_a, fpad, corr_a, &mut buf_a);
+            let two = l.qa < l.quads;
+            if two {
+                // SAFETY: as above, for the quads of branch B.
+                gemm(&tile, qs, l.qa, off, wp_b, fpad, corr_b, &mut buf_b);
+            }
+            for c in 0..CO.min(g.cout - co0) {
+                let co = co0 + c;
+                let ch = e.channel(co, so);
+                for dy in 0..r {
+                    let oy = oy0 + dy;
+                    let (f, p0) = (dy * l.wph, oy * g.ow);
+                    let ra = &buf_a[c][f..f + g.ow];
+                    let rb = two.then(|| &buf_b[c][f..f + g.ow]);
+                    let base = co * plane + p0;
+                    match &mut out {
+                        Ok(d) => {
+                            if let Some(dst) = d.get_mut(base..base + g.ow) {
+                                // SAFETY: AVX-512 F per this function's contract.
+                                store_i8(&ch.parts(), &ch, p0, ra, rb, dst);
+                            }
+                        }
+                        Err(d) => {
+                            if let Some(dst) = d.get_mut(base..base + g.ow) {
+                                let zeros = [0i32; PX];
+                                match rb {
+                                    Some(rb) => ch.store_f32(p0, ra, rb, dst),
+                                    None => {
+                                        for (j, dst) in dst.chunks_mut(PX).enumerate() {
+                                            let a = &ra[j * PX..j * PX + dst.len()];
+                                            ch.store_f32(p0 + j * PX, a, &zeros, dst);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        oy0 += r;
+    }
+}
+
+/// Lay out output rows `oy0..` of the input as biased quads (see the module docs): `tile[q · qs + phase plane +
+/// row · wph + col]`, padding and absent channels at 0x80 (the biased zero).
+fn fill_tile(g: &Conv2dGeom, l: &Layout, input: &[i8], oy0: usize, tile: &mut [i32]) {
+    let qs = l.qstride(l.rows);
+    let rph = l.rph(l.rows);
+    let pp = rph * l.wph;
+    let plane_in = g.h * g.w;
+    tile.fill(0x8080_8080u32 as i32);
+    for q in 0..l.quads {
+        for j in 0..4 {
+            let Some(c) = l.channel(q, j, g.cin) else {
+                continue;
+            };
+            let src = input.get(c * plane_in..(c + 1) * plane_in).unwrap_or(&[]);
+            for a in 0..l.s {
+                for r in 0..rph {
+                    let py = (oy0 + r) * l.s + a;
+                    let Some(iy) = py.checked_sub(g.pad_t).filter(|&iy| iy < g.h) else {
+                        continue;
+                    };
+                    let row = src.get(iy * g.w..(iy + 1) * g.w).unwrap_or(&[]);
+                    for b in 0..l.s {
+                        let base = q * qs + (a * l.s + b) * pp + r * l.wph;
+                        let Some(dst) = tile.get_mut(base..base + l.wph) else {
+                            continue;
+                        };
+                        let sh = 8 * j as u32;
+                        for (col, d) in dst.iter_mut().enumerate() {
+                            let px = col * l.s + b;
+                            if let Some(&v) = px.checked_sub(g.pad_l).and_then(|ix| row.get(ix)) {
+                                let byte = ((v as u8) ^ 0x80) as u32;
+                                *d = ((*d as u32 & !(0xFF << sh)) | (byte << sh)) as i32;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Pack the weights of output channels `co0..co0 + CO` as `[quad][tap][CO]` words of 4 signed bytes (same channel
+/// order as the tile's quads; absent channels and channels `>= cout` are zero). Returns the corrections
+/// `128 · Σ w` per channel for branches A and B.
+fn pack_weights(
+    g: &Conv2dGeom,
+    l: &Layout,
+    w: &[i8],
+    co0: usize,
+    wp: &mut [i32],
+) -> ([i32; CO], [i32; CO]) {
+    let kk = g.k * g.k;
+    let mut corr = ([0i32; CO], [0i32; CO]);
+    for q in 0..l.quads {
+        for t in 0..kk {
+            for c in 0..CO {
+                let co = co0 + c;
+                let mut word = [0u8; 4];
+                let mut sum = 0i32;
+                for (j, byte) in word.iter_mut().enumerate() {
+                    let v = match l.channel(q, j, g.cin) {
+                        Some(ci) if co < g.cout => {
+                            w.get((co * g.cin + ci) * kk + t).copied().unwrap_or(0)
+                        }
+                        _ => 0,
+                    };
+                    *byte = v as u8;
+                    sum += v as i32;
+                }
+                if let Some(d) = wp.get_mut((q * kk + t) * CO + c) {
+                    *d = i32::from_le_bytes(word);
+                }
+                if q < l.qa {
+                    corr.0[c] += 128 * sum;
+                } else {
+                    corr.1[c] += 128 * sum;
+                }
+            }
+        }
+    }
+    corr
+}
+
+/// Integer sums of quads `q0..` (as many as `wp` holds) for `CO` channels at positions `0..fpad`, minus `corr`, into
+/// `buf`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn gemm(
+    tile: &[i32],
+    qs: usize,
+    q0: usize,
+    off: &[usize],
+    wp: &[i32],
+    fpad: usize,
+    corr: [i32; CO],
+    buf: &mut [[i32; FMAX]; CO],
+) {
+    let taps = off.len();
+    let nq = wp.len() / (taps * CO).max(1);
+    let mut f0 = 0;
+    while f0 < fpad.min(FMAX) {
+        let mut acc = [[_mm512_setzero_si512(); 2]; CO];
+        for q in 0..nq {
+            let qb = tile.as_ptr().add((q0 + q) * qs + f0);
+            let wq = wp.as_ptr().add(q * taps * CO);
+            for t in 0..taps {
+                // SAFETY (caller): off[t] + f0 + 31 < qs, so both loads stay inside quad q0 + q of `tile`;
+                // `wq + t · CO + c` is inside `wp` (q < nq).
+                let p = qb.add(*off.get_unchecked(t));
+                let x0 = _mm512_loadu_si512(p as *const __m512i);
+                let x1 = _mm512_loadu_si512(p.add(16) as *const __m512i);
+                let wt = wq.add(t * CO);
+                for (c, a) in acc.iter_mut().enumerate() {
+                    let wv = _mm512_set1_epi32(*wt.add(c));
+                    a[0] = _mm512_dpbusd_epi32(a[0], x0, wv);
+                    a[1] = _mm512_dpbusd_epi32(a[1], x1, wv);
+                }
+            }
+        }
+        for (c, a) in acc.iter().enumerate() {
+            let cv = _mm512_set1_epi32(corr[c]);
+            // SAFETY: f0 + 31 < FMAX (loop bound, fpad a multiple of 32).
+            let d = buf[c].as_mut_ptr().add(f0);
+            _mm512_storeu_si512(d as *mut __m512i, _mm512_sub_epi32(a[0], cv));
+            _mm512_storeu_si512(d.add(16) as *mut __m512i, _mm512_sub_epi32(a[1], cv));
+        }
+        f0 += PX;
+    }
+}
+
+/// `Requant::apply` on 8 `i64` lanes (valid for shifts ≥ 1; the caller checks).
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn requant8(x: __m512i, m: Requant) -> __m512i {
+    let x = _mm512_max_epi64(x, _mm512_set1_epi64(i32::MIN as i64));
+    let x = _mm512_min_epi64(x, _mm512_set1_epi64(i32::MAX as i64));
+    // The clamped value fits in the low 32 bits of each lane, which is what vpmuldq multiplies (signed).
+    let p = _mm512_mul_epi32(x, _mm512_set1_epi64(m.mult as i64));
+    let s = m.shift.min(62) as i64;
+    let p = _mm512_add_epi64(p, _mm512_set1_epi64(1i64 << (s - 1)));
+    _mm512_sra_epi64(p, _mm_cvtsi64_si128(s))
+}
+
+/// [`quant::ChannelEpilogue::store_i8`] for 8 pixels at a time, bit-identical: the same `i64` arithmetic lane by
+/// lane. With every shift ≥ 2 each term is below 2^60 in magnitude, so the scalar code's saturating adds never
+/// saturate and plain adds agree; otherwise (and for the tail) the scalar code runs.
+#[target_feature(enable = "avx512f")]
+unsafe fn store_i8(
+    p: &EpilogueParts<'_>,
+    ch: &quant::ChannelEpilogue<'_>,
+    p0: usize,
+    a: &[i32],
+    b: Option<&[i32]>,
+    out: &mut [i8],
+) {
+    let n = out
+        .len()
+        .min(a.len())
+        .min(b.map_or(usize::MAX, |b| b.len()));
+    let r = p.rplane.get(p0..p0 + n);
+    let has_r = !p.rplane.is_empty();
+    let vector_ok = p.ma.shift >= 2
+        && (b.is_none() || p.mb.shift >= 2)
+        && (!has_r || (p.mr.shift >= 2 && r.is_some()));
+    let mut j = 0;
+    if vector_ok {
+        let bias = _mm512_set1_epi64(p.bias_q);
+        while j + 8 <= n {
+            // SAFETY: j + 8 <= n <= a.len(), b.len(), r.len(); unaligned loads of 8 × i32 / 8 × i8.
+            let av = _mm512_cvtepi32_epi64(_mm256_loadu_si256(a.as_ptr().add(j) as *const __m256i));
+            let mut y = requant8(_mm512_add_epi64(av, bias), p.ma);
+            if let Some(b) = b {
+                let bv =
+                    _mm512_cvtepi32_epi64(_mm256_loadu_si256(b.as_ptr().add(j) as *const __m256i));
+                y = _mm512_add_epi64(y, requant8(bv, p.mb));
+            }
+            if let Some(r) = r.filter(|_| has_r) {
+                let rv = _mm512_cvtepi8_epi64(_mm_loadl_epi64(r.as_ptr().add(j) as *const __m128i));
+                y = _mm512_add_epi64(y, requant8(rv, p.mr));
+            }
+            // Saturating narrow to i8 = clamp(-128, 127).
+            _mm_storel_epi64(
+                out.as_mut_ptr().add(j) as *mut __m128i,
+                _mm512_cvtsepi64_epi8(y),
+            );
+            j += 8;
+        }
+    }
+    if j < n {
+        let zeros = [0i32; 8];
+        let mut k = j;
+        while k < n {
+            let e = (k + 8).min(n);
+            let bb = b.map_or(&zeros[..e - k], |b| &b[k..e]);
+            ch.store_i8(p0 + k, &a[k..e], bb, &mut out[k..e]);
+            k = e;
+        }
+    }
+}
