@@ -281,6 +281,10 @@ fn check_attention_i8(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
         (1, 16, 9),
         (3, 5, 33),
         (2, 32, 256),
+        // Channels past one 32-lane block, and token counts near / past the AVX-512 kernel's stack limit.
+        (1, 40, 130),
+        (1, 64, 520),
+        (1, 8, 1100),
     ] {
         let g = ember_kernels::generic::AttentionGeom {
             heads,

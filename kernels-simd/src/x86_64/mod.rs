@@ -2,6 +2,7 @@
 //! it only when the CPU (runtime detection with `std`, `target_feature` without) can run it.
 #![allow(unsafe_code)] // SIMD intrinsics behind #[target_feature]; every block states its invariant.
 
+mod attn512;
 pub mod avx2;
 pub mod avx512;
 mod vnni;
@@ -24,6 +25,7 @@ static AVX512: KernelTable = KernelTable {
     name: "avx512",
     conv2d: avx512::conv2d,
     conv2d_i8: avx512::conv2d_i8,
+    attention_i8: attn512::attention_i8,
     ..AVX2
 };
 
