@@ -471,6 +471,58 @@ pub struct GroupNormI8Args<'a> {
 /// [`crate::generic::group_norm`]), per element `y = x · mul + add` in `f32`, optional SiLU, then
 /// [`quantize`]`(y, out_scale)`.
 pub fn group_norm_i8(a: &GroupNormI8Args<'_>, input: &[i8], out: &mut [i8]) {
+    group_norm_i8_by(a, input, out, GnChannel::apply_slice);
+}
+
+/// The element function of [`group_norm_i8`] for one channel: `quantize(act(x · mul + add), out_scale)` with
+/// `act` SiLU or the identity (multiply, then add: never fused).
+#[derive(Clone, Copy, Debug)]
+pub struct GnChannel {
+    /// Dequantization, normalization, affine and FiLM scale folded into one multiplier.
+    pub mul: f32,
+    /// The matching offset.
+    pub add: f32,
+    /// Apply SiLU.
+    pub silu: bool,
+    /// Output scale.
+    pub out_scale: f32,
+}
+
+impl GnChannel {
+    /// One element.
+    #[inline(always)]
+    pub fn apply(&self, x: i8) -> i8 {
+        let y = x as f32 * self.mul + self.add;
+        quantize(if self.silu { silu(y) } else { y }, self.out_scale)
+    }
+
+    /// A channel's elements (stops at the shorter slice). Above 256 elements the function is tabulated over the
+    /// 256 possible inputs first (same bits, fewer `expf`).
+    pub fn apply_slice(&self, xc: &[i8], yc: &mut [i8]) {
+        if xc.len() > 256 {
+            let mut lut = [0i8; 256];
+            for (v, l) in lut.iter_mut().enumerate() {
+                *l = self.apply(v as u8 as i8);
+            }
+            for (y, &x) in yc.iter_mut().zip(xc) {
+                *y = lut[x as u8 as usize];
+            }
+        } else {
+            for (y, &x) in yc.iter_mut().zip(xc) {
+                *y = self.apply(x);
+            }
+        }
+    }
+}
+
+/// [`group_norm_i8`] with the per-channel element loop supplied by a kernel tier (`per_channel(ch, x, y)` must
+/// compute `y[i] = ch.apply(x[i])`).
+pub(crate) fn group_norm_i8_by(
+    a: &GroupNormI8Args<'_>,
+    input: &[i8],
+    out: &mut [i8],
+    per_channel: impl Fn(&GnChannel, &[i8], &mut [i8]),
+) {
     if a.groups == 0 || a.hw == 0 {
         return;
     }
@@ -518,25 +570,13 @@ pub fn group_norm_i8(a: &GroupNormI8Args<'_>, input: &[i8], out: &mut [i8]) {
                 mul *= s;
                 add = add * s + t;
             }
-            let f = |x: i8| {
-                let y = x as f32 * mul + add;
-                quantize(if a.silu { silu(y) } else { y }, a.out_scale)
+            let ch = GnChannel {
+                mul,
+                add,
+                silu: a.silu,
+                out_scale: a.out_scale,
             };
-            if a.hw > 256 {
-                // An int8 input takes 256 values: tabulate the element function once per channel (same bits,
-                // fewer `expf`).
-                let mut lut = [0i8; 256];
-                for (v, l) in lut.iter_mut().enumerate() {
-                    *l = f(v as u8 as i8);
-                }
-                for (y, &x) in yc.iter_mut().zip(xc) {
-                    *y = lut[x as u8 as usize];
-                }
-            } else {
-                for (y, &x) in yc.iter_mut().zip(xc) {
-                    *y = f(x);
-                }
-            }
+            per_channel(&ch, xc, yc);
         }
     }
 }

@@ -271,6 +271,61 @@ fn check_group_norm(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
     Ok(cases)
 }
 
+fn check_group_norm_i8(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
+    let mut cases = 0;
+    for (c, hw, groups) in [
+        (4, 1, 1),
+        (8, 7, 4),
+        (32, 1024, 16),
+        (64, 64, 16),
+        (6, 9, 3),
+        (16, 17, 2),
+        (8, 300, 4),
+        (16, 256, 8),
+    ] {
+        // Output scales from fine to coarse; the tiny one pushes SiLU arguments far out (|y| > 87: the SIMD
+        // tiers' scalar fallback for expf).
+        for (silu, film, split, out_scale, gain) in [
+            (false, false, usize::MAX, 0.05, 1.0),
+            (true, false, usize::MAX, 0.02, 1.0),
+            (true, true, c / 2, 0.03, 1.0),
+            (true, true, usize::MAX, 1e-3, 300.0),
+        ] {
+            let x: Vec<i8> = (0..c * hw + 1).map(|_| rng.i8()).collect();
+            let gamma: Vec<f32> = (0..c).map(|_| gain * rng.f()).collect();
+            let beta: Vec<f32> = (0..c).map(|_| gain * rng.f()).collect();
+            let ss: Vec<f32> = (0..2 * c).map(|_| 0.5 * rng.f()).collect();
+            let a = ember_kernels::quant::GroupNormI8Args {
+                c,
+                hw,
+                groups,
+                eps: 1e-5,
+                gamma: Weights::F32(&gamma),
+                beta: Weights::F32(&beta),
+                scale_shift: film.then_some(&ss[..]),
+                silu,
+                in_q: ActQ {
+                    scale: 0.02,
+                    split,
+                    scale2: 0.05,
+                },
+                out_scale,
+            };
+            let (mut o1, mut o2) = (vec![0i8; c * hw], vec![0i8; c * hw]);
+            (GENERIC.group_norm_i8)(&a, &x[1..], &mut o1);
+            (t.group_norm_i8)(&a, &x[1..], &mut o2);
+            if let Some(i) = (0..c * hw).find(|&i| o1[i] != o2[i]) {
+                return Err(format!(
+                    "c {c} hw {hw} silu {silu} film {film} scale {out_scale}: output {i}: {} vs {}",
+                    o1[i], o2[i]
+                ));
+            }
+            cases += 1;
+        }
+    }
+    Ok(cases)
+}
+
 fn check_attention_i8(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
     let mut cases = 0;
     for (heads, d, n) in [
@@ -345,8 +400,9 @@ type Check = fn(&KernelTable, &mut Lcg) -> Result<usize, String>;
 fn main() {
     let mut failed = false;
     for name in all_tiers().iter().filter(|n| **n != "generic") {
-        let kernels: [(&str, Check); 5] = [
+        let kernels: [(&str, Check); 6] = [
             ("attention_i8 (bit-exact)", check_attention_i8),
+            ("group_norm_i8 (bit-exact)", check_group_norm_i8),
             ("group_norm (f32, within 1e-5)", check_group_norm),
             ("conv2d (f32, within 1e-5 of Σ|w·x|)", check_f32),
             ("conv2d_i8 (bit-exact)", check_i8),

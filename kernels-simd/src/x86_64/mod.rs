@@ -5,6 +5,7 @@
 mod attn512;
 pub mod avx2;
 pub mod avx512;
+mod gn512;
 mod vnni;
 
 use crate::registry::{KernelTable, GENERIC};
@@ -26,6 +27,7 @@ static AVX512: KernelTable = KernelTable {
     conv2d: avx512::conv2d,
     conv2d_i8: avx512::conv2d_i8,
     attention_i8: attn512::attention_i8,
+    group_norm_i8: gn512::group_norm_i8,
     ..AVX2
 };
 

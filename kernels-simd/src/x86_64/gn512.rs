@@ -1,0 +1,198 @@
+//! AVX-512 int8 group norm (+ SiLU), bit-identical to [`quant::group_norm_i8`]: the statistics are generic's, and
+//! the element function `quantize(silu(x · mul + add))` runs on 16 lanes with the very operations of the scalar
+//! code — including `libm::expf` (FreeBSD's algorithm: reduction by `k · ln 2` split in two parts, a degree-2
+//! rational approximation, scaling by `2^k`), replayed lane by lane for `|x|` in `(2^-14, 87.33)`. Lanes outside
+//! that range (huge, tiny or NaN arguments) take the scalar code, so every input gives generic's bits.
+
+use core::arch::x86_64::*;
+
+use crate::quant::{self, GnChannel, GroupNormI8Args};
+
+/// int8 group norm (see [`quant::group_norm_i8`]).
+pub(crate) fn group_norm_i8(a: &GroupNormI8Args<'_>, input: &[i8], out: &mut [i8]) {
+    quant::group_norm_i8_by(a, input, out, |ch, x, y| {
+        // SAFETY: reachable only through the AVX-512 table (avx512f/bw detected).
+        unsafe { channel(ch, x, y) }
+    });
+}
+
+/// `y[i] = ch.apply(x[i])` (stops at the shorter slice); above 256 elements through a table of the 256 inputs, as
+/// the scalar code does (the values are the same either way).
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn channel(ch: &GnChannel, x: &[i8], y: &mut [i8]) {
+    let n = x.len().min(y.len());
+    if n > 256 {
+        let mut lut = [0i8; 256];
+        for (b, l) in lut.chunks_exact_mut(16).enumerate() {
+            // Inputs 16b .. 16b + 15 as unsigned bytes, i.e. table index v holds f(v as i8).
+            let idx = _mm512_add_epi32(
+                _mm512_set1_epi32(16 * b as i32),
+                _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+            );
+            let xs = _mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(idx));
+            store16(ch, _mm512_cvtepi32_ps(xs), l);
+        }
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o = lut[v as u8 as usize];
+        }
+        return;
+    }
+    let mut i = 0;
+    while i + 16 <= n {
+        // SAFETY: i + 16 <= n <= x.len().
+        let xs = _mm512_cvtepi8_epi32(_mm_loadu_si128(x.as_ptr().add(i) as *const __m128i));
+        store16(ch, _mm512_cvtepi32_ps(xs), &mut y[i..i + 16]);
+        i += 16;
+    }
+    for (o, &v) in y[i..n].iter_mut().zip(&x[i..n]) {
+        *o = ch.apply(v);
+    }
+}
+
+/// `out[l] = ch.apply(x[l])` for 16 lanes of exact small integers `x`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn store16(ch: &GnChannel, x: __m512, out: &mut [i8]) {
+    let y = _mm512_add_ps(
+        _mm512_mul_ps(x, _mm512_set1_ps(ch.mul)),
+        _mm512_set1_ps(ch.add),
+    );
+    let v = if ch.silu {
+        let Some(e) = expf16(_mm512_sub_ps(_mm512_setzero_ps(), y)) else {
+            // Some lane outside the vector domain: the scalar code for all 16.
+            let mut xs = [0f32; 16];
+            _mm512_storeu_ps(xs.as_mut_ptr(), x);
+            for (o, &v) in out.iter_mut().zip(&xs) {
+                *o = ch.apply(v as i8);
+            }
+            return;
+        };
+        _mm512_div_ps(y, _mm512_add_ps(_mm512_set1_ps(1.0), e))
+    } else {
+        y
+    };
+    let q = quantize16(v, ch.out_scale);
+    let mut b = [0i8; 16];
+    _mm_storeu_si128(b.as_mut_ptr() as *mut __m128i, _mm512_cvtsepi32_epi8(q));
+    for (o, &v) in out.iter_mut().zip(&b) {
+        *o = v;
+    }
+}
+
+/// [`quant::quantize`] on 16 lanes: `round(v / scale)` (ties away from zero), clamped to [-128, 127], NaN → 0.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn quantize16(v: __m512, scale: f32) -> __m512i {
+    let d = _mm512_div_ps(v, _mm512_set1_ps(scale));
+    let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(d);
+    // |d - trunc(d)| is exact; at least one half rounds away from zero.
+    let frac = _mm512_abs_ps(_mm512_sub_ps(d, t));
+    let away = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(frac, _mm512_set1_ps(0.5));
+    let one = _mm512_or_ps(
+        _mm512_set1_ps(1.0),
+        _mm512_and_ps(d, _mm512_set1_ps(-0.0)), // sign of d
+    );
+    let r = _mm512_mask_add_ps(t, away, t, one);
+    let r = _mm512_min_ps(
+        _mm512_max_ps(r, _mm512_set1_ps(-128.0)),
+        _mm512_set1_ps(127.0),
+    );
+    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(d, d);
+    _mm512_maskz_cvttps_epi32(!nan, r)
+}
+
+/// `libm::expf` on 16 lanes, bit for bit, when every lane has `2^-14 < |x| < 87.33` (else `None`).
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn expf16(x: __m512) -> Option<__m512> {
+    // libm's constants, by their bits.
+    const LN2_HI: f32 = f32::from_bits(0x3f31_7200);
+    const LN2_LO: f32 = f32::from_bits(0x35bf_be8e);
+    const INV_LN2: f32 = f32::from_bits(0x3fb8_aa3b);
+    const P1: f32 = f32::from_bits(0x3e2a_aa8f);
+    const P2: f32 = f32::from_bits(0xbb35_5215);
+    let bits = _mm512_castps_si512(x);
+    let hx = _mm512_and_si512(bits, _mm512_set1_epi32(0x7fff_ffff));
+    // Vector domain: 0x39000000 < hx < 0x42aeac50 (this also excludes NaN and infinities).
+    let lo_ok = _mm512_cmpgt_epi32_mask(hx, _mm512_set1_epi32(0x3900_0000));
+    let hi_ok = _mm512_cmplt_epi32_mask(hx, _mm512_set1_epi32(0x42ae_ac50));
+    if lo_ok & hi_ok != 0xFFFF {
+        return None;
+    }
+    let neg = _mm512_cmplt_epi32_mask(bits, _mm512_setzero_si512());
+    // k: |x| > 1.5 ln2: (INV_LN2 · x ± 0.5) truncated; 0.5 ln2 < |x| <= 1.5 ln2: ±1; else 0.
+    let half = _mm512_mask_blend_ps(neg, _mm512_set1_ps(0.5), _mm512_set1_ps(-0.5));
+    let kbig = _mm512_cvttps_epi32(_mm512_add_ps(
+        _mm512_mul_ps(_mm512_set1_ps(INV_LN2), x),
+        half,
+    ));
+    let kone = _mm512_mask_blend_epi32(neg, _mm512_set1_epi32(1), _mm512_set1_epi32(-1));
+    let big = _mm512_cmpgt_epi32_mask(hx, _mm512_set1_epi32(0x3f85_1592));
+    let mid = _mm512_cmpgt_epi32_mask(hx, _mm512_set1_epi32(0x3eb1_7218));
+    let k = _mm512_mask_blend_epi32(big, _mm512_maskz_mov_epi32(mid, kone), kbig);
+    let kf = _mm512_cvtepi32_ps(k);
+    // k = 0 lanes: hi = x - 0 = x, lo = 0, x - 0 = x: the scalar code's unreduced branch, same bits.
+    let hi = _mm512_sub_ps(x, _mm512_mul_ps(kf, _mm512_set1_ps(LN2_HI)));
+    let lo = _mm512_mul_ps(kf, _mm512_set1_ps(LN2_LO));
+    let r = _mm512_sub_ps(hi, lo);
+    let xx = _mm512_mul_ps(r, r);
+    let c = _mm512_sub_ps(
+        r,
+        _mm512_mul_ps(
+            xx,
+            _mm512_add_ps(_mm512_set1_ps(P1), _mm512_mul_ps(xx, _mm512_set1_ps(P2))),
+        ),
+    );
+    let q = _mm512_div_ps(_mm512_mul_ps(r, c), _mm512_sub_ps(_mm512_set1_ps(2.0), c));
+    let y = _mm512_add_ps(_mm512_set1_ps(1.0), _mm512_add_ps(_mm512_sub_ps(q, lo), hi));
+    // scalbnf(y, k) with -126 <= k <= 126 here: one multiply by the normal 2^k (k = 0: y · 1 = y).
+    let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(
+        k,
+        _mm512_set1_epi32(127),
+    )));
+    Some(_mm512_mul_ps(y, scale))
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+
+    /// Every float in a dense sweep of the vector domain (and around its edges) against `libm::expf`.
+    #[test]
+    fn expf16_is_libm_expf() {
+        if !super::super::has_avx512() {
+            std::println!("SKIPPED: no AVX-512 on this CPU");
+            return;
+        }
+        let mut xs = std::vec::Vec::new();
+        let mut b = 0x3900_0001u32;
+        while b < 0x42ae_ac50 {
+            xs.push(f32::from_bits(b));
+            xs.push(-f32::from_bits(b));
+            b += 97;
+        }
+        let mut checked = 0;
+        for c in xs.chunks_exact(16) {
+            // SAFETY: AVX-512 F detected above.
+            let got = unsafe {
+                let v = expf16(_mm512_loadu_ps(c.as_ptr())).expect("inside the vector domain");
+                let mut o = [0f32; 16];
+                _mm512_storeu_ps(o.as_mut_ptr(), v);
+                o
+            };
+            for (x, g) in c.iter().zip(got) {
+                assert_eq!(libm::expf(*x).to_bits(), g.to_bits(), "expf({x:e})");
+                checked += 1;
+            }
+        }
+        assert!(checked > 3_000_000);
+        // Outside the domain: the caller falls back.
+        // SAFETY: as above.
+        unsafe {
+            for x in [0.0f32, 1e-5, 88.0, -90.0, f32::NAN, f32::INFINITY] {
+                assert!(expf16(_mm512_set1_ps(x)).is_none(), "{x}");
+            }
+        }
+    }
+}
