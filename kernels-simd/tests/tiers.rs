@@ -204,6 +204,10 @@ fn check_attention(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
         (1, 16, 9),
         (3, 5, 33),
         (2, 32, 256),
+        // Query blocks with tails, channels past one 8-channel tile, tokens past the AVX-512 stack block.
+        (1, 40, 130),
+        (1, 13, 520),
+        (1, 8, 1100),
     ] {
         let g = ember_kernels::generic::AttentionGeom {
             heads,

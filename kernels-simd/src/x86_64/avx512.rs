@@ -110,6 +110,11 @@ pub(crate) fn conv2d(
     bias: Option<Weights<'_>>,
     out: &mut [f32],
 ) {
+    if super::gemm512::fits(g, input.len(), w.len(), out.len()) {
+        // SAFETY: reachable only through the AVX-512 table (avx512f detected).
+        unsafe { super::gemm512::conv2d(g, input, w, bias, out) };
+        return;
+    }
     let Some(large) = size_class(g, g.cin, g.cin * g.k * g.k * 4) else {
         return super::avx2::conv2d(g, input, w, bias, out);
     };

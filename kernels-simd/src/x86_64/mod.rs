@@ -3,8 +3,10 @@
 #![allow(unsafe_code)] // SIMD intrinsics behind #[target_feature]; every block states its invariant.
 
 mod attn512;
+mod attnf512;
 pub mod avx2;
 pub mod avx512;
+mod gemm512;
 mod gn512;
 mod vnni;
 
@@ -26,6 +28,7 @@ static AVX512: KernelTable = KernelTable {
     name: "avx512",
     conv2d: avx512::conv2d,
     conv2d_i8: avx512::conv2d_i8,
+    attention: attnf512::attention,
     attention_i8: attn512::attention_i8,
     group_norm_i8: gn512::group_norm_i8,
     ..AVX2

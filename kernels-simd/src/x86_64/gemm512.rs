@@ -1,0 +1,235 @@
+//! AVX-512 f32 convolution as an implicit GEMM: the same tiled layout as the VNNI int8 kernel ([`super::vnni`]),
+//! with one `f32` per word. A band of output rows is laid out on the stack per input channel (zero-padded; split
+//! into 4 phase planes for stride 2), so every output position reads its taps at fixed offsets from its flat index
+//! `oy · Wph + ox`; the register tile is 32 consecutive positions (2 `zmm`) × 8 output channels (broadcast
+//! weights): 16 independent FMA chains. Small images waste few lanes (a 16×16 layer computes 16 · 18 positions, not
+//! 16 rows of 32). Sums are reordered and fused against generic, so results agree within the f32 tolerance of the
+//! tier tests, not bitwise.
+
+use core::arch::x86_64::*;
+
+use crate::{Conv2dGeom, Weights};
+
+/// Output channels per register tile.
+const CO: usize = 8;
+/// Output positions per register tile.
+const PX: usize = 32;
+/// Input tile budget in floats (256 KiB).
+const TILE_W: usize = 64 * 1024;
+/// Flat positions per band.
+const FMAX: usize = 2048;
+/// Packed weights of one channel block: `cin · taps · CO` floats at most (128 KiB).
+const WP_W: usize = 32 * 1024;
+/// Largest kernel side.
+const KMAX: usize = 7;
+
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    s: usize,
+    k: usize,
+    wph: usize,
+    rows: usize,
+}
+
+impl Layout {
+    fn rph(&self, r: usize) -> usize {
+        r + (self.k - 1) / self.s
+    }
+    fn cstride(&self, r: usize) -> usize {
+        self.s * self.s * self.rph(r) * self.wph + PX
+    }
+    fn fpad(&self, r: usize, ow: usize) -> usize {
+        ((r - 1) * self.wph + ow).next_multiple_of(PX)
+    }
+}
+
+fn layout(g: &Conv2dGeom) -> Option<Layout> {
+    if !(1..=2).contains(&g.stride)
+        || !(1..=KMAX).contains(&g.k)
+        || g.oh == 0
+        || g.ow == 0
+        || g.cin == 0
+        || g.cout == 0
+        || g.cin * g.k * g.k * CO > WP_W
+    {
+        return None;
+    }
+    let mut l = Layout {
+        s: g.stride,
+        k: g.k,
+        wph: g.ow + (g.k - 1) / g.stride,
+        rows: 0,
+    };
+    let mut r = g.oh;
+    while r > 0 && (g.cin * l.cstride(r) > TILE_W || l.fpad(r, g.ow) > FMAX) {
+        r -= 1;
+    }
+    (r > 0).then(|| {
+        l.rows = r;
+        l
+    })
+}
+
+/// Whether [`conv2d`] takes this layer with these slice lengths.
+pub(super) fn fits(g: &Conv2dGeom, input: usize, w: usize, out: usize) -> bool {
+    layout(g).is_some()
+        && input >= g.cin * g.h * g.w
+        && w >= g.cout * g.cin * g.k * g.k
+        && out >= g.cout * g.oh * g.ow
+}
+
+/// f32 convolution for layers that pass [`fits`] (others are left untouched).
+///
+/// # Safety
+/// The CPU must have AVX-512 F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn conv2d(
+    g: &Conv2dGeom,
+    input: &[f32],
+    w: Weights<'_>,
+    bias: Option<Weights<'_>>,
+    out: &mut [f32],
+) {
+    if !fits(g, input.len(), w.len(), out.len()) {
+        return;
+    }
+    let Some(l) = layout(g) else { return };
+    let kk = g.k * g.k;
+    let plane = g.oh * g.ow;
+    let mut off = [0usize; KMAX * KMAX];
+    let pp = l.rph(l.rows) * l.wph;
+    for ky in 0..g.k {
+        for kx in 0..g.k {
+            let phase = (ky % l.s) * l.s + kx % l.s;
+            off[ky * g.k + kx] = phase * pp + (ky / l.s) * l.wph + kx / l.s;
+        }
+    }
+    let off = &off[..kk];
+    let mut tile = [0f32; TILE_W];
+    let mut wp = [0f32; WP_W];
+    let mut buf = [[0f32; FMAX]; CO];
+    let cs = l.cstride(l.rows);
+    let mut oy0 = 0;
+    while oy0 < g.oh {
+        let r = l.rows.min(g.oh - oy0);
+        let fpad = l.fpad(r, g.ow);
+        fill_tile(g, &l, input, oy0, &mut tile[..g.cin * cs]);
+        for co0 in (0..g.cout).step_by(CO) {
+            // Packed weights [ci][tap][CO]; channels past cout are zero.
+            for ci in 0..g.cin {
+                for t in 0..kk {
+                    for c in 0..CO {
+                        let co = co0 + c;
+                        wp[(ci * kk + t) * CO + c] = if co < g.cout {
+                            w.get((co * g.cin + ci) * kk + t)
+                        } else {
+                            0.0
+                        };
+                    }
+                }
+            }
+            // SAFETY: AVX-512 F per this function's contract; `tile` holds `cin · cs` laid-out floats and every tap
+            // offset plus a position below `fpad` stays below `cs`; `fpad <= FMAX`; `wp` holds cin · kk · CO.
+            gemm(&tile, cs, g.cin, off, &wp, fpad, &mut buf);
+            for (c, bc) in buf.iter().enumerate().take(CO.min(g.cout - co0)) {
+                let co = co0 + c;
+                let b = bias.map_or(0.0, |b| b.get(co));
+                for dy in 0..r {
+                    let f = dy * l.wph;
+                    let base = co * plane + (oy0 + dy) * g.ow;
+                    if let (Some(dst), Some(src)) =
+                        (out.get_mut(base..base + g.ow), bc.get(f..f + g.ow))
+                    {
+                        for (o, &a) in dst.iter_mut().zip(src) {
+                            *o = a + b;
+                        }
+                    }
+                }
+            }
+        }
+        oy0 += r;
+    }
+}
+
+/// Lay out output rows `oy0..` of the input: `tile[ci · cs + phase plane + row · wph + col]`, zero padding.
+fn fill_tile(g: &Conv2dGeom, l: &Layout, input: &[f32], oy0: usize, tile: &mut [f32]) {
+    let cs = l.cstride(l.rows);
+    let rph = l.rph(l.rows);
+    let pp = rph * l.wph;
+    let plane_in = g.h * g.w;
+    tile.fill(0.0);
+    for ci in 0..g.cin {
+        let src = input.get(ci * plane_in..(ci + 1) * plane_in).unwrap_or(&[]);
+        for a in 0..l.s {
+            for r in 0..rph {
+                let py = (oy0 + r) * l.s + a;
+                let Some(iy) = py.checked_sub(g.pad_t).filter(|&iy| iy < g.h) else {
+                    continue;
+                };
+                let row = src.get(iy * g.w..(iy + 1) * g.w).unwrap_or(&[]);
+                for b in 0..l.s {
+                    let base = ci * cs + (a * l.s + b) * pp + r * l.wph;
+                    let Some(dst) = tile.get_mut(base..base + l.wph) else {
+                        continue;
+                    };
+                    if l.s == 1 {
+                        // Columns col with ix = col - pad_l in [0, w): one copy.
+                        let c0 = g.pad_l.min(l.wph);
+                        let n = g.w.min(l.wph - c0);
+                        if let (Some(d), Some(s)) = (dst.get_mut(c0..c0 + n), row.get(..n)) {
+                            d.copy_from_slice(s);
+                        }
+                    } else {
+                        for (col, d) in dst.iter_mut().enumerate() {
+                            let px = col * l.s + b;
+                            if let Some(&v) = px.checked_sub(g.pad_l).and_then(|ix| row.get(ix)) {
+                                *d = v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `buf[c][f] = Σ_ci Σ_t wp[ci][t][c] · tile[ci · cs + off[t] + f]` for `f < fpad`.
+#[target_feature(enable = "avx512f")]
+unsafe fn gemm(
+    tile: &[f32],
+    cs: usize,
+    cin: usize,
+    off: &[usize],
+    wp: &[f32],
+    fpad: usize,
+    buf: &mut [[f32; FMAX]; CO],
+) {
+    let taps = off.len();
+    let mut f0 = 0;
+    while f0 < fpad.min(FMAX) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; CO];
+        for ci in 0..cin {
+            let cb = tile.as_ptr().add(ci * cs + f0);
+            let wc = wp.as_ptr().add(ci * taps * CO);
+            for t in 0..taps {
+                // SAFETY (caller): off[t] + f0 + 31 < cs, inside channel ci's region; wc + t · CO + 7 < cin·taps·CO.
+                let p = cb.add(*off.get_unchecked(t));
+                let x0 = _mm512_loadu_ps(p);
+                let x1 = _mm512_loadu_ps(p.add(16));
+                let wt = wc.add(t * CO);
+                for (c, a) in acc.iter_mut().enumerate() {
+                    let wv = _mm512_set1_ps(*wt.add(c));
+                    a[0] = _mm512_fmadd_ps(wv, x0, a[0]);
+                    a[1] = _mm512_fmadd_ps(wv, x1, a[1]);
+                }
+            }
+        }
+        for (c, a) in acc.iter().enumerate() {
+            // SAFETY: f0 + 31 < FMAX.
+            let d = buf[c].as_mut_ptr().add(f0);
+            _mm512_storeu_ps(d, a[0]);
+            _mm512_storeu_ps(d.add(16), a[1]);
+        }
+        f0 += PX;
+    }
+}
