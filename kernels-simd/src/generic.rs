@@ -99,14 +99,42 @@ pub fn linear(
     out: &mut [f32],
 ) {
     let n_in = input.len();
-    for (o, y) in out.iter_mut().enumerate() {
-        let mut acc = 0.0f32;
-        let base = o * n_in;
-        for (i, &x) in input.iter().enumerate() {
-            let x = if silu_in { silu(x) } else { x };
-            acc += w.get(base + i) * x;
+    // The inputs go through SiLU once per chunk (not once per output): `out` holds the running sums, each still
+    // accumulated in input order, so the result is the same as one pass per output.
+    const CHUNK: usize = 256;
+    let mut act = [0.0f32; CHUNK];
+    out.fill(0.0);
+    for (c, xs) in input.chunks(CHUNK).enumerate() {
+        let i0 = c * CHUNK;
+        for (a, &x) in act.iter_mut().zip(xs) {
+            *a = if silu_in { silu(x) } else { x };
         }
-        let v = acc + bias.map_or(0.0, |b| b.get(o));
+        let xs = &act[..xs.len()];
+        for (o, acc) in out.iter_mut().enumerate() {
+            let base = o * n_in + i0;
+            match w {
+                Weights::F32(wf) => match wf.get(base..base + xs.len()) {
+                    Some(row) => {
+                        for (&wv, &x) in row.iter().zip(xs) {
+                            *acc += wv * x;
+                        }
+                    }
+                    None => {
+                        for (i, &x) in xs.iter().enumerate() {
+                            *acc += w.get(base + i) * x;
+                        }
+                    }
+                },
+                _ => {
+                    for (i, &x) in xs.iter().enumerate() {
+                        *acc += w.get(base + i) * x;
+                    }
+                }
+            }
+        }
+    }
+    for (o, y) in out.iter_mut().enumerate() {
+        let v = *y + bias.map_or(0.0, |b| b.get(o));
         *y = if silu_out { silu(v) } else { v };
     }
 }
