@@ -358,6 +358,42 @@ fn op_profile(
             100.0 * ms / total
         );
     }
+    // The slowest single ops, with their shapes and MAC rates.
+    let mut ops: Vec<(usize, f64)> = per
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(i, v)| (i, v[v.len() / 2] * (v.len() / iters).max(1) as f64))
+        .collect();
+    ops.sort_by(|a, b| b.1.total_cmp(&a.1));
+    outln!("slowest ops:");
+    for &(i, ms) in ops.iter().take(12) {
+        let Ok(op) = s.model().op(i as u32) else {
+            continue;
+        };
+        let shape = match op {
+            ember_core::op::Op::Conv2d {
+                cin,
+                cout,
+                k,
+                stride,
+                oh,
+                ow,
+                ..
+            } => format!("{cin}->{cout} k{k} s{stride} out {oh}x{ow}"),
+            ember_core::op::Op::Attention {
+                heads, head_dim, n, ..
+            } => format!("{heads} heads x {head_dim}, {n} tokens"),
+            _ => String::new(),
+        };
+        let macs = op.macs() as f64;
+        let rate = if macs > 0.0 {
+            format!("{:7.2} GMAC/s", macs / (ms * 1e-3) / 1e9)
+        } else {
+            String::new()
+        };
+        outln!("  op {i:>3} {:<12} {ms:7.3} ms {rate}  {shape}", op.name());
+    }
     Ok(())
 }
 
