@@ -1,7 +1,7 @@
 # Sourced by scripts/check-nostd.sh and scripts/firmware.sh (which define `step` and `die`): installs the Debian
 # packages the bare-metal builds and QEMU runs need when they are missing, and defines `xcargo`, Debian's cargo with
 # `-Zbuild-std` allowed, for the cross builds (rustup's toolchain has no thumb targets here).
-PKGS=(rustc-web cargo-web rust-web-src qemu-system-arm binutils-arm-none-eabi gcc-arm-none-eabi)
+PKGS=(rustc-web cargo-web rust-web-src qemu-system-arm binutils-arm-none-eabi gcc-arm-none-eabi qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,12 +1,71 @@
 //! aarch64 tiers (NEON, dotprod). Each exposes a [`KernelTable`](crate::KernelTable) with its kernels installed over
-//! the generic ones; [`tier`] returns it only when the CPU can run it.
+//! the generic ones; [`tier`] returns it only when the CPU (runtime detection with `std`, `target_feature` without)
+//! can run it.
+//!
+//! * `neon` (Advanced SIMD, every Cortex-A): `f32` convolution with lane-indexed FMA, int8 convolution with
+//!   `smull`/`smlal`/`sadalp`, `f32` group norm and attention with a polynomial `exp` ([`neon`]).
+//! * `dotprod` (FEAT_DotProd, Cortex-A55/A76 and later): int8 convolution with `sdot` ([`dotprod`]); the rest from
+//!   `neon`.
+//!
+//! Both share the band-tile drivers of [`rows`]; int8 results are bit-identical to the generic tier.
+#![allow(unsafe_code)] // SIMD intrinsics and `sdot` behind #[target_feature]; every block states its invariant.
 
-use crate::registry::KernelTable;
+pub mod dotprod;
+pub mod neon;
+mod rows;
+
+use crate::registry::{KernelTable, GENERIC};
+
+/// NEON: `f32` and int8 direct convolution, `f32` group norm and attention; the int8 group norm and attention from
+/// the generic tier.
+static NEON: KernelTable = KernelTable {
+    name: "neon",
+    conv2d: neon::conv2d,
+    conv2d_i8: neon::conv2d_i8,
+    group_norm: neon::group_norm,
+    attention: neon::attention,
+    ..GENERIC
+};
+
+/// dotprod: int8 convolution with `sdot`; everything else from [`NEON`] (every dotprod CPU has NEON).
+static DOTPROD: KernelTable = KernelTable {
+    name: "dotprod",
+    conv2d_i8: dotprod::conv2d_i8,
+    ..NEON
+};
 
 /// Every tier name this build knows on aarch64, lowest first.
-pub const ALL_TIERS: &[&str] = &["generic"];
+pub const ALL_TIERS: &[&str] = &["generic", "neon", "dotprod"];
+
+/// Whether this CPU has Advanced SIMD (NEON).
+pub fn has_neon() -> bool {
+    #[cfg(feature = "std")]
+    {
+        std::arch::is_aarch64_feature_detected!("neon")
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        cfg!(target_feature = "neon")
+    }
+}
+
+/// Whether this CPU has NEON and FEAT_DotProd (`sdot` / `udot`).
+pub fn has_dotprod() -> bool {
+    #[cfg(feature = "std")]
+    {
+        has_neon() && std::arch::is_aarch64_feature_detected!("dotprod")
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        has_neon() && cfg!(target_feature = "dotprod")
+    }
+}
 
 /// The tier named `name` if this CPU can run it.
-pub fn tier(_name: &str) -> Option<&'static KernelTable> {
-    None
+pub fn tier(name: &str) -> Option<&'static KernelTable> {
+    match name {
+        "neon" if has_neon() => Some(&NEON),
+        "dotprod" if has_dotprod() => Some(&DOTPROD),
+        _ => None,
+    }
 }
