@@ -8,6 +8,7 @@ pub mod avx2;
 pub mod avx512;
 mod gemm512;
 mod gn512;
+pub mod peak;
 mod vnni;
 
 use crate::registry::{KernelTable, GENERIC};

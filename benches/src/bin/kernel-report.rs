@@ -1,0 +1,212 @@
+//! One-run kernel report: the measured multiply-accumulate peak of this core (AVX-512 FMA and VNNI probes), then
+//! the f32 and int8 convolution of every layer shape of the committed MNIST student on every tier this CPU runs,
+//! with GMAC/s and the fraction of the measured peak; then the U-Net forward on 1 and 2 threads.
+//!
+//! `cargo run --release -p ember-benches --bin kernel-report` (add `-- --json` for one JSON object per row).
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use ember_benches::pseudo_random;
+use ember_core::op::Op;
+use ember_core::Model;
+use ember_kernels::quant::{self, ActQ, QOut};
+use ember_kernels::registry::{all_tiers, tier};
+use ember_kernels::{Conv2dGeom, Weights};
+use quantize_tool::AlignedBytes;
+
+/// Median seconds of `f` over `reps` timed runs of at least ~20 ms each (after a warm-up).
+fn time(mut f: impl FnMut(), reps: usize) -> f64 {
+    f();
+    let t0 = Instant::now();
+    f();
+    let one = t0.elapsed().as_secs_f64().max(1e-7);
+    let inner = ((0.02 / one) as usize).clamp(1, 10_000);
+    let mut v: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..inner {
+                f();
+            }
+            t.elapsed().as_secs_f64() / inner as f64
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let json = std::env::args().any(|a| a == "--json");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/mnist-student");
+
+    // 1. Peaks.
+    #[cfg(target_arch = "x86_64")]
+    let (fma_peak, vnni_peak) = {
+        use ember_kernels::x86_64::peak;
+        let p = |f: fn(usize) -> Option<u64>| -> Option<f64> {
+            let macs = f(1)? as f64;
+            let n = 200_000;
+            let s = time(
+                || {
+                    black_box(f(black_box(n)));
+                },
+                9,
+            );
+            Some(macs * n as f64 / s / 1e9)
+        };
+        (p(peak::fma512), p(peak::vnni512))
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let (fma_peak, vnni_peak): (Option<f64>, Option<f64>) = (None, None);
+    match (fma_peak, vnni_peak) {
+        (Some(f), Some(v)) => println!(
+            "measured peak: AVX-512 FMA {f:.1} GMAC/s (f32), vpdpbusd {v:.1} GMAC/s (int8)"
+        ),
+        _ => println!("measured peak: SKIPPED (no AVX-512 on this CPU)"),
+    }
+
+    // 2. Every distinct convolution shape of the student, f32 and int8, per tier.
+    let blob = AlignedBytes::read(&root.join("student-4.ember")).expect("committed student blob");
+    let m = Model::parse(blob.as_slice()).expect("parse");
+    let mut shapes: Vec<Conv2dGeom> = Vec::new();
+    for i in 0..m.n_ops() {
+        if let Ok(Op::Conv2d {
+            cin,
+            h,
+            w,
+            cout,
+            k,
+            stride,
+            pad_t,
+            pad_l,
+            oh,
+            ow,
+            ..
+        }) = m.op(i)
+        {
+            let g = Conv2dGeom {
+                cin: cin as usize,
+                h: h as usize,
+                w: w as usize,
+                cout: cout as usize,
+                k: k as usize,
+                stride: stride as usize,
+                pad_t: pad_t as usize,
+                pad_l: pad_l as usize,
+                oh: oh as usize,
+                ow: ow as usize,
+            };
+            if !shapes.contains(&g) && g.macs() >= 1_000_000 {
+                shapes.push(g);
+            }
+        }
+    }
+    shapes.sort_by_key(|g| std::cmp::Reverse(g.macs()));
+    println!(
+        "{:<34} {:>7} {:>8} {:>9} {:>7} {:>9} {:>7}",
+        "conv (student shapes)", "tier", "MMAC", "f32 ms", "%peak", "int8 ms", "%peak"
+    );
+    for g in &shapes {
+        let x = pseudo_random(g.cin * g.h * g.w, 1);
+        let w = pseudo_random(g.cout * g.cin * g.k * g.k, 2);
+        let b = pseudo_random(g.cout, 3);
+        let xq: Vec<i8> = x.iter().map(|v| (v * 100.0) as i8).collect();
+        let wq: Vec<i8> = w.iter().map(|v| (v * 100.0) as i8).collect();
+        let ws = vec![0.01f32; g.cout];
+        let mut y = vec![0f32; g.cout * g.oh * g.ow];
+        let mut yq = vec![0i8; g.cout * g.oh * g.ow];
+        let mut acc = vec![0i32; quant::conv2d_i8_scratch_len(g)];
+        for name in all_tiers() {
+            let Some(t) = tier(name) else {
+                continue;
+            };
+            let tf = time(
+                || (t.conv2d)(g, &x, Weights::F32(&w), Some(Weights::F32(&b)), &mut y),
+                7,
+            );
+            let tq = time(
+                || {
+                    (t.conv2d_i8)(
+                        g,
+                        &xq,
+                        ActQ::single(0.02),
+                        &wq,
+                        &ws,
+                        Some(Weights::F32(&b)),
+                        None,
+                        None,
+                        1.0,
+                        &mut acc,
+                        QOut::I8 {
+                            data: &mut yq,
+                            scale: 0.1,
+                        },
+                    )
+                },
+                7,
+            );
+            let macs = g.macs() as f64;
+            let (gf, gq) = (macs / tf / 1e9, macs / tq / 1e9);
+            let pct = |r: f64, p: Option<f64>| {
+                p.map_or("-".to_string(), |p| format!("{:.0}", 100.0 * r / p))
+            };
+            let shape = format!(
+                "{}->{} k{} s{} {}x{}",
+                g.cin, g.cout, g.k, g.stride, g.oh, g.ow
+            );
+            if json {
+                println!(
+                    "{{\"shape\": {shape:?}, \"tier\": {name:?}, \"macs\": {}, \"f32_ms\": {:.4}, \"f32_gmacs\": {gf:.2}, \"int8_ms\": {:.4}, \"int8_gmacs\": {gq:.2}}}",
+                    g.macs(),
+                    tf * 1e3,
+                    tq * 1e3
+                );
+            } else {
+                println!(
+                    "{shape:<34} {name:>7} {:>8.1} {:>9.4} {:>7} {:>9.4} {:>7}",
+                    macs / 1e6,
+                    tf * 1e3,
+                    pct(gf, fma_peak),
+                    tq * 1e3,
+                    pct(gq, vnni_peak)
+                );
+            }
+        }
+    }
+
+    // 3. Whole U-Net forward, best tier, 1 and 2 threads.
+    for file in ["student-4.ember", "student-4-int8.ember"] {
+        let blob = AlignedBytes::read(&root.join(file)).expect("committed student blob");
+        let m = Model::parse(blob.as_slice()).expect("parse");
+        let mut arena = AlignedBytes::zeroed(m.arena_bytes());
+        let mut s = m.bind(arena.as_mut_slice()).expect("bind");
+        let x = pseudo_random(m.info().input_len(), 1);
+        let mut out = vec![0f32; m.info().output_len()];
+        let mut one = 0.0;
+        for threads in [1usize, 2] {
+            if threads > 1 {
+                s.set_parallel(ember_kernels::parallel::ThreadPool::leak(threads));
+            }
+            let t = time(
+                || {
+                    s.forward(&x, 749.0, Some(3), &mut out).expect("forward");
+                },
+                15,
+            );
+            if threads == 1 {
+                one = t;
+            }
+            println!(
+                "forward {file}: {} thread(s) {:.3} ms ({} kernels){}",
+                threads,
+                t * 1e3,
+                ember_kernels::registry::best().name,
+                if threads > 1 {
+                    format!(", {:.2}x the 1-thread speed", one / t)
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+}
