@@ -62,15 +62,13 @@ impl Layout {
     fn fpad(&self, r: usize, ow: usize) -> usize {
         ((r - 1) * self.wph + ow).next_multiple_of(PX)
     }
-    /// Channel of byte `j` of quad `q`, if any.
-    fn channel(&self, q: usize, j: usize, cin: usize) -> Option<usize> {
-        let c = if q < self.qa {
-            let c = 4 * q + j;
-            (c < self.split).then_some(c)?
+    /// Quad and byte of input channel `ci`.
+    fn quad_of(&self, ci: usize) -> (usize, usize) {
+        if ci < self.split {
+            (ci / 4, ci % 4)
         } else {
-            self.split + 4 * (q - self.qa) + j
-        };
-        (c < cin).then_some(c)
+            (self.qa + (ci - self.split) / 4, (ci - self.split) % 4)
+        }
     }
 }
 
@@ -226,38 +224,42 @@ fn fill_tile(g: &Conv2dGeom, l: &Layout, input: &[i8], oy0: usize, tile: &mut [i
     let rph = l.rph(l.rows);
     let pp = rph * l.wph;
     let plane_in = g.h * g.w;
-    tile.fill(0x8080_8080u32 as i32);
-    for q in 0..l.quads {
-        for j in 0..4 {
-            let Some(c) = l.channel(q, j, g.cin) else {
-                continue;
-            };
-            let src = input.get(c * plane_in..(c + 1) * plane_in).unwrap_or(&[]);
-            for a in 0..l.s {
-                for r in 0..rph {
-                    let py = (oy0 + r) * l.s + a;
-                    let Some(iy) = py.checked_sub(g.pad_t).filter(|&iy| iy < g.h) else {
-                        continue;
-                    };
-                    let row = src.get(iy * g.w..(iy + 1) * g.w).unwrap_or(&[]);
-                    for b in 0..l.s {
-                        let base = q * qs + (a * l.s + b) * pp + r * l.wph;
-                        let Some(dst) = tile.get_mut(base..base + l.wph) else {
-                            continue;
-                        };
-                        let sh = 8 * j as u32;
-                        for (col, d) in dst.iter_mut().enumerate() {
-                            let px = col * l.s + b;
-                            if let Some(&v) = px.checked_sub(g.pad_l).and_then(|ix| row.get(ix)) {
-                                let byte = ((v as u8) ^ 0x80) as u32;
-                                *d = ((*d as u32 & !(0xFF << sh)) | (byte << sh)) as i32;
-                            }
+    let bytes = as_bytes_mut(tile);
+    bytes.fill(0x80);
+    for ci in 0..g.cin {
+        let (q, j) = l.quad_of(ci);
+        let src = input.get(ci * plane_in..(ci + 1) * plane_in).unwrap_or(&[]);
+        for a in 0..l.s {
+            for r in 0..rph {
+                let py = (oy0 + r) * l.s + a;
+                let Some(iy) = py.checked_sub(g.pad_t).filter(|&iy| iy < g.h) else {
+                    continue;
+                };
+                let row = src.get(iy * g.w..(iy + 1) * g.w).unwrap_or(&[]);
+                for b in 0..l.s {
+                    let base = q * qs + (a * l.s + b) * pp + r * l.wph;
+                    // Columns whose input column `col · s + b - pad_l` lies in the row.
+                    let c_lo = g.pad_l.saturating_sub(b).div_ceil(l.s);
+                    let c_hi = ((g.w + g.pad_l).saturating_sub(b)).div_ceil(l.s).min(l.wph);
+                    for col in c_lo..c_hi {
+                        let ix = col * l.s + b - g.pad_l;
+                        if let (Some(&v), Some(d)) =
+                            (row.get(ix), bytes.get_mut((base + col) * 4 + j))
+                        {
+                            *d = (v as u8) ^ 0x80;
                         }
                     }
                 }
             }
         }
     }
+}
+
+/// The bytes of an `i32` slice (little-endian: byte `j` of a word is its bits `8j .. 8j + 8`).
+fn as_bytes_mut(t: &mut [i32]) -> &mut [u8] {
+    // SAFETY: `u8` has alignment 1 and every bit pattern is a valid `u8` and `i32`; the byte slice covers exactly
+    // the memory of `t` and borrows it mutably for its lifetime, so nothing else aliases it.
+    unsafe { core::slice::from_raw_parts_mut(t.as_mut_ptr() as *mut u8, core::mem::size_of_val(t)) }
 }
 
 /// Pack the weights of output channels `co0..co0 + CO` as `[quad][tap][CO]` words of 4 signed bytes (same channel
@@ -272,30 +274,27 @@ fn pack_weights(
 ) -> ([i32; CO], [i32; CO]) {
     let kk = g.k * g.k;
     let mut corr = ([0i32; CO], [0i32; CO]);
-    for q in 0..l.quads {
-        for t in 0..kk {
-            for c in 0..CO {
-                let co = co0 + c;
-                let mut word = [0u8; 4];
-                let mut sum = 0i32;
-                for (j, byte) in word.iter_mut().enumerate() {
-                    let v = match l.channel(q, j, g.cin) {
-                        Some(ci) if co < g.cout => {
-                            w.get((co * g.cin + ci) * kk + t).copied().unwrap_or(0)
-                        }
-                        _ => 0,
-                    };
-                    *byte = v as u8;
-                    sum += v as i32;
+    let n = (l.quads * kk * CO).min(wp.len());
+    let bytes = as_bytes_mut(&mut wp[..n]);
+    bytes.fill(0);
+    for c in 0..CO.min(g.cout.saturating_sub(co0)) {
+        let co = co0 + c;
+        let Some(wrow) = w.get(co * g.cin * kk..(co + 1) * g.cin * kk) else {
+            continue;
+        };
+        for (ci, taps) in wrow.chunks_exact(kk).enumerate() {
+            let (q, j) = l.quad_of(ci);
+            let mut sum = 0i32;
+            for (t, &v) in taps.iter().enumerate() {
+                if let Some(d) = bytes.get_mut(((q * kk + t) * CO + c) * 4 + j) {
+                    *d = v as u8;
                 }
-                if let Some(d) = wp.get_mut((q * kk + t) * CO + c) {
-                    *d = i32::from_le_bytes(word);
-                }
-                if q < l.qa {
-                    corr.0[c] += 128 * sum;
-                } else {
-                    corr.1[c] += 128 * sum;
-                }
+                sum += v as i32;
+            }
+            if q < l.qa {
+                corr.0[c] += 128 * sum;
+            } else {
+                corr.1[c] += 128 * sum;
             }
         }
     }
