@@ -5,16 +5,29 @@
 #      committed file (and the converted blob with the committed blob);
 #   2. host-gen: runs the blob on the host (generic kernels) for DIGIT/SEED, writes golden.rs; with the default
 #      digit and seed it must equal the committed firmware/src/golden.rs;
-#   3. builds the firmware (Debian cargo, -Zbuild-std=core) for each BOARD, checks that no allocator is linked;
+#   3. builds, for each BOARD (Debian cargo, -Zbuild-std=core, only the `ember-firmware` binary):
+#      a. the panic-check variant (feature panic-check: the output compiled out, the panic handler calls an undefined
+#         function): if it links, no panic is reachable (a link-time proof); otherwise it is linked again with that
+#         function defined, for step 4b and step 6;
+#      b. the defmt variant (feature defmt: every line over defmt-rtt for real boards, no semihosting): it must link,
+#         carry the RTT control block and the same figure texts (one `run` function formats them in every build);
+#      c. the firmware itself; checks that no allocator is linked;
 #   4. runs it under QEMU (-icount shift=0: deterministic instruction counts), checks the boot self-test
-#      (Model::self_test against the record in the blob), the PASS line and that the image
-#      it wrote through semihosting equals the host's, byte for byte;
+#      (Model::self_test against the record in the blob), the PASS line, that the image it wrote through semihosting
+#      equals the host's byte for byte, the malformed blobs it fed Model::parse (each must give its expected typed
+#      error), and that the evaluation classifier (models/eval/classifier.py's MnistCNN, ported to Rust in host-gen;
+#      its parity with PyTorch is the host-gen `cargo test` of step 2b against
+#      firmware/host-gen/classifier-golden.safetensors) reads DIGIT in that image; (b) runs the panic-check variant,
+#      which must exit 0 and write the same image;
 #   5. budgets: flash (.vector_table + .text + .rodata + .model + .data) <= 2 MiB, RAM (.data + .bss incl. the arena +
-#      .uninit + measured stack) <= 512 KiB.
+#      .uninit + measured stack) <= 512 KiB, none more than 3 % over firmware/budgets.txt;
+#   6. panic sites (when a panic-check variant did not link): `host-gen panic-sites` lists every branch to a panic in
+#      the panic-check ELFs (objdump + addr2line), which must all be in the committed firmware/panic-sites.txt, each
+#      with why it cannot fire (UPDATE=1 adds new ones as TODO and drops those gone).
 # Environment: DIGIT (default 3), SEED (default 1), BOARD (an500 = Cortex-M7, the default; an547 = Cortex-M55 with
 # Helium, thumbv8m.main-none-eabihf, the model in the board's QSPI flash; all = both), QEMU_TIMEOUT (300 s),
 # ICOUNT=0 (run QEMU without -icount shift=0: no instruction counts), UPDATE=1 (overwrite the committed arena.rs /
-# golden.rs instead of failing).
+# golden.rs / panic-sites.txt instead of failing).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -70,6 +83,11 @@ step "2. host-gen: digit $DIGIT, seed $SEED on the host engine (generic kernels)
 (cd "$FW/host-gen" && "$HOST_CARGO" run --release --quiet --target-dir "$FW/target/host-gen" -- \
     --digit "$DIGIT" --seed "$SEED" --golden "$GEN/golden.rs" --image "$GEN/host-digit.f32") ||
     die "host-gen failed"
+step "2b. host-gen cargo test: the Rust MnistCNN against PyTorch's logits (classifier-golden.safetensors)"
+(cd "$FW/host-gen" && "$HOST_CARGO" test --release --quiet --target-dir "$FW/target/host-gen" -- --nocapture 2>&1 |
+    grep -E 'held-out|test result|panicked|FAILED|error') || die "host-gen tests failed (classifier parity)"
+HOSTGEN="$FW/target/host-gen/release/ember-firmware-host-gen"
+[ -x "$HOSTGEN" ] || die "no host-gen binary at $HOSTGEN"
 if [ "$DIGIT" = 3 ] && [ "$SEED" = 1 ]; then
     compare "$GEN/golden.rs" "$FW/src/golden.rs" "golden.rs"
     export EMBER_FW_GOLDEN=""
@@ -80,6 +98,14 @@ fi
 
 kib() { awk -v b="$1" 'BEGIN { printf "%.1f KiB", b / 1024 }'; }
 SUMMARY=()
+declare -A CLASSIFIED
+PANIC_ELFS=()
+PANIC_PROOF=()
+# Expected typed error of each malformed blob the firmware feeds Model::parse (main.rs, mod malformed).
+MALFORMED_EXPECT="empty:Truncated cut-at-63:Truncated header-only:Truncated cut-at-1000:Truncated
+cut-at-half:Truncated cut-last-byte:Truncated bad-magic:BadMagic version-2:UnsupportedVersion
+total-len-cut:ChecksumMismatch flipped-bit:ChecksumMismatch misaligned:BlobMisaligned
+sections-past-end:BadSection section-count-65:BadSection"
 
 # board NAME TARGET QEMU-ARGS...: build, run, check and budget the firmware for one board.
 board() {
@@ -88,11 +114,53 @@ board() {
     local qemu=("$@" -nographic -semihosting-config enable=on,target=native)
     [ "$ICOUNT" = 1 ] && qemu+=(-icount shift=0)
 
-    # ------------------------------------------------------------ 3. firmware
-    step "3. [$name] firmware for $target, Debian cargo, -Zbuild-std=core"
+    local rel="$FW/target/$target/release"
+    # ------------------------------------------------------------ 3a. panic-check variant
+    step "3a. [$name] panic-check build (panic handler calls an undefined function; output compiled out)"
+    local pimage="$FW/target/digit-$name-panic-check.f32" plog="$GEN/panic-check-$name.log"
+    rm -f "$pimage"
+    if (cd "$FW" && EMBER_FW_IMAGE="$pimage" xcargo build --release --target "$target" -Zbuild-std=core --bin ember-firmware \
+        --features panic-check) >"$plog" 2>&1; then
+        echo "PROOF [$name]: the panic-check build links: no panic is reachable from anything the firmware runs"
+        PANIC_PROOF+=("$name")
+    elif grep -q "undefined reference to .ember_firmware_reachable_panic" "$plog"; then
+        echo "[$name] the panic-check build does not link: some panic paths remain; listing them from the ELF"
+        (cd "$FW" && EMBER_FW_IMAGE="$pimage" xcargo rustc --release --target "$target" -Zbuild-std=core --bin ember-firmware \
+            --features panic-check -- -C link-arg=--defsym=ember_firmware_reachable_panic=0) >"$plog" 2>&1 ||
+            { tail -30 "$plog"; die "[$name] the panic-check build with the handler defined failed"; }
+    else
+        tail -30 "$plog"
+        die "[$name] the panic-check build failed (not on the panic handler)"
+    fi
+    cp "$rel/ember-firmware" "$rel/ember-firmware-panic-check"
+    PANIC_ELFS+=("$rel/ember-firmware-panic-check")
+
+    # ------------------------------------------------------------ 3b. defmt variant
+    step "3b. [$name] defmt build (defmt-rtt, -Tdefmt.x): links, RTT block, the same figure texts, no semihosting"
+    (cd "$FW" && EMBER_FW_IMAGE=unused xcargo rustc --release --target "$target" -Zbuild-std=core --bin ember-firmware \
+        --features defmt -- -C link-arg=-Tdefmt.x) >"$GEN/defmt-$name.log" 2>&1 ||
+        { tail -30 "$GEN/defmt-$name.log"; die "[$name] the defmt build failed to build or link"; }
+    cp "$rel/ember-firmware" "$rel/ember-firmware-defmt"
+    local delf="$rel/ember-firmware-defmt"
+    # (nm / size into files first: `grep -q` on a pipe would SIGPIPE the producer under pipefail)
+    arm-none-eabi-nm "$delf" >"$GEN/defmt-$name.nm"
+    arm-none-eabi-size -A "$delf" >"$GEN/defmt-$name.size"
+    grep -q " _SEGGER_RTT$" "$GEN/defmt-$name.nm" || die "[$name] defmt build: no _SEGGER_RTT control block"
+    grep -q '^\.defmt ' "$GEN/defmt-$name.size" || die "[$name] defmt build: no .defmt section"
+    if grep -q cortex_m_semihosting "$GEN/defmt-$name.nm"; then
+        die "[$name] defmt build: semihosting code linked (it would stop a board without a debugger)"
+    fi
+    arm-none-eabi-objcopy -O binary --only-section=.rodata "$delf" "$GEN/defmt-$name.rodata"
+    for text in "INSTRUCTIONS total" "OPKIND " "STACK used" "MALFORMED " "PASS digit" "SELF-TEST PASS"; do
+        grep -q "$text" "$GEN/defmt-$name.rodata" || die "[$name] defmt build: figure text '$text' missing"
+    done
+    echo "defmt: links ($(awk '$1 == ".text" { print $2 }' "$GEN/defmt-$name.size") B .text), _SEGGER_RTT, .defmt, the same figure texts, no semihosting"
+
+    # ------------------------------------------------------------ 3c. firmware
+    step "3c. [$name] firmware for $target, Debian cargo, -Zbuild-std=core"
     local image="$FW/target/digit-$name.f32"
     rm -f "$image"
-    (cd "$FW" && EMBER_FW_IMAGE="$image" xcargo build --release --target "$target" -Zbuild-std=core) ||
+    (cd "$FW" && EMBER_FW_IMAGE="$image" xcargo build --release --target "$target" -Zbuild-std=core --bin ember-firmware) ||
         die "[$name] firmware build failed"
     local elf="$FW/target/$target/release/ember-firmware"
     [ -f "$elf" ] || die "[$name] no ELF at $elf"
@@ -118,6 +186,26 @@ board() {
     [ -f "$image" ] || die "[$name] the firmware wrote no image to $image"
     cmp "$image" "$GEN/host-digit.f32" || die "[$name] the image written through semihosting differs from the host's"
     echo "image: $(realpath --relative-to="$ROOT" "$image") equals the host engine's, byte for byte"
+    local m k want got
+    for m in $MALFORMED_EXPECT; do
+        k="${m%%:*}" want="${m#*:}"
+        got=$(sed -n "s/^MALFORMED $k -> \([A-Za-z]*\).*/\1/p" "$log")
+        [ "$got" = "$want" ] || die "[$name] malformed blob '$k': expected $want, the firmware printed '${got:-nothing}'"
+    done
+    grep -q "^MALFORMED all cases rejected" "$log" || die "[$name] the malformed-blob check did not pass"
+    echo "malformed blobs: all $(wc -w <<<"$MALFORMED_EXPECT") rejected with the expected typed error, no panic"
+    local cls
+    cls=$("$HOSTGEN" classify "$image" --expect "$DIGIT") || { echo "$cls"; die "[$name] the classifier does not read digit $DIGIT"; }
+    echo "$cls"
+    CLASSIFIED["$name"]=$(sed -n 's/^CLASSIFIED \([0-9]\) p=\([0-9.]*\).*/\1 (p = \2)/p' <<<"$cls")
+
+    step "4b. [$name] the panic-check ELF under QEMU (no output; exit status and image only)"
+    rm -f "$pimage"
+    (cd "$FW/target" && timeout "$QEMU_TIMEOUT" qemu-system-arm "${qemu[@]}" \
+        -kernel "$rel/ember-firmware-panic-check" </dev/null >"$GEN/qemu-panic-check-$name.log" 2>&1) ||
+        die "[$name] the panic-check firmware failed under QEMU (status $?)"
+    cmp "$pimage" "$GEN/host-digit.f32" || die "[$name] the panic-check firmware's image differs from the host's"
+    echo "panic-check firmware: exit 0, image equals the host engine's"
 
     # ------------------------------------------------------------ 5. budgets
     step "5. [$name] budgets"
@@ -137,8 +225,8 @@ board() {
     local out
     out=$(
         printf '%s: digit %s, seed %s\n' "$name" "$DIGIT" "$SEED"
-        printf '  result       PASS, bit-identical to the host engine (fnv %s)\n' \
-            "$(sed -n 's/^device fnv \(0x[0-9a-f]*\).*/\1/p' "$log")"
+        printf '  result       PASS, bit-identical to the host engine (fnv %s); classifier reads %s\n' \
+            "$(sed -n 's/^device fnv \(0x[0-9a-f]*\).*/\1/p' "$log")" "${CLASSIFIED[$name]}"
         printf '  flash        %8d B  %-12s (.vector_table %d + .text %d + .rodata %d + .model %d + .data %d; blob %d B)  budget %s\n' \
             "$flash" "($(kib "$flash"))" "$vt" "$text" "$rodata" "$model" "$data" "$(stat -c %s "$BLOB")" \
             "$(kib $FLASH_BUDGET)"
@@ -180,6 +268,25 @@ case "$BOARD" in
     *) die "BOARD must be an500, an547 or all (got '$BOARD')" ;;
 esac
 
+# ---------------------------------------------------------------- 6. panic sites
+step "6. panic sites of the panic-check ELFs against firmware/panic-sites.txt"
+if ((${#PANIC_PROOF[@]} == ${#PANIC_ELFS[@]})); then
+    echo "no panic site: the panic-check builds link for ${PANIC_PROOF[*]}"
+    PANIC_LINE="none: the panic-check build links (link-time proof)"
+else
+    upd=()
+    # The committed list is the union over both cores: only a BOARD=all run may rewrite it.
+    if [ "$UPDATE" = 1 ] && [ "$BOARD" = all ]; then
+        upd=(--update)
+    elif [ "$UPDATE" = 1 ]; then
+        echo "panic sites: UPDATE=1 rewrites firmware/panic-sites.txt only with BOARD=all (checking instead)"
+    fi
+    "$HOSTGEN" panic-sites "${PANIC_ELFS[@]}" --root "$ROOT" --committed "$FW/panic-sites.txt" \
+        --out "$GEN/panic-sites.txt" "${upd[@]}" || die "panic sites: see above (report: $GEN/panic-sites.txt)"
+    PANIC_LINE="$(grep -vc '^#' "$GEN/panic-sites.txt") (kind, function, file) sites, each in firmware/panic-sites.txt with why it cannot fire"
+fi
+
 printf '\n==> summary\n'
 printf '%s\n' "${SUMMARY[@]}"
+printf 'panic sites: %s\n' "$PANIC_LINE"
 printf '\nfirmware: OK\n'

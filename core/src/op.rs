@@ -859,12 +859,12 @@ impl Requirements {
             self.tensor(t, n)
         }
     }
-    /// The buffer uses.
+    /// The buffer uses (all slots if `n_buffers` was set past them by hand: never a panic).
     pub fn buffer_uses(&self) -> &[(u32, u32, Option<Access>)] {
-        &self.buffers[..self.n_buffers]
+        self.buffers.get(..self.n_buffers).unwrap_or(&self.buffers)
     }
-    /// The tensor uses.
+    /// The tensor uses (all slots if `n_tensors` was set past them by hand: never a panic).
     pub fn tensor_uses(&self) -> &[(u32, u32)] {
-        &self.tensors[..self.n_tensors]
+        self.tensors.get(..self.n_tensors).unwrap_or(&self.tensors)
     }
 }

@@ -31,15 +31,16 @@ pub fn fnv1a_bits(x: &[f32]) -> u32 {
 /// Grey ramp for ASCII art, darkest first.
 pub const RAMP: &[u8; 10] = b" .:-=+*#%@";
 
-/// One image row as ASCII art: each pixel in [-1, 1] (clamped) becomes two characters of [`RAMP`]. `out` must hold
-/// `2 * row.len()` bytes; returns the filled part.
+/// One image row as ASCII art: each pixel in [-1, 1] (clamped) becomes two characters of [`RAMP`]. `out` holds
+/// `2 * row.len()` bytes (a shorter `out` cuts the row); returns the filled part. Indexes nothing that could panic.
 pub fn ascii_row<'o>(row: &[f32], out: &'o mut [u8]) -> &'o [u8] {
-    for (i, &v) in row.iter().enumerate() {
+    let mut n = 0;
+    for (pair, &v) in out.chunks_exact_mut(2).zip(row) {
         let v = if v.is_nan() { -1.0 } else { v.clamp(-1.0, 1.0) };
         let k = ((v + 1.0) * 0.5 * RAMP.len() as f32) as usize;
-        let c = RAMP[k.min(RAMP.len() - 1)];
-        out[2 * i] = c;
-        out[2 * i + 1] = c;
+        let c = RAMP.get(k).copied().unwrap_or(RAMP[RAMP.len() - 1]);
+        pair.fill(c);
+        n += 2;
     }
-    &out[..2 * row.len()]
+    out.get(..n).unwrap_or(&[])
 }

@@ -7,17 +7,42 @@
 //! timesteps) for the class and seed in `golden.rs`, prints a line per step, the digit as ASCII art and its budgets
 //! (arena, measured stack, timer-based instruction counts), writes the raw f32 image to a host file through
 //! semihosting, and compares the sample with the host engine's (`host-gen`, generic kernels) bit for bit. It exits
-//! through semihosting: status 0 on `PASS`, 1 on any failure. Build and run: `scripts/firmware.sh`.
+//! through semihosting: status 0 on `PASS`, 1 on any failure. Before sampling it feeds `Model::parse` malformed
+//! blobs (truncated, bad magic, corrupted bytes, misaligned, …; see [`malformed`]) and checks that each comes back
+//! as the expected typed error. Build and run: `scripts/firmware.sh`.
+//!
+//! Cargo features (the figures come from the one function [`run`] in every build; only [`out`]'s transport and the
+//! exit differ):
+//! * default: output and exit through semihosting (QEMU, or a debugger on a board);
+//! * `defmt`: for real boards, every line goes out through defmt over RTT (`defmt-rtt`; read it with e.g.
+//!   `probe-rs run`), no semihosting at all (no image file, the run ends on a breakpoint); link with defmt's
+//!   script: `cargo rustc --release --bin ember-firmware --features defmt -- -C link-arg=-Tdefmt.x`;
+//! * `panic-check`: a link-time proof that nothing the firmware runs (blob parsing including the malformed blobs,
+//!   the self-test, sampling, the checks) can panic: the output is compiled out and the panic handler calls
+//!   `ember_firmware_reachable_panic`, a function defined nowhere, so the build links only if the optimizer
+//!   removed every panic path. It still runs under QEMU and exits with status 0 on PASS.
 #![no_std]
 #![no_main]
+
+#[cfg(all(feature = "defmt", feature = "panic-check"))]
+compile_error!("features `defmt` and `panic-check` exclude each other");
 
 use core::panic::PanicInfo;
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 
 use cortex_m_rt::entry;
-use cortex_m_semihosting::{debug, hprintln, syscall};
+/// `defmt`: the global logger (RTT channel 0).
+#[cfg(feature = "defmt")]
+use defmt_rtt as _;
 use ember_core::sampler::driver::{arena_bytes, Control, Init, Progress, Sampler, StepView};
-use ember_core::{Aligned, Model};
+use ember_core::{Aligned, Error, Model};
+
+/// Prints one line through [`out::line`] (the build's transport).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::out::line(format_args!($($arg)*))
+    };
+}
 
 /// Written by `quantize-tool convert --emit-rust` (regenerated and diffed by scripts/firmware.sh).
 #[allow(dead_code)]
@@ -51,23 +76,19 @@ const ARENA_LEN: usize = MODEL_ARENA_BYTES + golden::SAMPLER_STATE_BYTES;
 static mut ARENA: Aligned<ARENA_LEN> = Aligned([0; ARENA_LEN]);
 
 /// Host file for the raw little-endian f32 image (set at build time; relative paths are QEMU's working directory).
+#[cfg(not(feature = "defmt"))]
 const IMAGE_PATH: &str = concat!(env!("EMBER_FW_IMAGE"), "\0");
 
 #[entry]
 fn main() -> ! {
     let stack = stack::paint();
-    let code = match run(stack) {
-        Ok(()) => debug::EXIT_SUCCESS,
-        Err(()) => debug::EXIT_FAILURE,
-    };
-    debug::exit(code);
-    #[allow(clippy::empty_loop)]
-    loop {}
+    out::exit(run(stack).is_ok())
 }
 
+/// The whole demo; every figure is printed here, whatever the transport.
 fn run(painted: usize) -> Result<(), ()> {
     let digit = golden::DIGIT;
-    hprintln!(
+    say!(
         "ember firmware: {}, blob {} B in flash, arena {} B static (model {} + sampler {})",
         if cfg!(board_an547) {
             "Cortex-M55 (mps3-an547)"
@@ -79,11 +100,12 @@ fn run(painted: usize) -> Result<(), ()> {
         MODEL_ARENA_BYTES,
         golden::SAMPLER_STATE_BYTES
     );
-    let model = Model::parse(&BLOB.0).map_err(|e| hprintln!("FAIL: Model::parse: {:?}", e))?;
+    malformed::check(&BLOB.0)?;
+    let model = Model::parse(&BLOB.0).map_err(|e| say!("FAIL: Model::parse: {:?}", e))?;
     let info = *model.info();
     let cfg = common::sampler_config();
-    let need = arena_bytes(&model, &cfg).map_err(|e| hprintln!("FAIL: arena_bytes: {:?}", e))?;
-    hprintln!(
+    let need = arena_bytes(&model, &cfg).map_err(|e| say!("FAIL: arena_bytes: {:?}", e))?;
+    say!(
         "model: {} ops, {} MACs/forward, arena {} B (converter {} B); sampler arena {} B (static {} B)",
         model.n_ops(),
         info.macs(),
@@ -93,13 +115,11 @@ fn run(painted: usize) -> Result<(), ()> {
         ARENA_LEN
     );
     if model.arena_bytes() != MODEL_ARENA_BYTES || need > ARENA_LEN {
-        hprintln!(
-            "FAIL: the static arena does not match the blob (regenerate arena.rs / golden.rs)"
-        );
+        say!("FAIL: the static arena does not match the blob (regenerate arena.rs / golden.rs)");
         return Err(());
     }
     if info.output_len() != golden::SAMPLE_LEN {
-        hprintln!(
+        say!(
             "FAIL: sample has {} values, golden.rs {}",
             info.output_len(),
             golden::SAMPLE_LEN
@@ -108,7 +128,7 @@ fn run(painted: usize) -> Result<(), ()> {
     }
 
     let clock = timer::calibrate();
-    hprintln!(
+    say!(
         "timer: {}, {}.{:02} instructions per tick (instruction counts are exact only under QEMU -icount shift=0)",
         timer::NAME,
         clock.instr / clock.ticks,
@@ -119,7 +139,7 @@ fn run(painted: usize) -> Result<(), ()> {
     let arena: &mut [u8] = unsafe { &mut (*addr_of_mut!(ARENA)).0 };
     // Boot self-test: the blob's recorded input through the generic kernels must give the recorded output hash.
     if model.self_test_arena_bytes() > arena.len() {
-        hprintln!(
+        say!(
             "FAIL: self-test needs {} B of arena",
             model.self_test_arena_bytes()
         );
@@ -127,13 +147,13 @@ fn run(painted: usize) -> Result<(), ()> {
     }
     let t_st = timer::now();
     match model.self_test(arena) {
-        Ok(()) => hprintln!(
+        Ok(()) => say!(
             "SELF-TEST PASS (record {:?}; {} instructions)",
             model.self_test_record(),
             clock.instructions(timer::now() - t_st)
         ),
         Err(e) => {
-            hprintln!("SELF-TEST FAIL: {}", e);
+            say!("SELF-TEST FAIL: {}", e);
             return Err(());
         }
     }
@@ -146,9 +166,9 @@ fn run(painted: usize) -> Result<(), ()> {
         cond,
         Init::Seed(golden::SEED),
     )
-    .map_err(|e| hprintln!("FAIL: Sampler::new: {:?}", e))?;
+    .map_err(|e| say!("FAIL: Sampler::new: {:?}", e))?;
     let t_start = timer::now();
-    hprintln!(
+    say!(
         "sampling digit {} seed {}: {} steps DDIM, timesteps {:?} ({} instructions of setup)",
         digit,
         golden::SEED,
@@ -165,7 +185,7 @@ fn run(painted: usize) -> Result<(), ()> {
             let instr = clock.instructions(now - last);
             per_step_max = per_step_max.max(instr);
             total += instr;
-            hprintln!(
+            say!(
                 "step {}/{}: t = {}, {} instructions",
                 v.index + 1,
                 v.total,
@@ -175,14 +195,14 @@ fn run(painted: usize) -> Result<(), ()> {
             last = timer::now(); // the next step's count leaves this print out
             Control::Continue
         })
-        .map_err(|e| hprintln!("FAIL: Sampler::run: {:?}", e))?;
+        .map_err(|e| say!("FAIL: Sampler::run: {:?}", e))?;
     let total_instr = total; // sum over the steps, the progress prints left out
     if progress != Progress::Done {
-        hprintln!("FAIL: sampler stopped early: {:?}", progress);
+        say!("FAIL: sampler stopped early: {:?}", progress);
         return Err(());
     }
     let steps = u64::from(s.total_steps().max(1));
-    hprintln!(
+    say!(
         "INSTRUCTIONS total {} per-unet-eval {} ({} MACs each, max step {})",
         total_instr,
         total_instr / steps,
@@ -192,7 +212,7 @@ fn run(painted: usize) -> Result<(), ()> {
 
     let sample = s.sample();
     let side = (info.width as usize).max(1);
-    hprintln!(
+    say!(
         "digit {} ({}x{}, ramp \" .:-=+*#%@\" over [-1, 1]):",
         digit,
         info.height,
@@ -201,15 +221,16 @@ fn run(painted: usize) -> Result<(), ()> {
     let mut line = [0u8; 128];
     for row in sample.chunks(side) {
         let text = common::ascii_row(row, &mut line);
-        hprintln!("|{}|", core::str::from_utf8(text).unwrap_or("?"));
+        say!("|{}|", core::str::from_utf8(text).unwrap_or("?"));
     }
+    #[cfg(not(feature = "defmt"))]
     match host_file::write_f32(IMAGE_PATH, sample) {
-        Ok(()) => hprintln!(
+        Ok(()) => say!(
             "wrote {} ({} B, raw f32 little-endian)",
             env!("EMBER_FW_IMAGE"),
             4 * sample.len()
         ),
-        Err(()) => hprintln!(
+        Err(()) => say!(
             "warning: could not write {} through semihosting",
             env!("EMBER_FW_IMAGE")
         ),
@@ -241,7 +262,7 @@ fn run(painted: usize) -> Result<(), ()> {
             common::conditioning(digit),
             Init::Seed(golden::SEED),
         )
-        .map_err(|e| hprintln!("FAIL: Sampler::new (profile): {:?}", e))?;
+        .map_err(|e| say!("FAIL: Sampler::new (profile): {:?}", e))?;
         let mut last = timer::now();
         let mut prev_op = u32::MAX;
         let mut observe = |_t: f32, op: u32, _b: u32, _v: ember_core::BufView<'_>| {
@@ -258,12 +279,12 @@ fn run(painted: usize) -> Result<(), ()> {
             last = timer::now();
         };
         p.run_observed(&mut |_| Control::Cancel, &mut observe)
-            .map_err(|e| hprintln!("FAIL: Sampler::run_observed: {:?}", e))?;
+            .map_err(|e| say!("FAIL: Sampler::run_observed: {:?}", e))?;
     }
     let ticks: u64 = kinds.iter().map(|k| k.1).sum();
     for k in kinds.iter().filter(|k| !k.0.is_empty()) {
         let share = k.1 * 1000 / ticks.max(1);
-        hprintln!(
+        say!(
             "OPKIND {} {} instructions ({}.{} %), {} ops",
             k.0,
             clock.instructions(k.1),
@@ -274,27 +295,27 @@ fn run(painted: usize) -> Result<(), ()> {
     }
 
     let used = stack::used();
-    hprintln!(
+    say!(
         "STACK used {} B of {} B (high-water mark; {} B painted)",
         used,
         stack::size(),
         painted
     );
-    hprintln!("ARENA {} B (static), sampler needs {} B", ARENA_LEN, need);
+    say!("ARENA {} B (static), sampler needs {} B", ARENA_LEN, need);
     if used + 64 >= stack::size() {
-        hprintln!("FAIL: the stack reached the end of RAM (.bss): overflow");
+        say!("FAIL: the stack reached the end of RAM (.bss): overflow");
         return Err(());
     }
-    hprintln!(
+    say!(
         "device fnv 0x{:08x}, host fnv 0x{:08x}",
         fnv,
         golden::EXPECTED_FNV
     );
     if mismatches == 0 && fnv == golden::EXPECTED_FNV {
-        hprintln!("PASS digit {}: bit-identical to the host engine", digit);
+        say!("PASS digit {}: bit-identical to the host engine", digit);
         Ok(())
     } else {
-        hprintln!(
+        say!(
             "FAIL digit {}: {} of {} values differ from the host engine (max abs diff {})",
             digit,
             mismatches,
@@ -485,9 +506,9 @@ mod timer {
 }
 
 /// Host files through semihosting (SYS_OPEN / SYS_WRITE / SYS_CLOSE).
+#[cfg(not(feature = "defmt"))]
 mod host_file {
-    use super::*;
-    use cortex_m_semihosting::nr;
+    use cortex_m_semihosting::{nr, syscall};
 
     /// Write `data` as raw little-endian f32 to `path` (NUL-terminated) on the host.
     pub fn write_f32(path: &str, data: &[f32]) -> Result<(), ()> {
@@ -524,14 +545,273 @@ mod host_file {
     }
 }
 
+/// Malformed blobs on the device: each must come back from `Model::parse` as the expected typed error (never a
+/// panic, never `Ok`). The blob is 1.18 MB in flash, so the truncations are sub-slices of it and the corrupted
+/// headers are small copies of its first [`COPY`] bytes (header + section table) in RAM, their `total_len` set to
+/// the copy's length and (where the case needs it) their CRC recomputed so that parsing gets past the checksum.
+/// Prints `MALFORMED <case> -> <error>`; scripts/firmware.sh checks the list.
+mod malformed {
+    use super::*;
+    use ember_core::format::crc32;
+
+    /// Bytes copied to RAM: the 64-byte header and the section table (10 entries of 16 bytes) and more.
+    const COPY: usize = 256;
+    /// The corrupted copies, 16-byte aligned, with 16 spare bytes for the misaligned case.
+    static mut BUF: Aligned<{ COPY + 16 }> = Aligned([0; COPY + 16]);
+
+    /// Name of an error's variant (what firmware.sh compares).
+    pub fn kind(e: &Error) -> &'static str {
+        match e {
+            Error::BadMagic => "BadMagic",
+            Error::UnsupportedVersion { .. } => "UnsupportedVersion",
+            Error::Truncated { .. } => "Truncated",
+            Error::ChecksumMismatch { .. } => "ChecksumMismatch",
+            Error::BlobMisaligned => "BlobMisaligned",
+            Error::BadSection(_) => "BadSection",
+            Error::MissingSection(_) => "MissingSection",
+            Error::BadTensor { .. } => "BadTensor",
+            Error::BadBuffer { .. } => "BadBuffer",
+            Error::BadOp { .. } => "BadOp",
+            Error::BadModel { .. } => "BadModel",
+            _ => "other",
+        }
+    }
+
+    fn put_u32(b: &mut [u8], at: usize, v: u32) {
+        if let Some(d) = b.get_mut(at..at + 4) {
+            d.copy_from_slice(&v.to_le_bytes());
+        }
+    }
+
+    fn flip(b: &mut [u8], at: usize, mask: u8) {
+        if let Some(x) = b.get_mut(at) {
+            *x ^= mask;
+        }
+    }
+
+    /// What happens to the header's CRC.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Crc {
+        /// Left as stored (it no longer matches).
+        Stored,
+        /// Recomputed after the edit (parsing gets past the checksum).
+        Fixed,
+        /// Recomputed before the edit (the edit is a corruption the checksum must catch).
+        FixedBeforeEdit,
+    }
+
+    /// Copy the blob's first COPY bytes to `b`, make them a blob of COPY bytes, and apply `edit` (before or after
+    /// recomputing the CRC, per `crc`).
+    fn corrupt(blob: &[u8], b: &mut [u8], edit: fn(&mut [u8]), crc: Crc) {
+        if let (Some(d), Some(s)) = (b.get_mut(..COPY), blob.get(..COPY)) {
+            d.copy_from_slice(s);
+        }
+        put_u32(b, 8, COPY as u32);
+        if crc != Crc::FixedBeforeEdit {
+            edit(b);
+        }
+        if crc != Crc::Stored {
+            let c = crc32(b.get(16..COPY).unwrap_or(&[]));
+            put_u32(b, 12, c);
+        }
+        if crc == Crc::FixedBeforeEdit {
+            edit(b);
+        }
+    }
+
+    /// One case: parse `bytes`, print the outcome, and check the error kind.
+    fn case(name: &str, bytes: &[u8], want: &str) -> bool {
+        match Model::parse(bytes) {
+            Ok(_) => {
+                say!("MALFORMED {} -> Ok (FAIL: expected {})", name, want);
+                false
+            }
+            Err(e) => {
+                let ok = kind(&e) == want;
+                say!(
+                    "MALFORMED {} -> {:?}{}",
+                    name,
+                    e,
+                    if ok { "" } else { " (FAIL: wrong kind)" }
+                );
+                ok
+            }
+        }
+    }
+
+    /// Runs every case; `Err` if any gave no error or the wrong kind.
+    pub fn check(blob: &[u8]) -> Result<(), ()> {
+        let n = blob.len();
+        let mut ok = true;
+        // Truncations (sub-slices of the blob in flash).
+        for (name, len) in [
+            ("empty", 0),
+            ("cut-at-63", 63),
+            ("header-only", 64),
+            ("cut-at-1000", 1000),
+            ("cut-at-half", n / 2),
+            ("cut-last-byte", n.saturating_sub(1)),
+        ] {
+            ok &= case(name, blob.get(..len).unwrap_or(&[]), "Truncated");
+        }
+        // SAFETY: called once from `run`, before the arena is used; the only reference to BUF.
+        let buf: &mut [u8] = unsafe { &mut (*addr_of_mut!(BUF)).0 };
+        // Corrupted headers (RAM copies): (case, edit, CRC, offset of the copy from 16-byte alignment, kind).
+        let cases: [(&str, fn(&mut [u8]), Crc, usize, &str); 7] = [
+            ("bad-magic", |b| flip(b, 0, 0x20), Crc::Fixed, 0, "BadMagic"),
+            (
+                "version-2",
+                |b| put_u32(b, 4, 2),
+                Crc::Fixed,
+                0,
+                "UnsupportedVersion",
+            ),
+            ("total-len-cut", |_| {}, Crc::Stored, 0, "ChecksumMismatch"),
+            (
+                "flipped-bit",
+                |b| flip(b, 100, 1),
+                Crc::FixedBeforeEdit,
+                0,
+                "ChecksumMismatch",
+            ),
+            ("misaligned", |_| {}, Crc::Fixed, 4, "BlobMisaligned"),
+            ("sections-past-end", |_| {}, Crc::Fixed, 0, "BadSection"),
+            (
+                "section-count-65",
+                |b| put_u32(b, 20, 65),
+                Crc::Fixed,
+                0,
+                "BadSection",
+            ),
+        ];
+        for (name, edit, crc, shift, want) in cases {
+            let (head, b) = buf.split_at_mut(shift.min(16));
+            head.fill(0);
+            corrupt(blob, b, edit, crc);
+            ok &= case(name, b.get(..COPY).unwrap_or(&[]), want);
+        }
+        if ok {
+            say!("MALFORMED all cases rejected with the expected error");
+            Ok(())
+        } else {
+            say!("FAIL: a malformed blob was not rejected as expected");
+            Err(())
+        }
+    }
+}
+
+/// The one place output leaves the device. [`run`] formats every figure with `core::fmt` into a line buffer here;
+/// the build's transport sends it: semihosting (default), defmt over RTT (`defmt`: `defmt::println!("{=str}")`,
+/// formatted on the device so the figures are the very same text), or nothing (`panic-check`).
+mod out {
+    // `panic-check` prints nothing, so the line buffer goes unused there.
+    #![cfg_attr(feature = "panic-check", allow(dead_code))]
+
+    use core::fmt::{self, Write};
+
+    const LEN: usize = 256;
+
+    /// One line of text, cut at [`LEN`] bytes.
+    struct Line {
+        buf: [u8; LEN],
+        len: usize,
+    }
+
+    impl Write for Line {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            for &b in s.as_bytes() {
+                if let Some(slot) = self.buf.get_mut(self.len) {
+                    *slot = b;
+                    self.len += 1;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    impl Line {
+        fn format(args: fmt::Arguments<'_>) -> Self {
+            let mut l = Line {
+                buf: [0; LEN],
+                len: 0,
+            };
+            let _ = l.write_fmt(args);
+            l
+        }
+
+        /// The text; a cut inside a UTF-8 sequence drops its start.
+        fn as_str(&self) -> &str {
+            let b = self.buf.get(..self.len).unwrap_or(&[]);
+            match core::str::from_utf8(b) {
+                Ok(s) => s,
+                Err(e) => {
+                    core::str::from_utf8(b.get(..e.valid_up_to()).unwrap_or(&[])).unwrap_or("")
+                }
+            }
+        }
+    }
+
+    /// Print one line.
+    #[cfg(not(any(feature = "defmt", feature = "panic-check")))]
+    pub fn line(args: fmt::Arguments<'_>) {
+        let mut l = Line::format(args);
+        let _ = l.write_str("\n");
+        cortex_m_semihosting::export::hstdout_str(l.as_str());
+    }
+
+    /// Print one line.
+    #[cfg(feature = "defmt")]
+    pub fn line(args: fmt::Arguments<'_>) {
+        let l = Line::format(args);
+        defmt::println!("{=str}", l.as_str());
+    }
+
+    /// Print nothing: `panic-check` leaves `core::fmt` (and its panic paths) out of the binary.
+    #[cfg(feature = "panic-check")]
+    #[inline(always)]
+    pub fn line(_: fmt::Arguments<'_>) {}
+
+    /// End the run: status 0 on success.
+    #[cfg(not(feature = "defmt"))]
+    pub fn exit(ok: bool) -> ! {
+        use cortex_m_semihosting::debug;
+        debug::exit(if ok {
+            debug::EXIT_SUCCESS
+        } else {
+            debug::EXIT_FAILURE
+        });
+        #[allow(clippy::empty_loop)]
+        loop {}
+    }
+
+    /// End the run: a breakpoint (`probe-rs run` stops there; the last line said PASS or FAIL).
+    #[cfg(feature = "defmt")]
+    pub fn exit(_ok: bool) -> ! {
+        loop {
+            cortex_m::asm::bkpt();
+        }
+    }
+}
+
+#[cfg(not(feature = "panic-check"))]
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
     if let Some(l) = info.location() {
-        hprintln!("FAIL: panic at {}:{}", l.file(), l.line());
+        say!("FAIL: panic at {}:{}", l.file(), l.line());
     } else {
-        hprintln!("FAIL: panic");
+        say!("FAIL: panic");
     }
-    debug::exit(debug::EXIT_FAILURE);
-    #[allow(clippy::empty_loop)]
-    loop {}
+    out::exit(false)
+}
+
+/// `panic-check`: any panic path the optimizer could not remove references this undefined function, and the link
+/// fails with "undefined reference to `ember_firmware_reachable_panic'".
+#[cfg(feature = "panic-check")]
+#[panic_handler]
+fn panic(_: &PanicInfo) -> ! {
+    extern "C" {
+        fn ember_firmware_reachable_panic() -> !;
+    }
+    // SAFETY: never executed: the function does not exist, so this build links only if nothing calls it.
+    unsafe { ember_firmware_reachable_panic() }
 }

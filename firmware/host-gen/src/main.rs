@@ -4,6 +4,14 @@
 //!
 //! Usage: `host-gen [--digit D] [--seed S] [--blob PATH] [--golden OUT.rs] [--image OUT.f32]`
 //! (defaults: 3, 1, the committed blob, `firmware/src/golden.rs`, no image).
+//!
+//! `host-gen classify IMAGE.f32 [--expect D] [--weights PATH]`: the evaluation classifier
+//! (`models/eval/classifier.py`, ported in `classifier.rs`; default weights `models/eval/classifier.safetensors`)
+//! on a raw little-endian f32 image `[1, 32, 32]` such as the one the firmware writes; prints the predicted digit
+//! and its softmax probability, and fails when it is not `--expect`.
+//!
+//! `host-gen panic-sites ELF --root REPO [--committed FILE] [--out FILE] [--update]`: the branch sites to a panic
+//! in a firmware ELF, compared with `firmware/panic-sites.txt` (see `panic_sites.rs`).
 use std::error::Error;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -11,11 +19,20 @@ use std::path::PathBuf;
 use ember_core::sampler::driver::{arena_bytes, Control, Init, Sampler};
 use ember_core::Model;
 
+mod classifier;
 #[path = "../../src/common.rs"]
 mod common;
+mod panic_sites;
 
 fn main() -> Result<(), Box<dyn Error>> {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    match std::env::args().nth(1).as_deref() {
+        Some("classify") => return classify(&here),
+        Some("panic-sites") => {
+            return panic_sites::main(&std::env::args().skip(2).collect::<Vec<_>>())
+        }
+        _ => {}
+    }
     let (mut digit, mut seed) = (3u32, 1u64);
     let mut blob_path = here.join("../../models/mnist-student/student-4-int8.ember");
     let mut golden_path = here.join("../src/golden.rs");
@@ -135,6 +152,53 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     println!("host-gen: wrote {}", golden_path.display());
     Ok(())
+}
+
+/// `host-gen classify IMAGE.f32 [--expect D] [--weights PATH]`.
+fn classify(here: &std::path::Path) -> Result<(), Box<dyn Error>> {
+    let mut args = std::env::args().skip(2);
+    let image_path: PathBuf = args.next().ok_or("classify needs an image file")?.into();
+    let mut weights = here.join("../../models/eval/classifier.safetensors");
+    let mut expect: Option<usize> = None;
+    while let Some(a) = args.next() {
+        let v = args.next().ok_or_else(|| format!("{a} needs a value"))?;
+        match a.as_str() {
+            "--expect" => expect = Some(v.parse()?),
+            "--weights" => weights = v.into(),
+            _ => return Err(format!("unknown argument {a}").into()),
+        }
+    }
+    let raw = std::fs::read(&image_path).map_err(|e| format!("{}: {e}", image_path.display()))?;
+    if raw.len() != 4 * classifier::SIDE * classifier::SIDE {
+        return Err(format!(
+            "{}: {} B, expected {} (raw f32 [1, 32, 32])",
+            image_path.display(),
+            raw.len(),
+            4 * classifier::SIDE * classifier::SIDE
+        )
+        .into());
+    }
+    let image: Vec<f32> = raw
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let cnn = classifier::MnistCnn::load(&weights)?;
+    let p = cnn.predict(&image)?;
+    println!(
+        "CLASSIFIED {} p={:.4} ({}; logits {:?})",
+        p.digit,
+        p.prob,
+        image_path.display(),
+        p.logits.map(|l| (l * 100.0).round() / 100.0)
+    );
+    match expect {
+        Some(d) if d != p.digit => Err(format!(
+            "the classifier reads digit {} (p = {:.4}), expected {d}",
+            p.digit, p.prob
+        )
+        .into()),
+        _ => Ok(()),
+    }
 }
 
 /// The bytes of a u128 buffer (16-byte aligned).
