@@ -226,7 +226,64 @@ fn fill_tile(g: &Conv2dGeom, l: &Layout, input: &[i8], oy0: usize, tile: &mut [i
     let plane_in = g.h * g.w;
     let bytes = as_bytes_mut(tile);
     bytes.fill(0x80);
+    // Stride 1, four channels of one branch in a quad: 16 columns of all four at once.
+    let mut done = [false; 4 * 1024];
+    if l.s == 1 {
+        for q in 0..l.quads {
+            let c0 = if q < l.qa {
+                4 * q
+            } else {
+                l.split + 4 * (q - l.qa)
+            };
+            let end = if q < l.qa { l.split } else { g.cin };
+            if c0 + 4 > end || c0 + 4 > done.len() {
+                continue;
+            }
+            let Some(src) = input.get(c0 * plane_in..(c0 + 4) * plane_in) else {
+                continue;
+            };
+            for r in 0..rph {
+                let Some(iy) = (oy0 + r).checked_sub(g.pad_t).filter(|&iy| iy < g.h) else {
+                    continue;
+                };
+                let base = q * qs + r * l.wph;
+                let c_lo = g.pad_l;
+                let c_hi = (g.w + g.pad_l).min(l.wph);
+                let mut col = c_lo;
+                while col + 16 <= c_hi {
+                    let ix = col - g.pad_l;
+                    let at = (base + col) * 4;
+                    if let (Some(dst), Some(_)) = (
+                        bytes.get_mut(at..at + 64),
+                        src.get(3 * plane_in + iy * g.w + ix + 15),
+                    ) {
+                        // SAFETY: SSE2 is part of x86_64; the four source rows hold 16 bytes from `ix` (the last
+                        // one checked just above, the others lie before it), and `dst` has 64 bytes.
+                        unsafe { interleave16(src.as_ptr().add(iy * g.w + ix), plane_in, dst) };
+                    }
+                    col += 16;
+                }
+                for col in col..c_hi {
+                    let ix = col - g.pad_l;
+                    for j in 0..4 {
+                        if let (Some(&v), Some(d)) = (
+                            src.get(j * plane_in + iy * g.w + ix),
+                            bytes.get_mut((base + col) * 4 + j),
+                        ) {
+                            *d = (v as u8) ^ 0x80;
+                        }
+                    }
+                }
+            }
+            for d in done.iter_mut().skip(c0).take(4) {
+                *d = true;
+            }
+        }
+    }
     for ci in 0..g.cin {
+        if done.get(ci).copied().unwrap_or(false) {
+            continue;
+        }
         let (q, j) = l.quad_of(ci);
         let src = input.get(ci * plane_in..(ci + 1) * plane_in).unwrap_or(&[]);
         for a in 0..l.s {
@@ -253,6 +310,25 @@ fn fill_tile(g: &Conv2dGeom, l: &Layout, input: &[i8], oy0: usize, tile: &mut [i
             }
         }
     }
+}
+
+/// Bytes `x[c · plane + 0..16] ^ 0x80` of channels `c = 0..4` interleaved into 16 words of 4 bytes (`dst[4·i + c]`).
+///
+/// # Safety
+/// `x + 3 · plane + 15` must be readable (and so the other three rows); `dst` must hold 64 bytes.
+unsafe fn interleave16(x: *const i8, plane: usize, dst: &mut [u8]) {
+    let bias = _mm_set1_epi8(-128);
+    let r = |c: usize| _mm_xor_si128(_mm_loadu_si128(x.add(c * plane) as *const __m128i), bias);
+    let (r0, r1, r2, r3) = (r(0), r(1), r(2), r(3));
+    let a = _mm_unpacklo_epi8(r0, r1);
+    let b = _mm_unpacklo_epi8(r2, r3);
+    let c = _mm_unpackhi_epi8(r0, r1);
+    let d = _mm_unpackhi_epi8(r2, r3);
+    let o = dst.as_mut_ptr() as *mut __m128i;
+    _mm_storeu_si128(o, _mm_unpacklo_epi16(a, b));
+    _mm_storeu_si128(o.add(1), _mm_unpackhi_epi16(a, b));
+    _mm_storeu_si128(o.add(2), _mm_unpacklo_epi16(c, d));
+    _mm_storeu_si128(o.add(3), _mm_unpackhi_epi16(c, d));
 }
 
 /// The bytes of an `i32` slice (little-endian: byte `j` of a word is its bits `8j .. 8j + 8`).
