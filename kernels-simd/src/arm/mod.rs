@@ -1,12 +1,68 @@
-//! 32-bit Arm (Cortex-M) tiers (DSP, Helium/MVE). Each exposes a [`KernelTable`](crate::KernelTable) with its
-//! kernels installed over the generic ones; [`tier`] returns it only when the target features allow it.
+//! 32-bit Arm (Cortex-M) tiers. Each exposes a [`KernelTable`](crate::KernelTable) with its kernels installed over
+//! the generic ones; [`tier`] returns it only when the target features allow it (there is no runtime detection on
+//! bare metal: the tier is chosen by `cfg!(target_feature)` at build time).
+//!
+//! * `"dsp"` (Cortex-M4 / M7 / M33 / M55: the DSP extension, `target_feature = "dsp"`): int8 convolution with
+//!   `SMLAD` (two 16-bit MACs per instruction), 2 output channels × 2 pixels per inner loop.
+//! * `"mve"` (Cortex-M55 / M85: Helium integer MVE): int8 convolution with `VMLADAVA.S8` (16 int8 MACs per
+//!   instruction), tail-predicated `DLSTP`/`LETP` loops. rustc does not know the `mve` target feature (it is an LLVM
+//!   code-generation feature only), but it reports `neon` for an M-profile core exactly when the core has MVE
+//!   (`target-cpu=cortex-m55` / `cortex-m85`), so the tier is selected by `mclass` + `neon`.
+//!
+//! Both reuse the generic epilogue ([`crate::quant::ConvEpilogue`]) over exact integer sums, so their output is
+//! bit-identical to [`crate::quant::conv2d_i8`]. Instructions are written with `core::arch::asm!` (stable Rust); the
+//! `core::arch::arm` DSP intrinsics are unstable.
+#![allow(unsafe_code)] // inline assembly; every block states its invariant.
+
+mod conv;
+#[cfg(target_feature = "dsp")]
+mod dsp;
+#[cfg(all(target_feature = "mclass", target_feature = "neon"))]
+mod mve;
 
 use crate::registry::KernelTable;
+#[cfg(any(
+    target_feature = "dsp",
+    all(target_feature = "mclass", target_feature = "neon")
+))]
+use crate::registry::GENERIC;
 
-/// Every tier name this build knows on 32-bit Arm, lowest first.
-pub const ALL_TIERS: &[&str] = &["generic"];
+/// DSP extension: `SMLAD` int8 convolution.
+#[cfg(target_feature = "dsp")]
+static DSP: KernelTable = KernelTable {
+    name: "dsp",
+    conv2d_i8: dsp::conv2d_i8,
+    ..GENERIC
+};
+
+/// Helium (integer MVE): `VMLADAVA.S8` int8 convolution.
+#[cfg(all(target_feature = "mclass", target_feature = "neon"))]
+static MVE: KernelTable = KernelTable {
+    name: "mve",
+    conv2d_i8: mve::conv2d_i8,
+    ..GENERIC
+};
+
+/// Every tier name this build knows on 32-bit Arm, lowest first (whether or not this core can run them).
+pub const ALL_TIERS: &[&str] = &["generic", "dsp", "mve"];
+
+/// Whether the build targets a core with the DSP extension (`SMLAD`, `SXTB16`).
+pub const fn has_dsp() -> bool {
+    cfg!(target_feature = "dsp")
+}
+
+/// Whether the build targets a core with Helium (integer MVE): an M-profile core for which rustc reports `neon`.
+pub const fn has_mve() -> bool {
+    cfg!(all(target_feature = "mclass", target_feature = "neon"))
+}
 
 /// The tier named `name` if this target can run it.
-pub fn tier(_name: &str) -> Option<&'static KernelTable> {
-    None
+pub fn tier(name: &str) -> Option<&'static KernelTable> {
+    match name {
+        #[cfg(target_feature = "dsp")]
+        "dsp" => Some(&DSP),
+        #[cfg(all(target_feature = "mclass", target_feature = "neon"))]
+        "mve" => Some(&MVE),
+        _ => None,
+    }
 }

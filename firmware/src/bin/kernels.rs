@@ -1,0 +1,585 @@
+//! Cortex-M kernel test program (`scripts/cortexm-kernels.sh`): runs every 32-bit Arm kernel tier of
+//! `ember-kernels` this build knows (`registry::all_tiers()`) against the generic kernels on many shapes with
+//! pseudo-random data, bit for bit, and prints one line per (tier, kernel) over semihosting: `PASS`, `FAIL` or
+//! `SKIPPED` (a tier the core cannot run, e.g. `mve` on the Cortex-M7), then a `SUMMARY` line. It then measures the
+//! instructions per MAC of the int8 convolution of every runnable tier on representative shapes of the MNIST student
+//! (exact under QEMU `-icount shift=0`; `BENCH` lines). Exit status 0 when nothing failed.
+#![no_std]
+#![no_main]
+
+use core::panic::PanicInfo;
+use core::ptr::addr_of_mut;
+
+use cortex_m_rt::entry;
+use cortex_m_semihosting::{debug, hprintln};
+use ember_kernels::quant::{self, ActQ, QOut};
+use ember_kernels::registry::{self, KernelTable, GENERIC};
+use ember_kernels::{Conv2dGeom, Weights};
+
+/// Largest buffers the cases use.
+const MAX_X: usize = 40 * 1024;
+const MAX_W: usize = 40 * 1024;
+const MAX_OI: usize = 32 * 1024;
+const MAX_OF: usize = 8 * 1024;
+const MAX_ACC: usize = 2 * 1024;
+const MAX_C: usize = 512;
+
+/// Every buffer of the program (.bss): taken once, in `main`.
+struct Bufs {
+    x: [i8; MAX_X],
+    w: [i8; MAX_W],
+    res: [i8; MAX_OI],
+    oi_ref: [i8; MAX_OI],
+    oi_got: [i8; MAX_OI],
+    of_ref: [f32; MAX_OF],
+    of_got: [f32; MAX_OF],
+    acc: [i32; MAX_ACC],
+    ws: [f32; MAX_C],
+    bias: [f32; MAX_C],
+    cadd: [f32; MAX_C],
+}
+
+static mut BUFS: Bufs = Bufs {
+    x: [0; MAX_X],
+    w: [0; MAX_W],
+    res: [0; MAX_OI],
+    oi_ref: [0; MAX_OI],
+    oi_got: [0; MAX_OI],
+    of_ref: [0.0; MAX_OF],
+    of_got: [0.0; MAX_OF],
+    acc: [0; MAX_ACC],
+    ws: [0.0; MAX_C],
+    bias: [0.0; MAX_C],
+    cadd: [0.0; MAX_C],
+};
+
+/// 64-bit LCG (Knuth's MMIX constants), upper bits out.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) as u32
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() as usize) % n.max(1)
+    }
+    fn i8(&mut self) -> i8 {
+        (self.next() >> 8) as u8 as i8
+    }
+    /// Uniform in [lo, hi).
+    fn f32(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * ((self.next() >> 8) as f32 / (1u32 << 24) as f32)
+    }
+}
+
+/// One convolution case.
+#[derive(Clone, Copy, Debug)]
+struct ConvCase {
+    g: Conv2dGeom,
+    split: Option<usize>,
+    bias: bool,
+    chan_add: bool,
+    residual: bool,
+    div: f32,
+    f32_out: bool,
+    /// Shorten these slices (malformed input: the tier must behave exactly as generic).
+    short_x: usize,
+    short_w: usize,
+    short_out: usize,
+    short_acc: usize,
+}
+
+/// A geometry with pads `[top, left, bottom, right]`; `None` when the output would be empty.
+fn geom(
+    cin: usize,
+    cout: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    stride: usize,
+    pads: [usize; 4],
+) -> Option<Conv2dGeom> {
+    let (hp, wp) = (h + pads[0] + pads[2], w + pads[1] + pads[3]);
+    if hp < k || wp < k || stride == 0 {
+        return None;
+    }
+    Some(Conv2dGeom {
+        cin,
+        h,
+        w,
+        cout,
+        k,
+        stride,
+        pad_t: pads[0],
+        pad_l: pads[1],
+        oh: (hp - k) / stride + 1,
+        ow: (wp - k) / stride + 1,
+    })
+}
+
+impl ConvCase {
+    fn plain(g: Conv2dGeom) -> ConvCase {
+        ConvCase {
+            g,
+            split: None,
+            bias: true,
+            chan_add: false,
+            residual: false,
+            div: 1.0,
+            f32_out: false,
+            short_x: 0,
+            short_w: 0,
+            short_out: 0,
+            short_acc: 0,
+        }
+    }
+
+    fn sizes(&self) -> (usize, usize, usize, usize) {
+        let g = &self.g;
+        (
+            g.cin * g.h * g.w,
+            g.cout * g.cin * g.k * g.k,
+            g.cout * g.oh * g.ow,
+            quant::conv2d_i8_scratch_len(g),
+        )
+    }
+
+    fn fits(&self) -> bool {
+        let (nx, nw, no, na) = self.sizes();
+        nx <= MAX_X
+            && nw <= MAX_W
+            && no <= if self.f32_out { MAX_OF } else { MAX_OI }
+            && na <= MAX_ACC
+            && self.g.cout <= MAX_C
+    }
+}
+
+/// Fill the inputs of `c` with pseudo-random data.
+fn fill(b: &mut Bufs, r: &mut Lcg, c: &ConvCase) {
+    let (nx, nw, no, _) = c.sizes();
+    for v in &mut b.x[..nx] {
+        *v = r.i8();
+    }
+    for v in &mut b.w[..nw] {
+        *v = r.i8();
+    }
+    for v in &mut b.res[..no.min(MAX_OI)] {
+        *v = r.i8();
+    }
+    for i in 0..c.g.cout {
+        b.ws[i] = r.f32(0.002, 0.02);
+        b.bias[i] = r.f32(-1.0, 1.0);
+        b.cadd[i] = r.f32(-0.5, 0.5);
+    }
+}
+
+/// Run `t`'s int8 convolution on the case's buffers into `got` (`true`) or `ref` (`false`) outputs.
+fn run_conv(b: &mut Bufs, t: &KernelTable, c: &ConvCase, into_got: bool) {
+    let (nx, nw, no, na) = c.sizes();
+    let g = &c.g;
+    let in_q = match c.split {
+        Some(s) => ActQ {
+            scale: 0.03,
+            split: s,
+            scale2: 0.07,
+        },
+        None => ActQ::single(0.05),
+    };
+    let bias = c.bias.then_some(Weights::F32(&b.bias[..g.cout]));
+    let cadd = c.chan_add.then_some(&b.cadd[..g.cout]);
+    let residual = c.residual.then_some((&b.res[..no.min(MAX_OI)], 0.04f32));
+    let x = &b.x[..nx - c.short_x.min(nx)];
+    let w = &b.w[..nw - c.short_w.min(nw)];
+    let acc = &mut b.acc[..na - c.short_acc.min(na)];
+    let n_out = no - c.short_out.min(no);
+    let out = if c.f32_out {
+        let o = if into_got {
+            &mut b.of_got[..n_out]
+        } else {
+            &mut b.of_ref[..n_out]
+        };
+        o.fill(-7.0);
+        QOut::F32(o)
+    } else {
+        let o = if into_got {
+            &mut b.oi_got[..n_out]
+        } else {
+            &mut b.oi_ref[..n_out]
+        };
+        o.fill(99);
+        QOut::I8 {
+            data: o,
+            scale: 0.09,
+        }
+    };
+    (t.conv2d_i8)(
+        g,
+        x,
+        in_q,
+        w,
+        &b.ws[..g.cout],
+        bias,
+        cadd,
+        residual,
+        c.div,
+        acc,
+        out,
+    );
+}
+
+/// Whether `t` and generic give the same bits on `c`.
+fn check_conv(b: &mut Bufs, t: &KernelTable, c: &ConvCase) -> bool {
+    run_conv(b, &GENERIC, c, false);
+    run_conv(b, t, c, true);
+    let (_, _, no, _) = c.sizes();
+    let no = no - c.short_out.min(no);
+    if c.f32_out {
+        b.of_ref[..no]
+            .iter()
+            .zip(&b.of_got[..no])
+            .all(|(a, g)| a.to_bits() == g.to_bits())
+    } else {
+        b.oi_ref[..no] == b.oi_got[..no]
+    }
+}
+
+/// The cases of one run: fixed shapes (the student's, channel chunks, a split inside a chunk, stride 2, 1×1,
+/// asymmetric padding, odd channel counts), malformed slices and pseudo-random shapes.
+fn conv_cases(r: &mut Lcg, mut each: impl FnMut(&ConvCase, &mut Lcg)) -> usize {
+    let mut n = 0;
+    let mut run = |c: ConvCase, r: &mut Lcg| {
+        if c.fits() {
+            each(&c, r);
+            n += 1;
+        }
+    };
+    let fixed = [
+        (64, 64, 8, 8, 3, 1, [1, 1, 1, 1]),
+        (32, 32, 16, 16, 3, 1, [1, 1, 1, 1]),
+        (130, 6, 5, 5, 3, 1, [1, 1, 1, 1]),
+        (96, 5, 4, 6, 1, 1, [0, 0, 0, 0]),
+        (300, 3, 3, 3, 1, 1, [0, 0, 0, 0]),
+        (33, 7, 9, 7, 3, 2, [0, 0, 1, 1]),
+        (17, 9, 11, 13, 3, 2, [1, 1, 1, 1]),
+        (3, 1, 32, 32, 3, 1, [1, 1, 1, 1]),
+        (11, 4, 6, 5, 5, 1, [2, 2, 2, 2]),
+        (5, 3, 2, 2, 3, 1, [2, 2, 2, 2]),
+        (2, 2, 1, 1, 1, 1, [0, 0, 0, 0]),
+        (7, 3, 3, 3, 17, 1, [7, 7, 7, 7]),
+    ];
+    for (i, &(cin, cout, h, w, k, s, pads)) in fixed.iter().enumerate() {
+        let Some(g) = geom(cin, cout, h, w, k, s, pads) else {
+            continue;
+        };
+        for variant in 0..3 {
+            let mut c = ConvCase::plain(g);
+            c.f32_out = variant == 1;
+            if variant == 2 {
+                c.split = Some([cin / 2, 64.min(cin), cin, 0][i % 4]);
+                c.chan_add = true;
+                c.residual = true;
+                c.div = 1.414;
+            }
+            run(c, r);
+        }
+    }
+    // Malformed slices: the tiers must do exactly what generic does (nothing, or read missing values as zero).
+    if let Some(g) = geom(9, 5, 6, 7, 3, 1, [1, 1, 1, 1]) {
+        for (sx, sw, so, sa) in [
+            (1, 0, 0, 0),
+            (42, 0, 0, 0),
+            (0, 1, 0, 0),
+            (0, 81, 0, 0),
+            (0, 0, 1, 0),
+            (0, 0, 42, 0),
+            (0, 0, 0, 1),
+        ] {
+            for f32_out in [false, true] {
+                let mut c = ConvCase::plain(g);
+                (c.short_x, c.short_w, c.short_out, c.short_acc, c.f32_out) =
+                    (sx, sw, so, sa, f32_out);
+                run(c, r);
+            }
+        }
+        for g in [
+            Conv2dGeom { k: 0, ..g },
+            Conv2dGeom { stride: 0, ..g },
+            Conv2dGeom { cin: 0, ..g },
+            Conv2dGeom { oh: 0, ..g },
+            Conv2dGeom { h: 0, ..g },
+            Conv2dGeom { w: 0, ..g },
+        ] {
+            run(ConvCase::plain(g), r);
+        }
+    }
+    // Pseudo-random shapes and options.
+    for case in 0..160 {
+        let k = [1, 3, 3, 5][case % 4];
+        let stride = 1 + (case / 4) % 2;
+        let (h, w) = (1 + r.below(10), 1 + r.below(10));
+        let pads = [r.below(k), r.below(k), r.below(k), r.below(k)];
+        let cin = if case % 5 == 0 {
+            1 + r.below(70)
+        } else {
+            1 + r.below(24)
+        };
+        let Some(g) = geom(cin, 1 + r.below(9), h, w, k, stride, pads) else {
+            continue;
+        };
+        let c = ConvCase {
+            split: (r.below(2) == 0).then(|| r.below(cin + 1)),
+            bias: r.below(2) == 0,
+            chan_add: r.below(2) == 0,
+            residual: r.below(2) == 0,
+            div: [1.0, 2.0, 1.414][r.below(3)],
+            f32_out: r.below(2) == 0,
+            ..ConvCase::plain(g)
+        };
+        run(c, r);
+    }
+    n
+}
+
+#[entry]
+fn main() -> ! {
+    let ok = run();
+    debug::exit(if ok {
+        debug::EXIT_SUCCESS
+    } else {
+        debug::EXIT_FAILURE
+    });
+    #[allow(clippy::empty_loop)]
+    loop {}
+}
+
+fn run() -> bool {
+    hprintln!(
+        "ember kernel tiers on {}: build knows {:?}, best {:?}",
+        if cfg!(board_an547) {
+            "Cortex-M55 (mps3-an547)"
+        } else {
+            "Cortex-M7 (mps2-an500)"
+        },
+        registry::all_tiers(),
+        registry::best().name
+    );
+    // SAFETY: `run` is called once, from `main`, with no interrupts touching BUFS: this is the only reference.
+    let b: &mut Bufs = unsafe { &mut *addr_of_mut!(BUFS) };
+    let (mut pass, mut fail, mut skipped) = (0u32, 0u32, 0u32);
+    let mut runnable: [Option<&'static KernelTable>; 8] = [None; 8];
+    let mut nrun = 0;
+    // Build with EMBER_KERNELS_BENCH_ONLY=1 to skip the checks (profiling the benchmarks alone).
+    let check = option_env!("EMBER_KERNELS_BENCH_ONLY").is_none();
+    for &name in registry::all_tiers() {
+        let Some(t) = registry::tier(name) else {
+            hprintln!("SKIPPED {} conv2d_i8: this core cannot run the tier", name);
+            skipped += 1;
+            continue;
+        };
+        if let Some(slot) = runnable.get_mut(nrun) {
+            *slot = Some(t);
+            nrun += 1;
+        }
+        if name == "generic" || !check {
+            continue; // the reference itself
+        }
+        let mut r = Lcg(0x5eed_2026);
+        let mut bad: Option<ConvCase> = None;
+        let mut nbad = 0u32;
+        let n = conv_cases(&mut r, |c, r| {
+            fill(b, r, c);
+            if !check_conv(b, t, c) {
+                nbad += 1;
+                bad.get_or_insert(*c);
+            }
+        });
+        match bad {
+            None => {
+                hprintln!(
+                    "PASS {} conv2d_i8: {} cases bit-identical to generic",
+                    name,
+                    n
+                );
+                pass += 1;
+            }
+            Some(c) => {
+                hprintln!(
+                    "FAIL {} conv2d_i8: {} of {} cases differ from generic; first {:?}",
+                    name,
+                    nbad,
+                    n,
+                    c
+                );
+                fail += 1;
+            }
+        }
+    }
+    hprintln!(
+        "SUMMARY kernels: {} PASS, {} FAIL, {} SKIPPED",
+        pass,
+        fail,
+        skipped
+    );
+
+    // Instructions per MAC of the int8 convolution (int8 output, bias, no residual: the student's common case).
+    let clock = timer::calibrate();
+    let shapes = [
+        ("64->64 8x8 3x3", geom(64, 64, 8, 8, 3, 1, [1, 1, 1, 1])),
+        ("32->32 16x16 3x3", geom(32, 32, 16, 16, 3, 1, [1, 1, 1, 1])),
+        ("32->32 32x32 3x3", geom(32, 32, 32, 32, 3, 1, [1, 1, 1, 1])),
+    ];
+    let mut r = Lcg(7);
+    for (label, g) in shapes {
+        let Some(g) = g else { continue };
+        let c = ConvCase::plain(g);
+        if !c.fits() {
+            continue;
+        }
+        fill(b, &mut r, &c);
+        let macs = g.macs();
+        for t in runnable.iter().take(nrun).flatten() {
+            let t0 = timer::now();
+            run_conv(b, t, &c, true);
+            let instr = clock.instructions(timer::now() - t0);
+            let centi = instr * 100 / macs.max(1);
+            hprintln!(
+                "BENCH {} {}: {} instructions, {} MACs, {}.{:02} instructions/MAC",
+                t.name,
+                label,
+                instr,
+                macs,
+                centi / 100,
+                centi % 100
+            );
+        }
+    }
+    fail == 0
+}
+
+/// Instruction counts from a hardware timer (as in the firmware's main.rs): under `-icount shift=0` QEMU's virtual
+/// clock advances 1 ns per instruction; the ratio is calibrated with a loop of known length.
+mod timer {
+    /// Instructions per timer ticks, as a ratio.
+    #[derive(Clone, Copy)]
+    pub struct Clock {
+        pub instr: u64,
+        pub ticks: u64,
+    }
+
+    impl Clock {
+        pub fn instructions(&self, ticks: u64) -> u64 {
+            (ticks * self.instr + self.ticks / 2) / self.ticks.max(1)
+        }
+    }
+
+    /// `n` iterations of a two-instruction loop (`subs`, `bne`).
+    #[inline(never)]
+    fn spin(n: u32) {
+        // SAFETY: register-only loop.
+        unsafe {
+            core::arch::asm!("2:", "subs {n}, {n}, #1", "bne 2b", n = inout(reg) n => _, options(nomem, nostack));
+        }
+    }
+
+    /// Starts the timer and measures its instructions per tick (rounded to 1/64).
+    pub fn calibrate() -> Clock {
+        start();
+        const N: u32 = 1 << 22;
+        let t0 = now();
+        spin(N);
+        let t1 = now();
+        spin(2 * N);
+        let t2 = now();
+        let ticks = ((t2 - t1) - (t1 - t0)).max(1);
+        Clock {
+            instr: (2 * u64::from(N) * 64 + ticks / 2) / ticks,
+            ticks: 64,
+        }
+    }
+
+    /// CMSDK APB timer 0 of the MPS2 board: a 32-bit down-counter on the 25 MHz APB clock.
+    #[cfg(not(board_an547))]
+    mod hw {
+        use core::ptr::{read_volatile, write_volatile};
+
+        const BASE: usize = 0x4000_0000;
+        const CTRL: *mut u32 = BASE as *mut u32;
+        const VALUE: *mut u32 = (BASE + 4) as *mut u32;
+        const RELOAD: *mut u32 = (BASE + 8) as *mut u32;
+
+        pub fn start() {
+            // SAFETY: MMIO registers of the CMSDK timer, which nothing else uses.
+            unsafe {
+                write_volatile(CTRL, 0);
+                write_volatile(RELOAD, u32::MAX);
+                write_volatile(VALUE, u32::MAX);
+                write_volatile(CTRL, 1);
+            }
+        }
+
+        /// Ticks since `start`.
+        pub fn now() -> u64 {
+            // SAFETY: read of an MMIO register.
+            u64::from(u32::MAX - unsafe { read_volatile(VALUE) })
+        }
+    }
+
+    /// SysTick on the core clock (24 bits), extended by counting its wraps in the SysTick exception.
+    #[cfg(board_an547)]
+    mod hw {
+        use core::sync::atomic::{AtomicU32, Ordering};
+        use cortex_m::peripheral::syst::SystClkSource;
+        use cortex_m::peripheral::{SCB, SYST};
+        use cortex_m_rt::exception;
+
+        const RELOAD: u32 = 0x00FF_FFFF;
+        static WRAPS: AtomicU32 = AtomicU32::new(0);
+
+        #[exception]
+        fn SysTick() {
+            WRAPS.fetch_add(1, Ordering::Relaxed);
+        }
+
+        pub fn start() {
+            // SAFETY: SysTick is used by nothing else; `steal` avoids threading `Peripherals` through.
+            let mut p = unsafe { cortex_m::Peripherals::steal() };
+            p.SYST.set_clock_source(SystClkSource::Core);
+            p.SYST.set_reload(RELOAD);
+            p.SYST.clear_current();
+            p.SYST.enable_interrupt();
+            p.SYST.enable_counter();
+            while SYST::get_current() == 0 {}
+        }
+
+        /// Ticks since `start` (a wrap whose exception is still pending counts when the value was read after it).
+        pub fn now() -> u64 {
+            loop {
+                let w = WRAPS.load(Ordering::SeqCst);
+                let v = SYST::get_current();
+                let pending = SCB::is_pendst_pending();
+                if WRAPS.load(Ordering::SeqCst) == w {
+                    let w = w + u32::from(pending && v > RELOAD / 2);
+                    return u64::from(w) * u64::from(RELOAD + 1) + u64::from(RELOAD - v);
+                }
+            }
+        }
+    }
+
+    pub use hw::{now, start};
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo) -> ! {
+    if let Some(l) = info.location() {
+        hprintln!("FAIL: panic at {}:{}", l.file(), l.line());
+    } else {
+        hprintln!("FAIL: panic");
+    }
+    debug::exit(debug::EXIT_FAILURE);
+    #[allow(clippy::empty_loop)]
+    loop {}
+}
