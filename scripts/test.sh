@@ -21,6 +21,8 @@ step "bare metal: no_std build + QEMU Cortex-M7 run"
 scripts/check-nostd.sh
 step "aarch64: NEON and dotprod tiers against generic under qemu-aarch64 (-cpu max, -cpu cortex-a53)"
 scripts/test-aarch64.sh
+step "Cortex-M: dsp and mve tiers against generic under qemu-system-arm (M7, M55)"
+scripts/cortexm-kernels.sh
 step "firmware: the int8 student draws a digit on emulated Cortex-M7 and Cortex-M55 (bit-identical, budgets)"
 BOARD=all scripts/firmware.sh
 step "all checks passed"
