@@ -58,6 +58,10 @@ fn shapes(rng: &mut Lcg) -> Vec<Conv2dGeom> {
     // Wide layers: the large stack buffers (a 384-channel concatenation at 32 columns, 512 channels at 4×4).
     v.push(mk(384, 3, 32, 5, 3, 1, 1));
     v.push(mk(512, 4, 4, 6, 3, 1, 1));
+    // Layers the AVX-512 implicit-GEMM kernels split into bands of output rows.
+    v.push(mk(512, 16, 16, 9, 3, 1, 1));
+    v.push(mk(256, 32, 32, 9, 3, 1, 1));
+    v.push(mk(256, 33, 33, 5, 3, 2, 1));
     v.push(mk(5, 6, 6, 3, 5, 1, 2));
     for _ in 0..40 {
         let k: usize = [1, 3, 5][rng.below(3)];
@@ -207,6 +211,7 @@ fn check_attention(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
         // Query blocks with tails, channels past one 8-channel tile, tokens past the AVX-512 stack block.
         (1, 40, 130),
         (1, 13, 520),
+        (1, 256, 256),
         (1, 8, 1100),
     ] {
         let g = ember_kernels::generic::AttentionGeom {
@@ -343,6 +348,7 @@ fn check_attention_i8(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
         // Channels past one 32-lane block, and token counts near / past the AVX-512 kernel's stack limit.
         (1, 40, 130),
         (1, 64, 520),
+        (1, 256, 256),
         (1, 8, 1100),
     ] {
         let g = ember_kernels::generic::AttentionGeom {

@@ -16,10 +16,10 @@ use crate::quant::{self, QOut};
 const R: usize = 8;
 /// Most tokens.
 const NMAX: usize = 1024;
-/// Packed key words (`ceil(d / 4) · n` rounded up to 16 keys).
-const KQ: usize = 16 * 1024;
-/// Values as `f32` `[j][d rounded up to 32]`.
-const VT: usize = 32 * 1024;
+/// Packed key words (`ceil(d / 4) · n` rounded up to 16 keys): 128 KiB.
+const KQ: usize = 32 * 1024;
+/// Values as `f32` `[j][d rounded up to 32]`: 256 KiB (ddpm-cifar10-32's 256 channels × 256 tokens).
+const VT: usize = 64 * 1024;
 
 /// Whether the fast path takes this geometry.
 fn fits(g: &AttentionGeom) -> bool {

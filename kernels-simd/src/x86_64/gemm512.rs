@@ -14,12 +14,12 @@ use crate::{Conv2dGeom, Weights};
 const CO: usize = 8;
 /// Output positions per register tile.
 const PX: usize = 32;
-/// Input tile budget in floats (256 KiB).
-const TILE_W: usize = 64 * 1024;
+/// Input tile budget in floats (512 KiB of stack: host tiers only; 256 channels of a 16×16 layer in one band).
+const TILE_W: usize = 128 * 1024;
 /// Flat positions per band.
 const FMAX: usize = 2048;
-/// Packed weights of one channel block: `cin · taps · CO` floats at most (128 KiB).
-const WP_W: usize = 32 * 1024;
+/// Packed weights of one channel block: `cin · taps · CO` floats at most (256 KiB: 512 input channels at 3×3).
+const WP_W: usize = 64 * 1024;
 /// Largest kernel side.
 const KMAX: usize = 7;
 
@@ -64,10 +64,14 @@ fn layout(g: &Conv2dGeom) -> Option<Layout> {
     while r > 0 && (g.cin * l.cstride(r) > TILE_W || l.fpad(r, g.ow) > FMAX) {
         r -= 1;
     }
-    (r > 0).then(|| {
-        l.rows = r;
-        l
-    })
+    // Each band repacks every weight (a few ns each, against ~0.02 ns per MAC): several bands only pay off when a
+    // band still has many output positions per weight.
+    let bands = g.oh.div_ceil(r.max(1));
+    if r == 0 || (bands > 1 && r * g.ow < 128) {
+        return None;
+    }
+    l.rows = r;
+    Some(l)
 }
 
 /// Whether [`conv2d`] takes this layer with these slice lengths.
@@ -116,15 +120,22 @@ pub(super) unsafe fn conv2d(
         fill_tile(g, &l, input, oy0, &mut tile[..g.cin * cs]);
         for co0 in (0..g.cout).step_by(CO) {
             // Packed weights [ci][tap][CO]; channels past cout are zero.
-            for ci in 0..g.cin {
-                for t in 0..kk {
-                    for c in 0..CO {
-                        let co = co0 + c;
-                        wp[(ci * kk + t) * CO + c] = if co < g.cout {
-                            w.get((co * g.cin + ci) * kk + t)
-                        } else {
-                            0.0
-                        };
+            let per = g.cin * kk;
+            wp[..per * CO].fill(0.0);
+            for c in 0..CO.min(g.cout - co0) {
+                let co = co0 + c;
+                match w {
+                    Weights::F32(all) => {
+                        if let Some(row) = all.get(co * per..(co + 1) * per) {
+                            for (i, &v) in row.iter().enumerate() {
+                                wp[i * CO + c] = v;
+                            }
+                        }
+                    }
+                    _ => {
+                        for i in 0..per {
+                            wp[i * CO + c] = w.get(co * per + i);
+                        }
                     }
                 }
             }
