@@ -754,12 +754,22 @@ impl<'a> Model<'a> {
                 got: u32::try_from(arena.len()).unwrap_or(u32::MAX),
             });
         }
-        let (model, rest) = arena.split_at_mut(a(self.arena_bytes()));
-        let (inp, rest) = rest.split_at_mut(a(self.info.input_len() * 4));
+        let short = Error::ArenaTooSmall {
+            needed: u32::try_from(need).unwrap_or(u32::MAX),
+            got: u32::try_from(arena.len()).unwrap_or(u32::MAX),
+        };
+        let (model, rest) = arena
+            .split_at_mut_checked(a(self.arena_bytes()))
+            .ok_or(short)?;
+        let (inp, rest) = rest
+            .split_at_mut_checked(a(self.info.input_len() * 4))
+            .ok_or(short)?;
         let (n_in, n_out) = (self.info.input_len(), self.info.output_len());
         let mis = |_| Error::ArenaMisaligned;
-        let x: &mut [f32] = bytemuck::try_cast_slice_mut(&mut inp[..n_in * 4]).map_err(mis)?;
-        let y: &mut [f32] = bytemuck::try_cast_slice_mut(&mut rest[..n_out * 4]).map_err(mis)?;
+        let x: &mut [f32] =
+            bytemuck::try_cast_slice_mut(inp.get_mut(..n_in * 4).ok_or(short)?).map_err(mis)?;
+        let y: &mut [f32] =
+            bytemuck::try_cast_slice_mut(rest.get_mut(..n_out * 4).ok_or(short)?).map_err(mis)?;
         crate::rng::Pcg32::new(seed, 0).fill_normal(x);
         let mut s = self.bind(model)?;
         s.set_kernels(&ember_kernels::registry::GENERIC);
@@ -936,12 +946,12 @@ fn split_disjoint<'x, const N: usize>(
     for (i, o) in order.iter_mut().enumerate() {
         *o = i;
     }
-    order.sort_unstable_by_key(|&i| ranges[i].0);
+    order.sort_unstable_by_key(|&i| ranges.get(i).map_or(0, |r| r.0));
     let mut out: [&'x mut [u8]; N] = core::array::from_fn(|_| Default::default());
     let mut rest = s;
     let mut consumed = 0usize;
     for &i in &order {
-        let (start, len) = ranges[i];
+        let (start, len) = *ranges.get(i)?;
         if len == 0 {
             continue;
         }
@@ -949,9 +959,9 @@ fn split_disjoint<'x, const N: usize>(
         if skip.checked_add(len)? > rest.len() {
             return None;
         }
-        let (_, tail) = core::mem::take(&mut rest).split_at_mut(skip);
-        let (mine, tail) = tail.split_at_mut(len);
-        out[i] = mine;
+        let (_, tail) = core::mem::take(&mut rest).split_at_mut_checked(skip)?;
+        let (mine, tail) = tail.split_at_mut_checked(len)?;
+        *out.get_mut(i)? = mine;
         rest = tail;
         consumed = start + len;
     }
@@ -975,6 +985,22 @@ fn i32s(b: &mut [u8]) -> Result<&mut [i32], Error> {
 
 fn i8s(b: &mut [u8]) -> &mut [i8] {
     bytemuck::cast_slice_mut(b)
+}
+
+/// `dst.copy_from_slice(src)` without its panic: `false` (and nothing copied) when the lengths differ. (Parse-time
+/// validation makes the lengths equal on every path; this keeps the firmware's panic-check build free of the site.)
+fn copy_exact<T: Copy>(dst: &mut [T], src: &[T]) -> bool {
+    if dst.len() != src.len() {
+        return false;
+    }
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = *s;
+    }
+    true
+}
+
+fn len32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 fn opt<T>(id: u32, v: T) -> Option<T> {
@@ -1012,7 +1038,9 @@ impl<'a> Session<'_, 'a> {
         for (x, &b) in r.iter_mut().zip(&ids) {
             *x = self.range(b)?;
         }
-        split_disjoint(self.arena, r).ok_or(Error::BadBuffer { index: ids[0] })
+        split_disjoint(self.arena, r).ok_or(Error::BadBuffer {
+            index: ids.first().copied().unwrap_or(NONE),
+        })
     }
 
     fn bufs<const N: usize>(&mut self, ids: [u32; N]) -> Result<[&mut [f32]; N], Error> {
@@ -1127,7 +1155,12 @@ impl<'a> Session<'_, 'a> {
         self.row = self.model.quant_row(timestep);
         {
             let [inp] = self.bufs([info.input_buffer])?;
-            inp.copy_from_slice(sample);
+            if !copy_exact(inp, sample) {
+                return Err(Error::InputLen {
+                    expected: len32(inp.len()),
+                    got: len32(sample.len()),
+                });
+            }
         }
         if let Some(obs) = observe.as_mut() {
             obs(
@@ -1153,7 +1186,12 @@ impl<'a> Session<'_, 'a> {
             }
         }
         let [res] = self.bufs([info.output_buffer])?;
-        out.copy_from_slice(res);
+        if !copy_exact(out, res) {
+            return Err(Error::OutputLen {
+                expected: len32(res.len()),
+                got: len32(out.len()),
+            });
+        }
         Ok(())
     }
 
@@ -1329,16 +1367,19 @@ impl<'a> Session<'_, 'a> {
             Op::Concat { a, b, out, na, .. } => {
                 // A byte copy for either dtype: int8 branches keep their own scales (the out buffer's two).
                 let cut = na as usize * self.model.buffer(a)?.dtype.size() as usize;
+                let bad = Error::BadBuffer { index: out };
                 if a == b {
                     let [x, o] = self.raw([a, out])?;
-                    let (lo, hi) = o.split_at_mut(cut);
-                    lo.copy_from_slice(x);
-                    hi.copy_from_slice(x);
+                    let (lo, hi) = o.split_at_mut_checked(cut).ok_or(bad)?;
+                    if !(copy_exact(lo, x) && copy_exact(hi, x)) {
+                        return Err(bad);
+                    }
                 } else {
                     let [x, y, o] = self.raw([a, b, out])?;
-                    let (lo, hi) = o.split_at_mut(cut);
-                    lo.copy_from_slice(x);
-                    hi.copy_from_slice(y);
+                    let (lo, hi) = o.split_at_mut_checked(cut).ok_or(bad)?;
+                    if !(copy_exact(lo, x) && copy_exact(hi, y)) {
+                        return Err(bad);
+                    }
                 }
             }
             Op::AvgPool2 {
