@@ -1,5 +1,5 @@
-//! AVX-512 f32 convolution as an implicit GEMM: the same tiled layout as the VNNI int8 kernel ([`super::vnni`]),
-//! with one `f32` per word. A band of output rows is laid out on the stack per input channel (zero-padded; split
+//! AVX-512 f32 convolution as an implicit GEMM on the banded layout of [`super::bands`] (shared with the VNNI int8
+//! kernel), with one `f32` per word. A band of output rows is laid out on the stack per input channel (zero-padded; split
 //! into 4 phase planes for stride 2), so every output position reads its taps at fixed offsets from its flat index
 //! `oy · Wph + ox`; the register tile is 32 consecutive positions (2 `zmm`) × 8 output channels (broadcast
 //! weights): 16 independent FMA chains. Small images waste few lanes (a 16×16 layer computes 16 · 18 positions, not
@@ -8,70 +8,28 @@
 
 use core::arch::x86_64::*;
 
+use super::bands::{Bands, PX};
 use crate::{Conv2dGeom, Weights};
 
 /// Output channels per register tile.
 const CO: usize = 8;
-/// Output positions per register tile.
-const PX: usize = 32;
 /// Input tile budget in floats (512 KiB of stack: host tiers only; 256 channels of a 16×16 layer in one band).
 const TILE_W: usize = 128 * 1024;
 /// Flat positions per band.
 const FMAX: usize = 2048;
 /// Packed weights of one channel block: `cin · taps · CO` floats at most (256 KiB: 512 input channels at 3×3).
 const WP_W: usize = 64 * 1024;
-/// Largest kernel side.
-const KMAX: usize = 7;
 
-#[derive(Clone, Copy, Debug)]
-struct Layout {
-    s: usize,
-    k: usize,
-    wph: usize,
-    rows: usize,
-}
-
-impl Layout {
-    fn rph(&self, r: usize) -> usize {
-        r + (self.k - 1) / self.s
-    }
-    fn cstride(&self, r: usize) -> usize {
-        self.s * self.s * self.rph(r) * self.wph + PX
-    }
-    fn fpad(&self, r: usize, ow: usize) -> usize {
-        ((r - 1) * self.wph + ow).next_multiple_of(PX)
-    }
-}
-
-fn layout(g: &Conv2dGeom) -> Option<Layout> {
-    if !(1..=2).contains(&g.stride)
-        || !(1..=KMAX).contains(&g.k)
-        || g.oh == 0
-        || g.ow == 0
-        || g.cin == 0
-        || g.cout == 0
-        || g.cin * g.k * g.k * CO > WP_W
-    {
+/// The band layout with input channels as its units, or `None` outside this kernel's range.
+fn layout(g: &Conv2dGeom) -> Option<Bands> {
+    if g.cin * g.k * g.k * CO > WP_W {
         return None;
     }
-    let mut l = Layout {
-        s: g.stride,
-        k: g.k,
-        wph: g.ow + (g.k - 1) / g.stride,
-        rows: 0,
-    };
-    let mut r = g.oh;
-    while r > 0 && (g.cin * l.cstride(r) > TILE_W || l.fpad(r, g.ow) > FMAX) {
-        r -= 1;
-    }
+    let l = Bands::fit(g, g.cin, TILE_W, FMAX)?;
     // Each band repacks every weight (a few ns each, against ~0.02 ns per MAC): several bands only pay off when a
     // band still has many output positions per weight.
-    let bands = g.oh.div_ceil(r.max(1));
-    if r == 0 || (bands > 1 && r * g.ow < 128) {
-        return None;
-    }
-    l.rows = r;
-    Some(l)
+    let bands = g.oh.div_ceil(l.rows);
+    (bands == 1 || l.rows * g.ow >= 128).then_some(l)
 }
 
 /// Whether [`conv2d`] takes this layer with these slice lengths.
@@ -100,19 +58,12 @@ pub(super) unsafe fn conv2d(
     let Some(l) = layout(g) else { return };
     let kk = g.k * g.k;
     let plane = g.oh * g.ow;
-    let mut off = [0usize; KMAX * KMAX];
-    let pp = l.rph(l.rows) * l.wph;
-    for ky in 0..g.k {
-        for kx in 0..g.k {
-            let phase = (ky % l.s) * l.s + kx % l.s;
-            off[ky * g.k + kx] = phase * pp + (ky / l.s) * l.wph + kx / l.s;
-        }
-    }
+    let off = l.offsets();
     let off = &off[..kk];
     let mut tile = [0f32; TILE_W];
     let mut wp = [0f32; WP_W];
     let mut buf = [[0f32; FMAX]; CO];
-    let cs = l.cstride(l.rows);
+    let cs = l.stride();
     let mut oy0 = 0;
     while oy0 < g.oh {
         let r = l.rows.min(g.oh - oy0);
@@ -163,44 +114,33 @@ pub(super) unsafe fn conv2d(
 }
 
 /// Lay out output rows `oy0..` of the input: `tile[ci · cs + phase plane + row · wph + col]`, zero padding.
-fn fill_tile(g: &Conv2dGeom, l: &Layout, input: &[f32], oy0: usize, tile: &mut [f32]) {
-    let cs = l.cstride(l.rows);
-    let rph = l.rph(l.rows);
-    let pp = rph * l.wph;
+fn fill_tile(g: &Conv2dGeom, l: &Bands, input: &[f32], oy0: usize, tile: &mut [f32]) {
+    let cs = l.stride();
     let plane_in = g.h * g.w;
     tile.fill(0.0);
     for ci in 0..g.cin {
         let src = input.get(ci * plane_in..(ci + 1) * plane_in).unwrap_or(&[]);
-        for a in 0..l.s {
-            for r in 0..rph {
-                let py = (oy0 + r) * l.s + a;
-                let Some(iy) = py.checked_sub(g.pad_t).filter(|&iy| iy < g.h) else {
-                    continue;
-                };
-                let row = src.get(iy * g.w..(iy + 1) * g.w).unwrap_or(&[]);
-                for b in 0..l.s {
-                    let base = ci * cs + (a * l.s + b) * pp + r * l.wph;
-                    let Some(dst) = tile.get_mut(base..base + l.wph) else {
-                        continue;
-                    };
-                    if l.s == 1 {
-                        // Columns col with ix = col - pad_l in [0, w): one copy.
-                        let c0 = g.pad_l.min(l.wph);
-                        let n = g.w.min(l.wph - c0);
-                        if let (Some(d), Some(s)) = (dst.get_mut(c0..c0 + n), row.get(..n)) {
-                            d.copy_from_slice(s);
-                        }
-                    } else {
-                        for (col, d) in dst.iter_mut().enumerate() {
-                            let px = col * l.s + b;
-                            if let Some(&v) = px.checked_sub(g.pad_l).and_then(|ix| row.get(ix)) {
-                                *d = v;
-                            }
-                        }
+        l.visit_rows(g, oy0, |base, iy, b, cols| {
+            let row = src.get(iy * g.w..(iy + 1) * g.w).unwrap_or(&[]);
+            let base = ci * cs + base;
+            if l.s == 1 {
+                // ix = col - pad_l runs over one contiguous stretch: one copy.
+                let n = cols.len();
+                if let (Some(d), Some(s)) = (
+                    tile.get_mut(base + cols.start..base + cols.end),
+                    row.get(..n),
+                ) {
+                    d.copy_from_slice(s);
+                }
+            } else {
+                for col in cols {
+                    let ix = col * l.s + b - g.pad_l;
+                    if let (Some(&v), Some(d)) = (row.get(ix), tile.get_mut(base + col)) {
+                        *d = v;
                     }
                 }
             }
-        }
+        });
     }
 }
 

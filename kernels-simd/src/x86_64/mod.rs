@@ -6,6 +6,7 @@ mod attn512;
 mod attnf512;
 pub mod avx2;
 pub mod avx512;
+mod bands;
 mod gemm512;
 mod gn512;
 pub mod peak;

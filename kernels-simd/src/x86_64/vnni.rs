@@ -18,50 +18,30 @@
 
 use core::arch::x86_64::*;
 
+use super::bands::{Bands, PX};
 use crate::quant::{self, ActQ, ConvEpilogue, EpilogueParts, QOut, Requant};
 use crate::Conv2dGeom;
 
 /// Output channels per register tile.
 const CO: usize = 8;
-/// Output positions per register tile (two `zmm` of 16 lanes).
-const PX: usize = 32;
 /// Input tile budget in 32-bit words (192 KiB).
 const TILE_W: usize = 48 * 1024;
 /// Flat positions per band (rows · `Wph`, rounded up to `PX`).
 const FMAX: usize = 2048;
 /// Packed weight words of one channel block: `quads · taps · CO` at most.
 const WP_W: usize = 16 * 1024;
-/// Largest kernel side (taps ≤ 49).
-const KMAX: usize = 7;
 
-/// Geometry of the tiled layout for one layer.
+/// The band layout with input quads as its units.
 #[derive(Clone, Copy, Debug)]
 struct Layout {
-    s: usize,
-    k: usize,
+    b: Bands,
     /// Quads of branch A (channels `< split`) and in all.
     qa: usize,
     quads: usize,
     split: usize,
-    /// Phase-plane row length: `ow + (k - 1) / s`.
-    wph: usize,
-    /// Output rows per band.
-    rows: usize,
 }
 
 impl Layout {
-    /// Phase-plane rows for a band of `r` output rows.
-    fn rph(&self, r: usize) -> usize {
-        r + (self.k - 1) / self.s
-    }
-    /// Words per quad for a band of `r` rows (all phases + slack for the last register tile).
-    fn qstride(&self, r: usize) -> usize {
-        self.s * self.s * self.rph(r) * self.wph + PX
-    }
-    /// Flat positions computed for a band of `r` rows.
-    fn fpad(&self, r: usize, ow: usize) -> usize {
-        ((r - 1) * self.wph + ow).next_multiple_of(PX)
-    }
     /// Quad and byte of input channel `ci`.
     fn quad_of(&self, ci: usize) -> (usize, usize) {
         if ci < self.split {
@@ -74,39 +54,18 @@ impl Layout {
 
 /// The layout for `g`, or `None` when the layer is outside this kernel's range (the caller falls back).
 fn layout(g: &Conv2dGeom, split: usize) -> Option<Layout> {
-    if !(1..=2).contains(&g.stride)
-        || !(1..=KMAX).contains(&g.k)
-        || g.oh == 0
-        || g.ow == 0
-        || g.cin == 0
-        || g.cout == 0
-    {
-        return None;
-    }
     let split = split.min(g.cin);
     let qa = split.div_ceil(4);
     let quads = qa + (g.cin - split).div_ceil(4);
-    let mut l = Layout {
-        s: g.stride,
-        k: g.k,
-        qa,
-        quads,
-        split,
-        wph: g.ow + (g.k - 1) / g.stride,
-        rows: 0,
-    };
     if quads * g.k * g.k * CO > WP_W {
         return None;
     }
-    let mut r = g.oh;
-    while r > 0 && (quads * l.qstride(r) > TILE_W || l.fpad(r, g.ow) > FMAX) {
-        r -= 1;
-    }
-    if r == 0 {
-        return None;
-    }
-    l.rows = r;
-    Some(l)
+    Some(Layout {
+        b: Bands::fit(g, quads, TILE_W, FMAX)?,
+        qa,
+        quads,
+        split,
+    })
 }
 
 /// Whether [`conv2d_i8`] handles this layer (input channels `< split` in branch A) with these slice lengths.
@@ -144,13 +103,7 @@ pub(super) unsafe fn conv2d_i8(
     };
     let kk = g.k * g.k;
     let plane = g.oh * g.ow;
-    let mut off = [0usize; KMAX * KMAX];
-    for ky in 0..g.k {
-        for kx in 0..g.k {
-            let phase = (ky % l.s) * l.s + kx % l.s;
-            off[ky * g.k + kx] = phase * l.rph(l.rows) * l.wph + (ky / l.s) * l.wph + kx / l.s;
-        }
-    }
+    let off = l.b.offsets();
     let off = &off[..kk];
     let mut tile = [0i32; TILE_W];
     let mut wp = [0i32; WP_W];
@@ -162,17 +115,17 @@ pub(super) unsafe fn conv2d_i8(
     };
     let mut oy0 = 0;
     while oy0 < g.oh {
-        let r = l.rows.min(g.oh - oy0);
+        let r = l.b.rows.min(g.oh - oy0);
         // Offsets were computed for full bands; a short last band keeps the full band's plane size so they hold.
-        let qs = l.qstride(l.rows);
-        let fpad = l.fpad(r, g.ow);
+        let qs = l.b.stride();
+        let fpad = l.b.fpad(r, g.ow);
         fill_tile(g, &l, input, oy0, &mut tile[..l.quads * qs]);
         for co0 in (0..g.cout).step_by(CO) {
             let (corr_a, corr_b) = pack_weights(g, &l, w, co0, &mut wp);
             let wp_a = &wp[..l.qa * kk * CO];
             let wp_b = &wp[l.qa * kk * CO..l.quads * kk * CO];
             // SAFETY: AVX-512 F/BW/VNNI per this function's contract; `tile` holds `quads · qs` laid-out words, every
-            // tap offset plus a position below `fpad` stays below `qs` (see `Layout::qstride`), and `fpad <= FMAX`.
+            // tap offset plus a position below `fpad` stays below `qs` (see `Bands::stride`), and `fpad <= FMAX`.
             gemm(&tile, qs, 0, off, wp_a, fpad, corr_a, &mut buf_a);
             let two = l.qa < l.quads;
             if two {
@@ -184,7 +137,7 @@ pub(super) unsafe fn conv2d_i8(
                 let ch = e.channel(co, so);
                 for dy in 0..r {
                     let oy = oy0 + dy;
-                    let (f, p0) = (dy * l.wph, oy * g.ow);
+                    let (f, p0) = (dy * l.b.wph, oy * g.ow);
                     let ra = &buf_a[c][f..f + g.ow];
                     let rb = two.then(|| &buf_b[c][f..f + g.ow]);
                     let base = co * plane + p0;
@@ -220,15 +173,13 @@ pub(super) unsafe fn conv2d_i8(
 /// Lay out output rows `oy0..` of the input as biased quads (see the module docs): `tile[q · qs + phase plane +
 /// row · wph + col]`, padding and absent channels at 0x80 (the biased zero).
 fn fill_tile(g: &Conv2dGeom, l: &Layout, input: &[i8], oy0: usize, tile: &mut [i32]) {
-    let qs = l.qstride(l.rows);
-    let rph = l.rph(l.rows);
-    let pp = rph * l.wph;
+    let qs = l.b.stride();
     let plane_in = g.h * g.w;
     let bytes = as_bytes_mut(tile);
     bytes.fill(0x80);
     // Stride 1, four channels of one branch in a quad: 16 columns of all four at once.
     let mut done = [false; 4 * 1024];
-    if l.s == 1 {
+    if l.b.s == 1 {
         for q in 0..l.quads {
             let c0 = if q < l.qa {
                 4 * q
@@ -242,15 +193,10 @@ fn fill_tile(g: &Conv2dGeom, l: &Layout, input: &[i8], oy0: usize, tile: &mut [i
             let Some(src) = input.get(c0 * plane_in..(c0 + 4) * plane_in) else {
                 continue;
             };
-            for r in 0..rph {
-                let Some(iy) = (oy0 + r).checked_sub(g.pad_t).filter(|&iy| iy < g.h) else {
-                    continue;
-                };
-                let base = q * qs + r * l.wph;
-                let c_lo = g.pad_l;
-                let c_hi = (g.w + g.pad_l).min(l.wph);
-                let mut col = c_lo;
-                while col + 16 <= c_hi {
+            l.b.visit_rows(g, oy0, |base, iy, _, cols| {
+                let base = q * qs + base;
+                let mut col = cols.start;
+                while col + 16 <= cols.end {
                     let ix = col - g.pad_l;
                     let at = (base + col) * 4;
                     if let (Some(dst), Some(_)) = (
@@ -263,7 +209,7 @@ fn fill_tile(g: &Conv2dGeom, l: &Layout, input: &[i8], oy0: usize, tile: &mut [i
                     }
                     col += 16;
                 }
-                for col in col..c_hi {
+                for col in col..cols.end {
                     let ix = col - g.pad_l;
                     for j in 0..4 {
                         if let (Some(&v), Some(d)) = (
@@ -274,7 +220,7 @@ fn fill_tile(g: &Conv2dGeom, l: &Layout, input: &[i8], oy0: usize, tile: &mut [i
                         }
                     }
                 }
-            }
+            });
             for d in done.iter_mut().skip(c0).take(4) {
                 *d = true;
             }
@@ -286,29 +232,16 @@ fn fill_tile(g: &Conv2dGeom, l: &Layout, input: &[i8], oy0: usize, tile: &mut [i
         }
         let (q, j) = l.quad_of(ci);
         let src = input.get(ci * plane_in..(ci + 1) * plane_in).unwrap_or(&[]);
-        for a in 0..l.s {
-            for r in 0..rph {
-                let py = (oy0 + r) * l.s + a;
-                let Some(iy) = py.checked_sub(g.pad_t).filter(|&iy| iy < g.h) else {
-                    continue;
-                };
-                let row = src.get(iy * g.w..(iy + 1) * g.w).unwrap_or(&[]);
-                for b in 0..l.s {
-                    let base = q * qs + (a * l.s + b) * pp + r * l.wph;
-                    // Columns whose input column `col · s + b - pad_l` lies in the row.
-                    let c_lo = g.pad_l.saturating_sub(b).div_ceil(l.s);
-                    let c_hi = ((g.w + g.pad_l).saturating_sub(b)).div_ceil(l.s).min(l.wph);
-                    for col in c_lo..c_hi {
-                        let ix = col * l.s + b - g.pad_l;
-                        if let (Some(&v), Some(d)) =
-                            (row.get(ix), bytes.get_mut((base + col) * 4 + j))
-                        {
-                            *d = (v as u8) ^ 0x80;
-                        }
-                    }
+        l.b.visit_rows(g, oy0, |base, iy, b, cols| {
+            let row = src.get(iy * g.w..(iy + 1) * g.w).unwrap_or(&[]);
+            let base = q * qs + base;
+            for col in cols {
+                let ix = col * l.b.s + b - g.pad_l;
+                if let (Some(&v), Some(d)) = (row.get(ix), bytes.get_mut((base + col) * 4 + j)) {
+                    *d = (v as u8) ^ 0x80;
                 }
             }
-        }
+        });
     }
 }
 
