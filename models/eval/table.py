@@ -56,23 +56,47 @@ EMBER_ROWS = [
 ]
 
 
-def ember_samples(bin_path: Path, blob: str, scheduler, steps, guidance: float, per_class: int, seed: int):
+def ember_samples(bin_path: Path, blob: str, scheduler, steps, guidance: float, per_class: int, seed: int,
+                  cache: Path | None = None):
+    """Samples `per_class` digits of each class 0-9 through `ember generate`, one class per run: image j of class k
+    uses seed + k*per_class + j, exactly what one run over all classes gives (image i uses seed + i). With `cache`,
+    every finished class is kept there (keyed by the blob's hash and every sampling argument), so an interrupted
+    long run (teacher DDPM 1000 takes hours on 2 cores) resumes where it stopped."""
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    key = hashlib.sha256((ROOT / blob).read_bytes()).hexdigest()[:16]
+    tag = f"{key}-{scheduler or 'default'}-{steps or 'default'}-g{guidance}-s{seed}-n{per_class}"
+    xs, ls, secs, logs = [], [], 0.0, []
     with tempfile.TemporaryDirectory() as d:
-        out = Path(d) / "s.safetensors"
-        cmd = [str(bin_path), "generate", "--model", str(ROOT / blob), "--per-class", str(per_class),
-               "--seed", str(seed), "--guidance-scale", str(guidance), "-o", str(out)]
-        if scheduler:
-            cmd += ["--scheduler", scheduler]
-        if steps:
-            cmd += ["--steps", str(steps)]
-        t0 = time.perf_counter()
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        secs = time.perf_counter() - t0
-        if r.returncode != 0:
-            raise SystemExit(f"ember failed: {' '.join(cmd)}\n{r.stderr}")
-        from safetensors.torch import load_file
-        t = load_file(str(out))
-        return t["sample"], t["class_labels"], secs, r.stderr.strip()
+        for k in range(10):
+            out = (cache / tag / f"class-{k}.safetensors") if cache else Path(d) / f"class-{k}.safetensors"
+            meta = out.with_suffix(".json")
+            if not (cache and out.exists() and meta.exists()):
+                out.parent.mkdir(parents=True, exist_ok=True)
+                part = out.with_name(out.stem + ".part.safetensors")
+                cmd = [str(bin_path), "generate", "--model", str(ROOT / blob), "--classes", str(k),
+                       "--per-class", str(per_class), "--seed", str(seed + k * per_class),
+                       "--guidance-scale", str(guidance), "-o", str(part)]
+                if scheduler:
+                    cmd += ["--scheduler", scheduler]
+                if steps:
+                    cmd += ["--steps", str(steps)]
+                t0 = time.perf_counter()
+                r = subprocess.run(cmd, capture_output=True, text=True)
+                dt = time.perf_counter() - t0
+                if r.returncode != 0:
+                    raise SystemExit(f"ember failed: {' '.join(cmd)}\n{r.stderr}")
+                part.replace(out)  # only a complete class file ever carries the final name
+                meta.write_text(json.dumps({"seconds": dt, "log": r.stderr.strip()}) + "\n")
+            m = json.loads(meta.read_text())
+            t = load_file(str(out))
+            xs.append(t["sample"])
+            ls.append(t["class_labels"])
+            secs += m["seconds"]
+            logs.append(m["log"])
+    return torch.cat(xs), torch.cat(ls), secs, "\n".join(logs)
 
 
 def pytorch_samples(folder: str, steps, guidance, per_class: int, seed: int):
@@ -174,6 +198,8 @@ def main(argv=None):
     p.add_argument("--full", action="store_true", help="also the long teacher runs (DDIM 50, DDPM 1000)")
     p.add_argument("--only", default=None, help="comma-separated row names to run (others kept from results.json)")
     p.add_argument("--no-pytorch", action="store_true")
+    p.add_argument("--cache", type=Path, default=ROOT / "target" / "table-cache",
+                   help="keep each finished class of every ember row here, so an interrupted run resumes")
     p.add_argument("--chart", action="store_true", help="only draw docs/fid_vs_steps.png from results.json")
     p.add_argument("--ember", type=Path, default=ROOT / "target" / "release" / "ember")
     p.add_argument("--pytorch-long", type=Path, default=None,
@@ -216,7 +242,8 @@ def main(argv=None):
             if ("ember", name) in keep:
                 rows.append(keep[("ember", name)])
             continue
-        x, labels, secs, log = ember_samples(args.ember, blob, sched, steps, guidance, args.per_class, args.seed)
+        x, labels, secs, log = ember_samples(args.ember, blob, sched, steps, guidance, args.per_class, args.seed,
+                                               args.cache)
         acc, fd = score(x, labels)
         rows.append({"engine": "ember", "name": name, "blob": blob, "scheduler": sched or "blob default (ddim)",
                      "steps": n_steps, "unet_passes": passes, "guidance": guidance, "accuracy": acc, "fid": fd,
