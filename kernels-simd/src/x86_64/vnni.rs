@@ -205,7 +205,9 @@ fn fill_tile(g: &Conv2dGeom, l: &Layout, input: &[i8], oy0: usize, tile: &mut [i
                     ) {
                         // SAFETY: SSE2 is part of x86_64; the four source rows hold 16 bytes from `ix` (the last
                         // one checked just above, the others lie before it), and `dst` has 64 bytes.
-                        unsafe { interleave16(src.as_ptr().add(iy * g.w + ix), plane_in, dst) };
+                        unsafe {
+                            interleave16(src.as_ptr().add(iy * g.w + ix), plane_in, -128, dst)
+                        };
                     }
                     col += 16;
                 }
@@ -245,12 +247,12 @@ fn fill_tile(g: &Conv2dGeom, l: &Layout, input: &[i8], oy0: usize, tile: &mut [i
     }
 }
 
-/// Bytes `x[c · plane + 0..16] ^ 0x80` of channels `c = 0..4` interleaved into 16 words of 4 bytes (`dst[4·i + c]`).
+/// Bytes `x[c · plane + 0..16] ^ xor` of rows `c = 0..4` interleaved into 16 words of 4 bytes (`dst[4·i + c]`).
 ///
 /// # Safety
 /// `x + 3 · plane + 15` must be readable (and so the other three rows); `dst` must hold 64 bytes.
-unsafe fn interleave16(x: *const i8, plane: usize, dst: &mut [u8]) {
-    let bias = _mm_set1_epi8(-128);
+pub(super) unsafe fn interleave16(x: *const i8, plane: usize, xor: i8, dst: &mut [u8]) {
+    let bias = _mm_set1_epi8(xor);
     let r = |c: usize| _mm_xor_si128(_mm_loadu_si128(x.add(c * plane) as *const __m128i), bias);
     let (r0, r1, r2, r3) = (r(0), r(1), r(2), r(3));
     let a = _mm_unpacklo_epi8(r0, r1);
@@ -265,7 +267,7 @@ unsafe fn interleave16(x: *const i8, plane: usize, dst: &mut [u8]) {
 }
 
 /// The bytes of an `i32` slice (little-endian: byte `j` of a word is its bits `8j .. 8j + 8`).
-fn as_bytes_mut(t: &mut [i32]) -> &mut [u8] {
+pub(super) fn as_bytes_mut(t: &mut [i32]) -> &mut [u8] {
     // SAFETY: `u8` has alignment 1 and every bit pattern is a valid `u8` and `i32`; the byte slice covers exactly
     // the memory of `t` and borrows it mutably for its lifetime, so nothing else aliases it.
     unsafe { core::slice::from_raw_parts_mut(t.as_mut_ptr() as *mut u8, core::mem::size_of_val(t)) }
