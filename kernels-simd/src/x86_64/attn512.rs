@@ -174,7 +174,7 @@ unsafe fn attention_i8_512(
             pack_quads(qh, d, n, i0, ni, -128, qw);
             // Scores and row maxima.
             let mut mx = [_mm512_set1_ps(f32::NEG_INFINITY); 2];
-            for j in 0..n {
+            for (j, &cj) in corr.iter().enumerate() {
                 let mut acc = [_mm512_setzero_si512(); 2];
                 for t in 0..dq {
                     // SAFETY: t < dq and j < n, so t · n + j < dq · n <= KQ; qw holds dq · NI words.
@@ -188,7 +188,7 @@ unsafe fn attention_i8_512(
                         w,
                     );
                 }
-                let c = _mm512_set1_epi32(corr[j]);
+                let c = _mm512_set1_epi32(cj);
                 for (l, a) in acc.iter().enumerate() {
                     let sc = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(*a, c)), qk);
                     // SAFETY: j · NI + 16 · l + 15 < n · NI <= NMAX · NI, the length of `s`.
@@ -246,7 +246,7 @@ unsafe fn attention_i8_512(
                         // base + (c0 + c) · n + i < heads · d · n <= the output's length (checked by the caller).
                         match &mut out {
                             QOut::I8 { data, scale } => _mm512_mask_cvtsepi32_storeu_epi8(
-                                data.as_mut_ptr().add(at + 16 * l) as *mut i8,
+                                data.as_mut_ptr().add(at + 16 * l),
                                 m,
                                 quantize16(y, *scale),
                             ),
