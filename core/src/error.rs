@@ -29,6 +29,8 @@ pub enum SectionKind {
     Quant,
     /// Boot self-test record.
     SelfTest,
+    /// Weights packed offline per target family.
+    Packed,
     /// A section kind this version does not know, by number.
     Unknown(u32),
 }

@@ -62,7 +62,14 @@ pub mod section {
     pub const QUANT: u32 = 10;
     /// Boot self-test record (optional): a seeded input, a timestep, a class and the FNV-1a hash of the output.
     pub const SELF_TEST: u32 = 11;
+    /// Weights packed offline into a kernel family's tile layout (optional): a `u32` entry count, then per entry
+    /// `family, op, split, offset, len, 0` (`u32` each; `offset` from the section's start, 16-aligned; entries
+    /// sorted by `(family, op)`, no repeats), then the packed bytes. See `ember_kernels::pack`.
+    pub const PACKED: u32 = 12;
 }
+
+/// `u32` words of one entry of the PACKED section.
+pub const PACKED_ENTRY_WORDS: usize = 6;
 
 pub(crate) fn section_kind(k: u32) -> SectionKind {
     match k {
@@ -77,6 +84,7 @@ pub(crate) fn section_kind(k: u32) -> SectionKind {
         section::BETAS => SectionKind::Betas,
         section::QUANT => SectionKind::Quant,
         section::SELF_TEST => SectionKind::SelfTest,
+        section::PACKED => SectionKind::Packed,
         other => SectionKind::Unknown(other),
     }
 }

@@ -58,6 +58,7 @@ pub struct Model<'a> {
     betas: &'a [u8],
     quant: &'a [u8],
     self_test: &'a [u8],
+    packed: &'a [u8],
     tensors: &'a [u8],
     buffers: &'a [u8],
     ops: &'a [u8],
@@ -110,7 +111,7 @@ impl<'a> Model<'a> {
         if n_sections > 64 {
             return Err(Error::BadSection(SectionKind::Unknown(u32::MAX)));
         }
-        let mut found: [Option<&'a [u8]>; 12] = [None; 12];
+        let mut found: [Option<&'a [u8]>; 13] = [None; 13];
         let mut data = (0usize, 0usize);
         for i in 0..n_sections {
             let e = table
@@ -129,7 +130,7 @@ impl<'a> Model<'a> {
                 return Err(section_err(kind));
             }
             let slot = match kind {
-                section::MODEL..=section::SELF_TEST => kind as usize,
+                section::MODEL..=section::PACKED => kind as usize,
                 _ if flags & SECTION_OPTIONAL != 0 => continue,
                 _ => return Err(section_err(kind)),
             };
@@ -157,6 +158,7 @@ impl<'a> Model<'a> {
         let betas = found[section::BETAS as usize].unwrap_or(&[]);
         let quant = found[section::QUANT as usize].unwrap_or(&[]);
         let self_test = found[section::SELF_TEST as usize].unwrap_or(&[]);
+        let packed = found[section::PACKED as usize].unwrap_or(&[]);
         let tensors = req(section::TENSORS)?;
         let buffers = req(section::BUFFERS)?;
         let ops = req(section::OPS)?;
@@ -179,6 +181,7 @@ impl<'a> Model<'a> {
             betas,
             quant,
             self_test,
+            packed,
             tensors,
             buffers,
             ops,
@@ -186,7 +189,78 @@ impl<'a> Model<'a> {
             data,
         };
         m.validate()?;
+        m.validate_packed()?;
         Ok(m)
+    }
+
+    /// The PACKED section's entry `i`: `[family, op, split, offset, len, reserved]`.
+    fn packed_entry(&self, i: usize) -> Option<[u32; PACKED_ENTRY_WORDS]> {
+        rd_words(self.packed, 4 + i * PACKED_ENTRY_WORDS * 4)
+    }
+
+    /// Entries of the PACKED section (0 without one).
+    fn packed_count(&self) -> usize {
+        rd_u32(self.packed, 0).map_or(0, |n| n as usize)
+    }
+
+    /// The PACKED section, if any: its entry table inside the section, every entry's bytes inside the section and
+    /// 16-aligned, ops in range, entries strictly sorted by `(family, op)`.
+    fn validate_packed(&self) -> Result<(), Error> {
+        if self.packed.is_empty() {
+            return Ok(());
+        }
+        let bad = Error::BadSection(SectionKind::Packed);
+        let n = self.packed_count();
+        let table_end = n
+            .checked_mul(PACKED_ENTRY_WORDS * 4)
+            .and_then(|b| b.checked_add(4))
+            .ok_or(bad)?;
+        if self.packed.len() < 4 || table_end > self.packed.len() {
+            return Err(bad);
+        }
+        let mut prev: Option<(u32, u32)> = None;
+        for i in 0..n {
+            let [fam, op, _split, off, len, _] = self.packed_entry(i).ok_or(bad)?;
+            let (off, len) = (off as usize, len as usize);
+            let end = off.checked_add(len).ok_or(bad)?;
+            if op >= self.n_ops()
+                || off < table_end
+                || !off.is_multiple_of(ALIGN)
+                || end > self.packed.len()
+                || prev.is_some_and(|p| p >= (fam, op))
+            {
+                return Err(bad);
+            }
+            prev = Some((fam, op));
+        }
+        Ok(())
+    }
+
+    /// Weights of op `op` packed offline for kernel family `family` (`ember_kernels::pack`), with the input split
+    /// (channels of branch A) they were packed for; `None` if the blob has none.
+    pub fn packed_weights(&self, family: u32, op: u32) -> Option<(u32, &'a [u8])> {
+        let (mut lo, mut hi) = (0usize, self.packed_count());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let [f, o, split, off, len, _] = self.packed_entry(mid)?;
+            match (f, o).cmp(&(family, op)) {
+                core::cmp::Ordering::Less => lo = mid + 1,
+                core::cmp::Ordering::Greater => hi = mid,
+                core::cmp::Ordering::Equal => {
+                    let off = off as usize;
+                    return Some((split, self.packed.get(off..off.checked_add(len as usize)?)?));
+                }
+            }
+        }
+        None
+    }
+
+    /// The PACKED section's entries as `(family, op, split, bytes)` (none without the section).
+    pub fn packed_entries(&self) -> impl Iterator<Item = (u32, u32, u32, u32)> + '_ {
+        (0..self.packed_count()).map_while(|i| {
+            self.packed_entry(i)
+                .map(|[f, op, split, _, len, _]| (f, op, split, len))
+        })
     }
 
     fn validate(&self) -> Result<(), Error> {
@@ -1281,6 +1355,12 @@ impl<'a> Session<'_, 'a> {
                     let sr = self.q(residual, 1).scale;
                     let out_i8 = self.model.buffer(out)?.dtype == DType::I8;
                     let so = self.q(out, 1).scale;
+                    // Weights packed offline for this tier's family, if the blob has them for this split.
+                    let model = self.model;
+                    let packed = k.conv2d_i8_packed.and_then(|(fam, _)| {
+                        let (split, p) = model.packed_weights(fam, i)?;
+                        (split as usize == in_q.split.min(g.cin)).then_some(p)
+                    });
                     let [x, y, acc, c, r] = self.raw([input, out, scratch, chan_add, residual])?;
                     let c = opt(chan_add, f32s(c)?);
                     let r = opt(residual, (&*i8s(r), sr));
@@ -1299,6 +1379,7 @@ impl<'a> Session<'_, 'a> {
                         i8s(x),
                         in_q,
                         data,
+                        packed,
                         scale,
                         b,
                         c.as_deref(),

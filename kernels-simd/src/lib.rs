@@ -26,6 +26,7 @@ pub mod aarch64;
 #[cfg(target_arch = "arm")]
 pub mod arm;
 pub mod generic;
+pub mod pack;
 pub mod parallel;
 pub mod quant;
 pub mod registry;

@@ -76,14 +76,15 @@ impl<T, const N: usize> Slots<T, N> {
 
 /// Channel ranges of a split of `cout` channels over `workers`, in multiples of 4 channels (the register tiles of
 /// the SIMD tiers) where possible: `(start, end)` per worker, empty ranges for the unlucky ones.
-fn channel_blocks(cout: usize, workers: usize) -> [(usize, usize); MAX_WORKERS] {
+fn channel_blocks(cout: usize, workers: usize, gran: usize) -> [(usize, usize); MAX_WORKERS] {
     let mut r = [(0usize, 0usize); MAX_WORKERS];
     let n = workers.clamp(1, MAX_WORKERS);
-    let quads = cout.div_ceil(4);
+    let gran = gran.max(1);
+    let quads = cout.div_ceil(gran);
     let mut start = 0usize;
     for (w, slot) in r.iter_mut().enumerate().take(n) {
         let q_end = quads * (w + 1) / n;
-        let end = (q_end * 4).min(cout);
+        let end = (q_end * gran).min(cout);
         *slot = (start, end.max(start));
         start = end.max(start);
     }
@@ -127,7 +128,7 @@ pub fn conv2d(
     }
     let plane = g.oh * g.ow;
     let per_co = g.cin * g.k * g.k;
-    let blocks = channel_blocks(g.cout, workers);
+    let blocks = channel_blocks(g.cout, workers, 4);
     let mut rest = out;
     let chunks: Slots<&mut [f32], MAX_WORKERS> = Slots::new(|i| {
         let (a, b) = blocks[i];
@@ -162,6 +163,7 @@ pub fn conv2d_i8(
     input: &[i8],
     in_q: ActQ,
     w: &[i8],
+    packed: Option<&[u8]>,
     w_scale: &[f32],
     bias: Option<Weights<'_>>,
     chan_add: Option<&[f32]>,
@@ -170,16 +172,46 @@ pub fn conv2d_i8(
     acc: &mut [i32],
     out: QOut<'_>,
 ) {
+    // Packed weights go to the tier's packed kernel, in whole blocks of the family's channel count.
+    let packed = match (packed, table.conv2d_i8_packed) {
+        (Some(p), Some((fam, f))) => Some((p, f, crate::pack::block_channels(fam))),
+        _ => None,
+    };
+    let call = |g: &Conv2dGeom,
+                ws: &[i8],
+                pw: Option<&[u8]>,
+                ss: &[f32],
+                bs: Option<Weights<'_>>,
+                ca: Option<&[f32]>,
+                rs: Option<(&[i8], f32)>,
+                acc: &mut [i32],
+                o: QOut<'_>| {
+        match (packed, pw) {
+            (Some((_, f, _)), Some(pw)) => f(g, input, in_q, ws, pw, ss, bs, ca, rs, div, acc, o),
+            _ => (table.conv2d_i8)(g, input, in_q, ws, ss, bs, ca, rs, div, acc, o),
+        }
+    };
     let workers = par.workers().min(MAX_WORKERS);
     if workers < 2 || g.macs() < MIN_SPLIT_MACS || g.cout < 8 {
-        (table.conv2d_i8)(
-            g, input, in_q, w, w_scale, bias, chan_add, residual, div, acc, out,
+        call(
+            g,
+            w,
+            packed.map(|p| p.0),
+            w_scale,
+            bias,
+            chan_add,
+            residual,
+            acc,
+            out,
         );
         return;
     }
     let plane = g.oh * g.ow;
     let per_co = g.cin * g.k * g.k;
-    let blocks = channel_blocks(g.cout, workers);
+    let gran = packed.map_or(4, |p| p.2);
+    // Bytes per channel block of the packed layout (whole layer / blocks).
+    let pblock = packed.map_or(0, |(p, _, n)| p.len() / g.cout.div_ceil(n).max(1));
+    let blocks = channel_blocks(g.cout, workers, gran);
     // The output split into per-worker chunks (same dtype as `out`).
     enum Chunk<'o> {
         I8(&'o mut [i8], f32),
@@ -226,7 +258,8 @@ pub fn conv2d_i8(
             Chunk::I8(d, s) => QOut::I8 { data: d, scale: s },
             Chunk::F32(d) => QOut::F32(d),
         };
-        (table.conv2d_i8)(&sub, input, in_q, ws, ss, bs, ca, rs, div, scratch, o);
+        let pw = packed.and_then(|(p, _, n)| p.get(a / n * pblock..b.div_ceil(n) * pblock));
+        call(&sub, ws, pw, ss, bs, ca, rs, scratch, o);
     };
     {
         let leftover = &leftover;
@@ -514,7 +547,7 @@ mod tests {
     fn blocks_cover_every_channel_once() {
         for cout in 0..70 {
             for w in 1..=MAX_WORKERS {
-                let b = channel_blocks(cout, w);
+                let b = channel_blocks(cout, w, 4);
                 let mut next = 0;
                 for &(a, e) in b.iter().take(w) {
                     assert_eq!(a, next, "cout {cout} workers {w}: {b:?}");

@@ -30,6 +30,22 @@ pub type Conv2dI8Fn = fn(
     &mut [i32],
     QOut<'_>,
 );
+/// Signature of an int8 conv2d kernel on weights packed offline (see [`crate::pack`]): as [`Conv2dI8Fn`], with
+/// the packed weights of the whole layer after the canonical ones (which it falls back to if they do not fit).
+pub type Conv2dI8PackedFn = fn(
+    &Conv2dGeom,
+    &[i8],
+    ActQ,
+    &[i8],
+    &[u8],
+    &[f32],
+    Option<Weights<'_>>,
+    Option<&[f32]>,
+    Option<(&[i8], f32)>,
+    f32,
+    &mut [i32],
+    QOut<'_>,
+);
 /// Signature of an int8 group-norm kernel (see [`quant::group_norm_i8`]).
 pub type GroupNormI8Fn = fn(&quant::GroupNormI8Args<'_>, &[i8], &mut [i8]);
 /// Signature of an int8 attention kernel (see [`quant::attention_i8`]): q, its scale, k, its scale, v, its scale,
@@ -53,6 +69,9 @@ pub struct KernelTable {
     pub attention: AttentionFn,
     /// See [`quant::conv2d_i8`].
     pub conv2d_i8: Conv2dI8Fn,
+    /// The packed-weight family ([`crate::pack`]) this tier's int8 convolution reads, and that convolution;
+    /// `None` where the tier only reads canonical weights.
+    pub conv2d_i8_packed: Option<(u32, Conv2dI8PackedFn)>,
     /// See [`quant::group_norm_i8`].
     pub group_norm_i8: GroupNormI8Fn,
     /// See [`quant::attention_i8`].
@@ -67,6 +86,7 @@ pub static GENERIC: KernelTable = KernelTable {
     group_norm: generic::group_norm,
     attention: generic::attention,
     conv2d_i8: quant::conv2d_i8,
+    conv2d_i8_packed: None,
     group_norm_i8: quant::group_norm_i8,
     attention_i8: quant::attention_i8,
 };

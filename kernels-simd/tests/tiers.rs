@@ -4,6 +4,7 @@
 //! int8 kernels must be bit-identical to generic; f32 kernels must stay within `1e-5 · Σ|w·x|` (+1e-6) of it per
 //! output (FMA and reordered sums change only the rounding).
 
+use ember_kernels::pack;
 use ember_kernels::quant::{self, ActQ, QOut};
 use ember_kernels::registry::{all_tiers, tier, KernelTable, GENERIC};
 use ember_kernels::{Conv2dGeom, Weights};
@@ -407,20 +408,128 @@ fn check_attention_i8(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
 /// A tier check: number of cases passed, or the first mismatch.
 type Check = fn(&KernelTable, &mut Lcg) -> Result<usize, String>;
 
+/// The tier's convolution on weights packed offline (`ember_kernels::pack`) against generic on canonical ones, bit
+/// for bit; and proof the packed bytes are read: corrupting them must change some output.
+fn check_i8_packed(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
+    let Some((fam, conv)) = t.conv2d_i8_packed else {
+        return Ok(0);
+    };
+    if fam != pack::VNNI8 {
+        return Err(format!("unknown family {fam}"));
+    }
+    let (mut n, mut read) = (0, 0);
+    for g in shapes(rng) {
+        for variant in 0..2 {
+            let x: Vec<i8> = (0..g.cin * g.h * g.w).map(|_| rng.i8()).collect();
+            let w: Vec<i8> = (0..g.cout * g.cin * g.k * g.k).map(|_| rng.i8()).collect();
+            let ws: Vec<f32> = (0..g.cout).map(|_| 0.001 + 0.01 * rng.f().abs()).collect();
+            let b: Vec<f32> = (0..g.cout).map(|_| rng.f()).collect();
+            let len = g.cout * g.oh * g.ow;
+            let in_q = if variant == 1 && g.cin > 1 {
+                ActQ {
+                    scale: 0.02,
+                    split: 1 + rng.below(g.cin - 1),
+                    scale2: 0.05,
+                }
+            } else {
+                ActQ::single(0.03)
+            };
+            let split = in_q.split.min(g.cin);
+            let mut p = vec![0u8; pack::vnni8_len(&g, split) + 1];
+            let p = &mut p[1..]; // unaligned on purpose
+            if !pack::vnni8_pack(&g, split, &w, p) {
+                return Err(format!("{g:?}: pack refused"));
+            }
+            let mut acc = vec![0i32; quant::conv2d_i8_scratch_len(&g)];
+            let (mut qa, mut qb, mut qc) = (vec![0i8; len], vec![0i8; len], vec![0i8; len]);
+            (GENERIC.conv2d_i8)(
+                &g,
+                &x,
+                in_q,
+                &w,
+                &ws,
+                Some(Weights::F32(&b)),
+                None,
+                None,
+                1.0,
+                &mut acc,
+                QOut::I8 {
+                    data: &mut qa,
+                    scale: 0.5,
+                },
+            );
+            conv(
+                &g,
+                &x,
+                in_q,
+                &w,
+                p,
+                &ws,
+                Some(Weights::F32(&b)),
+                None,
+                None,
+                1.0,
+                &mut acc,
+                QOut::I8 {
+                    data: &mut qb,
+                    scale: 0.5,
+                },
+            );
+            if qa != qb {
+                return Err(format!(
+                    "{g:?} {in_q:?}: packed int8 output differs from generic"
+                ));
+            }
+            p.iter_mut().for_each(|v| *v ^= 0x55);
+            conv(
+                &g,
+                &x,
+                in_q,
+                &w,
+                p,
+                &ws,
+                Some(Weights::F32(&b)),
+                None,
+                None,
+                1.0,
+                &mut acc,
+                QOut::I8 {
+                    data: &mut qc,
+                    scale: 0.5,
+                },
+            );
+            read += (qc != qa) as usize;
+            n += 1;
+        }
+    }
+    if read == 0 {
+        return Err(
+            "corrupted packed weights never changed an output: the packed path is not taken".into(),
+        );
+    }
+    Ok(n)
+}
+
 fn main() {
     let mut failed = false;
     for name in all_tiers().iter().filter(|n| **n != "generic") {
-        let kernels: [(&str, Check); 6] = [
+        let kernels: [(&str, Check); 7] = [
             ("attention_i8 (bit-exact)", check_attention_i8),
             ("group_norm_i8 (bit-exact)", check_group_norm_i8),
             ("group_norm (f32, within 1e-5)", check_group_norm),
             ("conv2d (f32, within 1e-5 of Σ|w·x|)", check_f32),
             ("conv2d_i8 (bit-exact)", check_i8),
+            ("conv2d_i8 on packed weights (bit-exact)", check_i8_packed),
             ("attention (f32, within 2e-6)", check_attention),
         ];
         for (kname, f) in kernels {
             match tier(name) {
                 None => println!("tier {name:<8} {kname:<40} SKIPPED: this CPU cannot run it"),
+                Some(t) if kname.contains("packed") && t.conv2d_i8_packed.is_none() => {
+                    println!(
+                        "tier {name:<8} {kname:<40} n/a: this tier reads canonical weights only"
+                    )
+                }
                 Some(t) => match f(t, &mut Lcg(42)) {
                     Ok(n) => println!("tier {name:<8} {kname:<40} ok ({n} cases)"),
                     Err(e) => {

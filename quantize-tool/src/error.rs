@@ -86,6 +86,11 @@ pub enum ConvertError {
         /// What overflowed.
         what: String,
     },
+    /// `--pack` cannot be honoured (unknown family, nothing to pack).
+    Pack {
+        /// What is wrong.
+        msg: String,
+    },
     /// The written blob failed the runtime's own validation (a converter bug; nothing is written).
     Invalid {
         /// The runtime's error.
@@ -122,6 +127,7 @@ impl fmt::Display for ConvertError {
                  the config does not match this checkpoint",
                 names.join(", ")
             ),
+            ConvertError::Pack { msg } => write!(f, "--pack: {msg}"),
             ConvertError::TooLarge { what } => write!(f, "model too large for the .ember format: {what}"),
             ConvertError::Invalid { err } => write!(f, "internal error: the converted blob fails validation: {err}"),
         }

@@ -74,6 +74,23 @@ pub fn report(m: &Model<'_>, verbose: bool) -> String {
     );
     let _ = writeln!(s, "weights          {dtype}, {weight_bytes} bytes");
     let _ = writeln!(s, "blob (flash)     {} bytes", m.blob_len());
+    let mut fams: Vec<(u32, usize, u64)> = Vec::new();
+    for (f, _, _, len) in m.packed_entries() {
+        match fams.iter_mut().find(|e| e.0 == f) {
+            Some(e) => {
+                e.1 += 1;
+                e.2 += len as u64;
+            }
+            None => fams.push((f, 1, len as u64)),
+        }
+    }
+    for (f, n, bytes) in fams {
+        let name = ember_kernels::pack::family_name(f).unwrap_or("unknown family");
+        let _ = writeln!(
+            s,
+            "packed weights   {name} ({f}): {n} convolutions, {bytes} bytes"
+        );
+    }
     let _ = writeln!(s, "activations      {} buffers", m.n_buffers());
     let _ = writeln!(
         s,

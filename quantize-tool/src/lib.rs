@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod inspect;
 pub mod lower;
+pub mod pack;
 pub mod plan;
 pub mod quant;
 pub mod source;
@@ -82,6 +83,8 @@ pub struct ConvertOptions {
     pub timesteps: Option<Vec<u32>>,
     /// Record a boot self-test in the blob.
     pub self_test: bool,
+    /// Kernel families to pack the int8 convolutions' weights for (`ember_kernels::pack`).
+    pub pack: Vec<u32>,
 }
 
 impl Default for ConvertOptions {
@@ -94,6 +97,7 @@ impl Default for ConvertOptions {
             null_class: None,
             timesteps: None,
             self_test: false,
+            pack: Vec::new(),
         }
     }
 }
@@ -277,6 +281,8 @@ pub struct Sampling {
     pub betas: Option<Vec<f32>>,
     /// Also record a boot self-test (`Model::self_test`): seeded input, timestep, class, output hash.
     pub self_test: bool,
+    /// Kernel families to pack int8 convolution weights for (PACKED section; `ember_kernels::pack`).
+    pub pack: Vec<u32>,
 }
 
 /// Lower, plan and serialize a model. The blob is validated by the runtime's own parser before it is returned.
@@ -376,11 +382,23 @@ pub fn finish(
         timesteps: sampling.timesteps.as_deref(),
         betas: sampling.betas.as_deref(),
         self_test: None,
+        packed: None,
     };
     let mut blob = write::to_blob(graph, &plan, &meta)?;
     if sampling.self_test {
         meta.self_test = Some(self_test_record(&blob, sampling)?);
         blob = write::to_blob(graph, &plan, &meta)?;
+    }
+    // Weights packed offline, built from the blob as the runtime parses it (the self-test hash is unaffected:
+    // packed kernels are bit-identical).
+    if !sampling.pack.is_empty() && dtype == WeightDtype::I8 {
+        let aligned = AlignedBytes::new(&blob);
+        let m = ember_core::Model::parse(aligned.as_slice())
+            .map_err(|err| ConvertError::Invalid { err })?;
+        if let Some(sec) = pack::section(&m, &sampling.pack)? {
+            meta.packed = Some(&sec);
+            blob = write::to_blob(graph, &plan, &meta)?;
+        }
     }
     let aligned = AlignedBytes::new(&blob);
     let model = ember_core::Model::parse(aligned.as_slice())
@@ -579,6 +597,7 @@ pub fn load_model(
         null_class,
         betas,
         self_test: opts.self_test,
+        pack: opts.pack.clone(),
     };
     Ok((cfg, sampling, ck))
 }

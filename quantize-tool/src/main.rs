@@ -84,6 +84,11 @@ enum Cmd {
         /// hash with the generic kernels).
         #[arg(long)]
         self_test: bool,
+        /// int8: also store every convolution's weights packed offline for these kernel families
+        /// (comma-separated; `x86_64-vnni`), so the SIMD kernels skip packing them per call. The canonical
+        /// weights stay, so the blob still runs everywhere; it grows by about the int8 weights' size per family.
+        #[arg(long, value_delimiter = ',')]
+        pack: Vec<String>,
         /// Model config JSON (default: config.json beside the weights, else the file's metadata key `config`).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -102,6 +107,17 @@ enum Cmd {
         timesteps: Option<String>,
     },
     /// Describe a .ember blob: layers, parameters, MACs, weight bytes, arena bytes vs the liveness lower bound.
+    /// Add weights packed offline for kernel families to an existing int8 blob (see `convert --pack`).
+    Pack {
+        /// The int8 blob.
+        model: PathBuf,
+        /// Output blob.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Kernel families, comma-separated (`x86_64-vnni`).
+        #[arg(long, value_delimiter = ',', required = true)]
+        family: Vec<String>,
+    },
     Inspect {
         /// The blob.
         model: PathBuf,
@@ -197,7 +213,12 @@ fn run() -> Result<(), String> {
             calib_guidance,
             emit_rust,
             self_test,
+            pack,
         } => {
+            let pack = families(&pack)?;
+            if !pack.is_empty() && !matches!(dtype, Dtype::Int8) {
+                return Err("--pack packs int8 convolution weights: it needs --dtype int8".into());
+            }
             let timesteps = timesteps
                 .map(|t| quantize_tool::config::parse_timesteps(&t, "--timesteps"))
                 .transpose()
@@ -214,6 +235,7 @@ fn run() -> Result<(), String> {
                 null_class,
                 timesteps,
                 self_test,
+                pack,
             };
             let out = output.unwrap_or_else(|| default_output(&input));
             let c = if opts.dtype == WeightDtype::I8 {
@@ -313,6 +335,41 @@ fn run() -> Result<(), String> {
                     outln!("{}", quantize_tool::inspect::sampler_line(&m, &cfg));
                 }
             }
+            Ok(())
+        }
+        Cmd::Pack {
+            model,
+            output,
+            family,
+        } => {
+            let fams = families(&family)?;
+            let bytes =
+                AlignedBytes::read(&model).map_err(|e| format!("{}: {e}", model.display()))?;
+            let m = ember_core::Model::parse(bytes.as_slice())
+                .map_err(|e| format!("{}: {e}", model.display()))?;
+            let sec = quantize_tool::pack::section(&m, &fams)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("{}: no int8 convolution to pack", model.display()))?;
+            let out = quantize_tool::write::add_section(
+                bytes.as_slice(),
+                ember_core::format::section::PACKED,
+                &sec,
+                ember_core::format::SECTION_OPTIONAL,
+            )
+            .map_err(|e| e.to_string())?;
+            // The result must parse, and must run bit-identically (checked by the test suite).
+            let check = AlignedBytes::new(&out);
+            ember_core::Model::parse(check.as_slice()).map_err(|e| format!("packed blob: {e}"))?;
+            quantize_tool::write::write_atomic(&output, &out).map_err(|e| e.to_string())?;
+            outln!(
+                "{} -> {}: {} bytes of packed weights ({}), blob {} -> {} bytes",
+                model.display(),
+                output.display(),
+                sec.len(),
+                family.join(", "),
+                bytes.as_slice().len(),
+                out.len()
+            );
             Ok(())
         }
         Cmd::Inspect {
@@ -538,4 +595,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Kernel family codes from their names (`ember_kernels::pack::FAMILIES`).
+fn families(names: &[String]) -> Result<Vec<u32>, String> {
+    names
+        .iter()
+        .map(|n| {
+            ember_kernels::pack::family_code(n.trim()).ok_or_else(|| {
+                let known: Vec<&str> = ember_kernels::pack::FAMILIES.iter().map(|f| f.1).collect();
+                format!("unknown kernel family `{n}` (known: {})", known.join(", "))
+            })
+        })
+        .collect()
 }

@@ -49,6 +49,8 @@ pub struct BlobMeta<'t> {
     pub betas: Option<&'t [f32]>,
     /// Boot self-test record (SELF_TEST section, marked optional), if any.
     pub self_test: Option<[u32; 8]>,
+    /// PACKED section payload (weights packed offline per kernel family, marked optional), if any.
+    pub packed: Option<&'t [u8]>,
 }
 
 /// Serialize `g` with memory plan `p`.
@@ -117,6 +119,7 @@ pub fn to_blob(g: &Graph, p: &Plan, meta: &BlobMeta<'_>) -> Result<Vec<u8>, Conv
     let st_sec: Option<[u8; 32]> = meta.self_test.map(|w| words_to_bytes(&w));
     let n_sections = 6
         + st_sec.is_some() as usize
+        + meta.packed.is_some() as usize
         + sched_sec.is_some() as usize
         + ts_sec.is_some() as usize
         + betas_sec.is_some() as usize
@@ -151,6 +154,9 @@ pub fn to_blob(g: &Graph, p: &Plan, meta: &BlobMeta<'_>) -> Result<Vec<u8>, Conv
     place(section::BUFFERS, buffers.len(), 4);
     place(section::OPS, ops.len(), 4);
     place(section::STRINGS, strings.len(), 4);
+    if let Some(p) = meta.packed {
+        place(section::PACKED, p.len(), ALIGN);
+    }
     let data_start = body_off.div_ceil(ALIGN) * ALIGN;
     // Tensor data.
     let mut data = Vec::new();
@@ -210,7 +216,7 @@ pub fn to_blob(g: &Graph, p: &Plan, meta: &BlobMeta<'_>) -> Result<Vec<u8>, Conv
     blob[24..28].copy_from_slice(&(table_off as u32).to_le_bytes());
     for (i, &(kind, off, len)) in sections.iter().enumerate() {
         let e = table_off + i * SECTION_ENTRY_LEN;
-        let flags = if kind == section::SELF_TEST {
+        let flags = if kind == section::SELF_TEST || kind == section::PACKED {
             SECTION_OPTIONAL
         } else {
             0
@@ -224,6 +230,7 @@ pub fn to_blob(g: &Graph, p: &Plan, meta: &BlobMeta<'_>) -> Result<Vec<u8>, Conv
             section::BETAS => betas_sec.as_deref().unwrap_or(&[]),
             section::QUANT => quant_sec.as_deref().unwrap_or(&[]),
             section::SELF_TEST => st_sec.as_ref().map(|t| &t[..]).unwrap_or(&[]),
+            section::PACKED => meta.packed.unwrap_or(&[]),
             section::BUFFERS => &buffers,
             section::OPS => &ops,
             section::STRINGS => &strings,
@@ -242,6 +249,54 @@ pub fn to_blob(g: &Graph, p: &Plan, meta: &BlobMeta<'_>) -> Result<Vec<u8>, Conv
     let crc = crc32fast::hash(&blob[16..]);
     blob[12..16].copy_from_slice(&crc.to_le_bytes());
     Ok(blob)
+}
+
+/// `blob` with one more section (`kind`, `payload`, `flags`): the payload and a new section table (the old entries
+/// plus the new one) are appended, 16-aligned, and the header's table offset, section count, length and CRC are
+/// rewritten. The old table stays behind as unused bytes; nothing else moves, so every existing offset holds.
+/// Refuses a kind the blob already has.
+pub fn add_section(
+    blob: &[u8],
+    kind: u32,
+    payload: &[u8],
+    flags: u32,
+) -> Result<Vec<u8>, ConvertError> {
+    let invalid = |what: &str| ConvertError::Pack {
+        msg: format!("cannot add a section: {what}"),
+    };
+    let rd = |o: usize| rd_u32(blob, o).ok_or_else(|| invalid("truncated header"));
+    let (n, table) = (rd(20)? as usize, rd(24)? as usize);
+    let old = blob
+        .get(table..table + n * SECTION_ENTRY_LEN)
+        .ok_or_else(|| invalid("section table outside the blob"))?;
+    if old
+        .chunks_exact(SECTION_ENTRY_LEN)
+        .any(|e| rd_u32(e, 0) == Some(kind))
+    {
+        return Err(invalid("the blob already has this section"));
+    }
+    let mut out = blob.to_vec();
+    out.resize(out.len().next_multiple_of(ALIGN), 0);
+    let at = out.len();
+    out.extend_from_slice(payload);
+    out.resize(out.len().next_multiple_of(ALIGN), 0);
+    let new_table = out.len();
+    let entries: Vec<u8> = old.to_vec();
+    out.extend_from_slice(&entries);
+    let entry: [u8; 16] = words_to_bytes(&[
+        kind,
+        u32::try_from(at).map_err(|_| too_large("blob over 4 GiB"))?,
+        u32::try_from(payload.len()).map_err(|_| too_large("section over 4 GiB"))?,
+        flags,
+    ]);
+    out.extend_from_slice(&entry);
+    let total = u32::try_from(out.len()).map_err(|_| too_large("blob over 4 GiB"))?;
+    out[8..12].copy_from_slice(&total.to_le_bytes());
+    out[20..24].copy_from_slice(&((n + 1) as u32).to_le_bytes());
+    out[24..28].copy_from_slice(&(new_table as u32).to_le_bytes());
+    let crc = crc32fast::hash(&out[16..]);
+    out[12..16].copy_from_slice(&crc.to_le_bytes());
+    Ok(out)
 }
 
 /// Write `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename. A failure leaves no

@@ -101,6 +101,7 @@ fn blob(sched: Value, classes: usize, extra_in: usize, timesteps: Option<Vec<u32
             null_class: (classes > 0).then(|| classes as u32 - 1),
             betas: None,
             self_test: false,
+            pack: Vec::new(),
         },
         WeightDtype::F32,
     )

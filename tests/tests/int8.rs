@@ -152,6 +152,11 @@ fn held_out_pipelines_convert_to_int8_and_run() {
 }
 
 fn tiny_int8() -> Vec<u8> {
+    tiny_int8_packed(&[])
+}
+
+/// [`tiny_int8`] with its convolutions also packed for kernel families `pack` (PACKED section).
+fn tiny_int8_packed(pack: &[u32]) -> Vec<u8> {
     let cfg = UNetConfig::from_json(
         &json!({
             "sample_size": 8, "in_channels": 1, "out_channels": 1, "block_out_channels": [8, 16],
@@ -177,6 +182,7 @@ fn tiny_int8() -> Vec<u8> {
         &RandomSource { seed: 3 },
         &quantize_tool::Sampling {
             schedule: Some(schedule),
+            pack: pack.to_vec(),
             ..Default::default()
         },
         &q,
@@ -198,7 +204,7 @@ fn parse(b: &[u8]) -> Result<(), Error> {
 fn section_of(b: &[u8], kind: u32) -> Option<(usize, usize)> {
     let w = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
     (0..w(20) as usize)
-        .map(|i| 64 + i * 16)
+        .map(|i| w(24) as usize + i * 16)
         .find(|&e| w(e) == kind)
         .map(|e| (w(e + 4) as usize, w(e + 8) as usize))
 }
@@ -286,6 +292,106 @@ fn every_int8_metadata_byte_mutation_is_handled() {
     assert!(accepted > 0);
 }
 
+/// The same sweep over a blob with a PACKED section (written before DATA by `convert --pack`), so every byte of its
+/// entry table and of the packed weights is mutated too.
+#[test]
+fn every_packed_int8_metadata_byte_mutation_is_handled() {
+    let blob = tiny_int8_packed(&[ember_kernels::pack::VNNI8]);
+    let (poff, plen) =
+        section_of(&blob, section::PACKED).expect("convert --pack writes a PACKED section");
+    let (data_off, _) = section_of(&blob, section::DATA).unwrap();
+    assert!(poff + plen <= data_off);
+    let accepted = ember_tests::metadata_mutation_sweep(&blob, data_off);
+    assert!(accepted > 0);
+}
+
+/// The committed int8 student with its weights packed for the x86_64 VNNI kernel (`quantize-tool pack`).
+fn packed_student() -> AlignedBytes {
+    let qb = read("models/mnist-student/student-4-int8.ember");
+    let q = Model::parse(qb.as_slice()).unwrap();
+    let sec = quantize_tool::pack::section(&q, &[ember_kernels::pack::VNNI8])
+        .unwrap()
+        .unwrap();
+    let b = quantize_tool::write::add_section(
+        qb.as_slice(),
+        section::PACKED,
+        &sec,
+        ember_core::format::SECTION_OPTIONAL,
+    )
+    .unwrap();
+    AlignedBytes::new(&b)
+}
+
+/// Entry `i` of the PACKED section at `poff`: byte offset of its 6 words.
+fn packed_entry_at(poff: usize, i: usize) -> usize {
+    poff + 4 + i * ember_core::format::PACKED_ENTRY_WORDS * 4
+}
+
+/// A PACKED section that points outside itself, at a missing op, misaligned or out of order is refused with a typed
+/// error; an entry of the wrong length or an unknown family is accepted and not used (the output stays the
+/// unpacked blob's, bit for bit).
+#[test]
+fn malformed_packed_sections_get_typed_errors_or_are_not_used() {
+    let packed = packed_student();
+    let blob = packed.as_slice().to_vec();
+    let m = Model::parse(packed.as_slice()).unwrap();
+    let n_entries = m.packed_entries().count();
+    let n_int8_convs = (0..m.n_ops())
+        .filter(|&i| matches!(m.op(i).unwrap(), Op::Conv2d { scratch, .. } if scratch != u32::MAX))
+        .count();
+    assert_eq!(n_entries, n_int8_convs, "one entry per int8 convolution");
+    let (poff, plen) = section_of(&blob, section::PACKED).unwrap();
+    let bad = Err(Error::BadSection(SectionKind::Packed));
+    let word = |b: &mut Vec<u8>, at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    let rd = |at: usize| u32::from_le_bytes(blob[at..at + 4].try_into().unwrap());
+    let e0 = packed_entry_at(poff, 0);
+    let e1 = packed_entry_at(poff, 1);
+    for (what, at, v) in [
+        ("count past the section", poff, u32::MAX / 32),
+        ("op out of range", e0 + 4, m.n_ops()),
+        ("offset misaligned", e0 + 12, rd(e0 + 12) + 4),
+        ("bytes past the section", e0 + 16, plen as u32),
+        ("offset inside the entry table", e0 + 12, 0),
+        ("entries out of order", e1 + 4, rd(e0 + 4)),
+    ] {
+        let mut b = blob.clone();
+        word(&mut b, at, v);
+        fix_crc(&mut b);
+        assert_eq!(parse(&b), bad, "{what}");
+    }
+    // Accepted but not used: the reference is the unpacked blob on the generic kernels.
+    let sample = |b: &[u8]| -> Vec<u32> {
+        use ember_core::sampler::driver::{Conditioning, Control, Init, Sampler};
+        let a = AlignedBytes::new(b);
+        let q = Model::parse(a.as_slice()).unwrap();
+        let cfg = quantize_tool::inspect::default_sampler(&q);
+        let mut arena = AlignedBytes::zeroed(arena_bytes(&q, &cfg).unwrap());
+        let cond = Conditioning {
+            class: Some(5),
+            ..Conditioning::default()
+        };
+        let mut s = Sampler::new(&q, arena.as_mut_slice(), cfg, cond, Init::Seed(9)).unwrap();
+        s.run(&mut |_| Control::Continue).unwrap();
+        s.sample().iter().map(|v| v.to_bits()).collect()
+    };
+    let want = sample(read("models/mnist-student/student-4-int8.ember").as_slice());
+    assert_eq!(sample(&blob), want, "packed blob");
+    let mut short = blob.clone();
+    word(&mut short, e0 + 16, rd(e0 + 16) - 16);
+    fix_crc(&mut short);
+    assert_eq!(
+        sample(&short),
+        want,
+        "an entry 16 bytes short falls back to the canonical weights"
+    );
+    let mut other = blob.clone();
+    for i in 0..n_entries {
+        word(&mut other, packed_entry_at(poff, i), 77);
+    }
+    fix_crc(&mut other);
+    assert_eq!(sample(&other), want, "an unknown family is ignored");
+}
+
 /// The int8 student's whole 4-step sampling gives the same bits on every kernel tier this CPU can run (int8 kernels
 /// are bit-exact by construction; tiers the CPU lacks are listed as skipped).
 #[test]
@@ -294,10 +400,17 @@ fn int8_student_is_bit_identical_on_every_tier() {
     use ember_kernels::registry::{all_tiers, tier};
     let qb = read("models/mnist-student/student-4-int8.ember");
     let q = Model::parse(qb.as_slice()).unwrap();
+    // The same blob with its weights packed offline for the VNNI kernel (read by the avx512 tier).
+    let pb = packed_student();
+    let p = Model::parse(pb.as_slice()).unwrap();
     let cfg = quantize_tool::inspect::default_sampler(&q);
     let mut arena = AlignedBytes::zeroed(arena_bytes(&q, &cfg).unwrap());
     let mut reference: Option<Vec<u32>> = None;
-    for name in all_tiers() {
+    for (name, q) in all_tiers()
+        .iter()
+        .map(|n| (*n, &q))
+        .chain(all_tiers().iter().map(|n| (*n, &p)))
+    {
         let Some(t) = tier(name) else {
             println!("tier {name}: SKIPPED (this CPU cannot run it)");
             continue;
@@ -309,7 +422,7 @@ fn int8_student_is_bit_identical_on_every_tier() {
                 ..Conditioning::default()
             };
             let mut s =
-                Sampler::new(&q, arena.as_mut_slice(), cfg, cond, Init::Seed(seed)).unwrap();
+                Sampler::new(q, arena.as_mut_slice(), cfg, cond, Init::Seed(seed)).unwrap();
             s.set_kernels(t);
             s.run(&mut |_| Control::Continue).unwrap();
             bits.extend(s.sample().iter().map(|v| v.to_bits()));
@@ -318,7 +431,12 @@ fn int8_student_is_bit_identical_on_every_tier() {
             None => reference = Some(bits),
             Some(r) => assert!(*r == bits, "tier {name} differs from generic"),
         }
-        println!("tier {name}: final samples bit-identical to generic");
+        let what = if q.packed_entries().next().is_some() {
+            " (packed blob)"
+        } else {
+            ""
+        };
+        println!("tier {name}{what}: final samples bit-identical to generic");
     }
 }
 

@@ -190,7 +190,15 @@ fn split_convolutions_are_bit_identical() {
             );
             let mut want_q = vec![0i8; n_out];
             let mut acc = vec![0i32; ember_kernels::quant::conv2d_i8_scratch_len(&g)];
-            let run_q = |par: &dyn Parallel, acc: &mut [i32], out: &mut [i8]| {
+            // The layer also packed offline in the tier's family, if it reads one.
+            let packed: Option<Vec<u8>> = t.conv2d_i8_packed.map(|(fam, _)| {
+                assert_eq!(fam, ember_kernels::pack::VNNI8);
+                let split = in_q.split.min(g.cin);
+                let mut p = vec![0u8; ember_kernels::pack::vnni8_len(&g, split)];
+                assert!(ember_kernels::pack::vnni8_pack(&g, split, &wq, &mut p));
+                p
+            });
+            let run_q = |par: &dyn Parallel, pw: Option<&[u8]>, acc: &mut [i32], out: &mut [i8]| {
                 parallel::conv2d_i8(
                     t,
                     par,
@@ -198,6 +206,7 @@ fn split_convolutions_are_bit_identical() {
                     &xq,
                     in_q,
                     &wq,
+                    pw,
                     &ws,
                     Some(Weights::F32(&bias)),
                     Some(&add),
@@ -210,7 +219,7 @@ fn split_convolutions_are_bit_identical() {
                     },
                 )
             };
-            run_q(&Serial, &mut acc, &mut want_q);
+            run_q(&Serial, None, &mut acc, &mut want_q);
             for par in hooks {
                 let mut got = vec![f32::NAN; n_out];
                 parallel::conv2d(
@@ -229,8 +238,13 @@ fn split_convolutions_are_bit_identical() {
                     "f32 conv {g:?} tier {name} {par:?}"
                 );
                 let mut got_q = vec![0x55u8 as i8; n_out];
-                run_q(par, &mut acc, &mut got_q);
+                run_q(par, None, &mut acc, &mut got_q);
                 assert_eq!(want_q, got_q, "int8 conv {g:?} tier {name} {par:?}");
+                if let Some(p) = &packed {
+                    let mut got_p = vec![0x55u8 as i8; n_out];
+                    run_q(par, Some(p), &mut acc, &mut got_p);
+                    assert_eq!(want_q, got_p, "packed int8 conv {g:?} tier {name} {par:?}");
+                }
                 splits += 1;
             }
         }

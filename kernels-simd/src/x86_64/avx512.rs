@@ -70,6 +70,41 @@ pub(crate) fn conv2d_i8(
     }
 }
 
+/// [`conv2d_i8`] with the layer's weights also packed offline in the [`crate::pack::VNNI8`] layout (used when the
+/// VNNI kernel takes the layer and `packed` has its length; otherwise as [`conv2d_i8`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv2d_i8_packed(
+    g: &Conv2dGeom,
+    input: &[i8],
+    in_q: ActQ,
+    w: &[i8],
+    packed: &[u8],
+    w_scale: &[f32],
+    bias: Option<Weights<'_>>,
+    chan_add: Option<&[f32]>,
+    residual: Option<(&[i8], f32)>,
+    div: f32,
+    acc: &mut [i32],
+    out: QOut<'_>,
+) {
+    if !super::vnni::fits(g, in_q.split, input.len(), w.len(), &out) {
+        return conv2d_i8(
+            g, input, in_q, w, w_scale, bias, chan_add, residual, div, acc, out,
+        );
+    }
+    let e = ConvEpilogue {
+        in_q,
+        w_scale,
+        bias,
+        chan_add,
+        residual,
+        div,
+        plane: g.oh * g.ow,
+    };
+    // SAFETY: reachable only through the AVX-512 table, built after detecting avx512f, avx512bw and avx512vnni.
+    unsafe { super::vnni::conv2d_i8_packed(g, input, in_q, w, packed, &e, out) };
+}
+
 /// VNNI row kernel: `vpdpwssd` on 16 pixels × 2 vectors.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn row_i8_vnni(a: &RowArgs<'_>, row_a: &mut [i32], row_b: &mut [i32]) {

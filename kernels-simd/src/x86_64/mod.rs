@@ -30,6 +30,7 @@ static AVX512: KernelTable = KernelTable {
     name: "avx512",
     conv2d: avx512::conv2d,
     conv2d_i8: avx512::conv2d_i8,
+    conv2d_i8_packed: Some((crate::pack::VNNI8, avx512::conv2d_i8_packed)),
     attention: attnf512::attention,
     attention_i8: attn512::attention_i8,
     group_norm_i8: gn512::group_norm_i8,

@@ -13,23 +13,27 @@
 //!   to [`crate::quant::conv2d_i8`].
 //! * **Branches.** Concatenated inputs with two scales (`ActQ::split`) keep their quads apart; each branch has its
 //!   own accumulators and correction.
-//! * Weights are packed per call (8 channels × quads × taps at a time); a layer's packing costs `cout · cin · k²`
-//!   byte moves against `oh · ow` times as many multiply-accumulates.
+//! * **Weights** are read in the [`crate::pack::VNNI8`] layout (8 channels × quads × taps per block, with the
+//!   bias corrections): packed offline by `quantize-tool` when the blob carries that family
+//!   ([`conv2d_i8_packed`]), otherwise packed here one block at a time with the same function.
 
 use core::arch::x86_64::*;
 
 use super::bands::{Bands, PX};
+use crate::pack::{self, VNNI8_CO};
 use crate::quant::{self, ActQ, ConvEpilogue, EpilogueParts, QOut, Requant};
 use crate::Conv2dGeom;
 
-/// Output channels per register tile.
-const CO: usize = 8;
+/// Output channels per register tile (one block of the packed layout).
+const CO: usize = VNNI8_CO;
 /// Input tile budget in 32-bit words (192 KiB).
 const TILE_W: usize = 48 * 1024;
 /// Flat positions per band (rows · `Wph`, rounded up to `PX`).
 const FMAX: usize = 2048;
 /// Packed weight words of one channel block: `quads · taps · CO` at most.
 const WP_W: usize = 16 * 1024;
+/// Bytes of one packed block: the words and the 16 corrections.
+const WP_B: usize = (WP_W + 2 * CO) * 4;
 
 /// The band layout with input quads as its units.
 #[derive(Clone, Copy, Debug)]
@@ -55,8 +59,7 @@ impl Layout {
 /// The layout for `g`, or `None` when the layer is outside this kernel's range (the caller falls back).
 fn layout(g: &Conv2dGeom, split: usize) -> Option<Layout> {
     let split = split.min(g.cin);
-    let qa = split.div_ceil(4);
-    let quads = qa + (g.cin - split).div_ceil(4);
+    let (qa, quads) = pack::vnni8_quads(g.cin, split);
     if quads * g.k * g.k * CO > WP_W {
         return None;
     }
@@ -81,17 +84,49 @@ pub(super) fn fits(g: &Conv2dGeom, split: usize, input: usize, w: usize, out: &Q
 }
 
 /// int8 convolution, bit-identical to [`quant::conv2d_i8`], for layers that pass [`fits`] (others are left
-/// untouched).
+/// untouched); the weights are packed here, block by block.
 ///
 /// # Safety
 /// The CPU must have AVX-512 F, BW and VNNI.
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub(super) unsafe fn conv2d_i8(
     g: &Conv2dGeom,
     input: &[i8],
     in_q: ActQ,
     w: &[i8],
+    e: &ConvEpilogue<'_>,
+    out: QOut<'_>,
+) {
+    conv(g, input, in_q, w, None, e, out)
+}
+
+/// [`conv2d_i8`] on weights packed offline in the [`pack::VNNI8`] layout (`packed` holds the whole layer, as
+/// [`pack::vnni8_pack`] writes it for this split); a length that does not match falls back to packing `w`.
+///
+/// # Safety
+/// The CPU must have AVX-512 F, BW and VNNI.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub(super) unsafe fn conv2d_i8_packed(
+    g: &Conv2dGeom,
+    input: &[i8],
+    in_q: ActQ,
+    w: &[i8],
+    packed: &[u8],
+    e: &ConvEpilogue<'_>,
+    out: QOut<'_>,
+) {
+    let ok = packed.len() == pack::vnni8_len(g, in_q.split.min(g.cin));
+    conv(g, input, in_q, w, ok.then_some(packed), e, out)
+}
+
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn conv(
+    g: &Conv2dGeom,
+    input: &[i8],
+    in_q: ActQ,
+    w: &[i8],
+    pre: Option<&[u8]>,
     e: &ConvEpilogue<'_>,
     out: QOut<'_>,
 ) {
@@ -106,7 +141,10 @@ pub(super) unsafe fn conv2d_i8(
     let off = l.b.offsets();
     let off = &off[..kk];
     let mut tile = [0i32; TILE_W];
-    let mut wp = [0i32; WP_W];
+    let mut wp = [0u8; WP_B];
+    let bl = pack::vnni8_block_len(g, l.split);
+    let nwa = l.qa * kk * CO * 4;
+    let nw = l.quads * kk * CO * 4;
     let mut buf_a = [[0i32; FMAX]; CO];
     let mut buf_b = [[0i32; FMAX]; CO];
     let (so, mut out) = match out {
@@ -121,9 +159,19 @@ pub(super) unsafe fn conv2d_i8(
         let fpad = l.b.fpad(r, g.ow);
         fill_tile(g, &l, input, oy0, &mut tile[..l.quads * qs]);
         for co0 in (0..g.cout).step_by(CO) {
-            let (corr_a, corr_b) = pack_weights(g, &l, w, co0, &mut wp);
-            let wp_a = &wp[..l.qa * kk * CO];
-            let wp_b = &wp[l.qa * kk * CO..l.quads * kk * CO];
+            let blk = match pre {
+                Some(p) => p.get(co0 / CO * bl..co0 / CO * bl + bl),
+                None => pack::vnni8_pack_block(g, l.split, w, co0, &mut wp).then(|| &wp[..bl]),
+            };
+            let Some(blk) = blk else { return };
+            let (words, corr) = blk.split_at(nw);
+            let c32 = |i: usize| {
+                let b = corr.get(4 * i..4 * i + 4).unwrap_or(&[0; 4]);
+                i32::from_le_bytes([b[0], b[1], b[2], b[3]])
+            };
+            let corr_a: [i32; CO] = core::array::from_fn(c32);
+            let corr_b: [i32; CO] = core::array::from_fn(|c| c32(CO + c));
+            let (wp_a, wp_b) = words.split_at(nwa);
             // SAFETY: AVX-512 F/BW/VNNI per this function's contract; `tile` holds `quads · qs` laid-out words, every
             // tap offset plus a position below `fpad` stays below `qs` (see `Bands::stride`), and `fpad <= FMAX`.
             gemm(&tile, qs, 0, off, wp_a, fpad, corr_a, &mut buf_a);
@@ -273,45 +321,6 @@ pub(super) fn as_bytes_mut(t: &mut [i32]) -> &mut [u8] {
     unsafe { core::slice::from_raw_parts_mut(t.as_mut_ptr() as *mut u8, core::mem::size_of_val(t)) }
 }
 
-/// Pack the weights of output channels `co0..co0 + CO` as `[quad][tap][CO]` words of 4 signed bytes (same channel
-/// order as the tile's quads; absent channels and channels `>= cout` are zero). Returns the corrections
-/// `128 · Σ w` per channel for branches A and B.
-fn pack_weights(
-    g: &Conv2dGeom,
-    l: &Layout,
-    w: &[i8],
-    co0: usize,
-    wp: &mut [i32],
-) -> ([i32; CO], [i32; CO]) {
-    let kk = g.k * g.k;
-    let mut corr = ([0i32; CO], [0i32; CO]);
-    let n = (l.quads * kk * CO).min(wp.len());
-    let bytes = as_bytes_mut(&mut wp[..n]);
-    bytes.fill(0);
-    for c in 0..CO.min(g.cout.saturating_sub(co0)) {
-        let co = co0 + c;
-        let Some(wrow) = w.get(co * g.cin * kk..(co + 1) * g.cin * kk) else {
-            continue;
-        };
-        for (ci, taps) in wrow.chunks_exact(kk).enumerate() {
-            let (q, j) = l.quad_of(ci);
-            let mut sum = 0i32;
-            for (t, &v) in taps.iter().enumerate() {
-                if let Some(d) = bytes.get_mut(((q * kk + t) * CO + c) * 4 + j) {
-                    *d = v as u8;
-                }
-                sum += v as i32;
-            }
-            if q < l.qa {
-                corr.0[c] += 128 * sum;
-            } else {
-                corr.1[c] += 128 * sum;
-            }
-        }
-    }
-    corr
-}
-
 /// Integer sums of quads `q0..` (as many as `wp` holds) for `CO` channels at positions `0..fpad`, minus `corr`, into
 /// `buf`.
 #[allow(clippy::too_many_arguments)]
@@ -321,28 +330,29 @@ unsafe fn gemm(
     qs: usize,
     q0: usize,
     off: &[usize],
-    wp: &[i32],
+    wp: &[u8],
     fpad: usize,
     corr: [i32; CO],
     buf: &mut [[i32; FMAX]; CO],
 ) {
     let taps = off.len();
-    let nq = wp.len() / (taps * CO).max(1);
+    let nq = wp.len() / (taps * CO * 4).max(1);
     let mut f0 = 0;
     while f0 < fpad.min(FMAX) {
         let mut acc = [[_mm512_setzero_si512(); 2]; CO];
         for q in 0..nq {
             let qb = tile.as_ptr().add((q0 + q) * qs + f0);
-            let wq = wp.as_ptr().add(q * taps * CO);
+            let wq = wp.as_ptr().add(q * taps * CO * 4) as *const i32;
             for t in 0..taps {
                 // SAFETY (caller): off[t] + f0 + 31 < qs, so both loads stay inside quad q0 + q of `tile`;
-                // `wq + t · CO + c` is inside `wp` (q < nq).
+                // word `t · CO + c` of quad q starts at byte (q · taps + t) · CO · 4 + 4c < nq · taps · CO · 4 <=
+                // wp.len() (q < nq), and is read unaligned.
                 let p = qb.add(*off.get_unchecked(t));
                 let x0 = _mm512_loadu_si512(p as *const __m512i);
                 let x1 = _mm512_loadu_si512(p.add(16) as *const __m512i);
                 let wt = wq.add(t * CO);
                 for (c, a) in acc.iter_mut().enumerate() {
-                    let wv = _mm512_set1_epi32(*wt.add(c));
+                    let wv = _mm512_set1_epi32(wt.add(c).read_unaligned());
                     a[0] = _mm512_dpbusd_epi32(a[0], x0, wv);
                     a[1] = _mm512_dpbusd_epi32(a[1], x1, wv);
                 }

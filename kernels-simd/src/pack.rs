@@ -1,0 +1,133 @@
+//! Weights packed offline into a kernel's tile layout.
+//!
+//! A SIMD convolution reads its weights in an order of its own (output-channel blocks, input channels grouped per
+//! register lane, taps innermost). Re-laying the canonical `[cout][cin][k][k]` weights out on every call costs a
+//! few nanoseconds per weight; on a layer with few output pixels that is more than its multiply-accumulates.
+//! `quantize-tool convert --pack <family>` therefore writes the packed weights into the blob (section `PACKED`,
+//! `docs/FORMAT.md`), once per *target family* (a layout, not a CPU model), and a tier that reads that family takes
+//! them from there. The canonical weights stay in the blob: every other tier, and the generic fallback, use them,
+//! and a blob with packs for a family the CPU lacks runs unchanged.
+//!
+//! This module is plain Rust on every architecture, so the host tool can pack for any target; the layout
+//! functions here are also what the kernels use when they pack per call, so both paths read identical bytes.
+
+use crate::Conv2dGeom;
+
+/// Family: x86_64 AVX-512 VNNI int8 convolution (`vpdpbusd`; `x86_64/vnni.rs`).
+pub const VNNI8: u32 = 1;
+
+/// Output channels per block of the [`VNNI8`] layout.
+pub const VNNI8_CO: usize = 8;
+
+/// Every family this build can write, with its command-line name.
+pub const FAMILIES: &[(u32, &str)] = &[(VNNI8, "x86_64-vnni")];
+
+/// Output channels per block of family `f`'s layout (a split of a layer's channels must fall on a block
+/// boundary); 1 for an unknown family.
+pub fn block_channels(f: u32) -> usize {
+    match f {
+        VNNI8 => VNNI8_CO,
+        _ => 1,
+    }
+}
+
+/// The name of family `f` (`None` if unknown).
+pub fn family_name(f: u32) -> Option<&'static str> {
+    FAMILIES.iter().find(|(c, _)| *c == f).map(|(_, n)| *n)
+}
+
+/// The family called `name` (`None` if unknown).
+pub fn family_code(name: &str) -> Option<u32> {
+    FAMILIES.iter().find(|(_, n)| *n == name).map(|(c, _)| *c)
+}
+
+/// Quads (groups of 4 input channels, one 32-bit lane of `vpdpbusd`) of branch A (channels `< split`) and in
+/// all, for `cin` input channels. Branch B's quads follow A's, so the two branches never share a quad.
+pub fn vnni8_quads(cin: usize, split: usize) -> (usize, usize) {
+    let split = split.min(cin);
+    let qa = split.div_ceil(4);
+    (qa, qa + (cin - split).div_ceil(4))
+}
+
+/// Quad and byte of input channel `ci`.
+fn quad_of(ci: usize, split: usize, qa: usize) -> (usize, usize) {
+    if ci < split {
+        (ci / 4, ci % 4)
+    } else {
+        (qa + (ci - split) / 4, (ci - split) % 4)
+    }
+}
+
+/// Bytes of one [`VNNI8_CO`]-channel block: `quads · k² · 8` weight words, then the 8 corrections of branch A and
+/// the 8 of branch B (`i32`, little-endian).
+pub fn vnni8_block_len(g: &Conv2dGeom, split: usize) -> usize {
+    let (_, quads) = vnni8_quads(g.cin, split);
+    (quads * g.k * g.k * VNNI8_CO + 2 * VNNI8_CO) * 4
+}
+
+/// Bytes of a whole layer in the [`VNNI8`] layout (`ceil(cout / 8)` blocks).
+pub fn vnni8_len(g: &Conv2dGeom, split: usize) -> usize {
+    g.cout.div_ceil(VNNI8_CO) * vnni8_block_len(g, split)
+}
+
+/// Pack output channels `co0 .. co0 + 8` of `w` (`[cout][cin][k][k]`) into `out` (at least
+/// [`vnni8_block_len`] bytes): word `(quad · k² + tap) · 8 + c` holds the 4 signed weights of that quad's input
+/// channels (byte `j` = channel `4 · quad + j` of its branch; absent channels and channels `>= cout` are 0), then
+/// `128 · Σ w` per channel for branch A and for branch B — what the kernel subtracts after multiplying inputs biased
+/// to unsigned (`x + 128`). Returns false (and leaves `out` alone) if `w` or `out` is too short.
+pub fn vnni8_pack_block(
+    g: &Conv2dGeom,
+    split: usize,
+    w: &[i8],
+    co0: usize,
+    out: &mut [u8],
+) -> bool {
+    let split = split.min(g.cin);
+    let (qa, quads) = vnni8_quads(g.cin, split);
+    let kk = g.k * g.k;
+    let n = quads * kk * VNNI8_CO * 4;
+    let len = vnni8_block_len(g, split);
+    let Some(out) = out.get_mut(..len) else {
+        return false;
+    };
+    if w.len() < g.cout * g.cin * kk {
+        return false;
+    }
+    out.fill(0);
+    let (words, corr) = out.split_at_mut(n);
+    let mut ca = [0i32; VNNI8_CO];
+    let mut cb = [0i32; VNNI8_CO];
+    for c in 0..VNNI8_CO.min(g.cout.saturating_sub(co0)) {
+        let co = co0 + c;
+        let wrow = &w[co * g.cin * kk..(co + 1) * g.cin * kk];
+        for (ci, taps) in wrow.chunks_exact(kk).enumerate() {
+            let (q, j) = quad_of(ci, split, qa);
+            let mut sum = 0i32;
+            for (t, &v) in taps.iter().enumerate() {
+                words[((q * kk + t) * VNNI8_CO + c) * 4 + j] = v as u8;
+                sum += v as i32;
+            }
+            if q < qa {
+                ca[c] += 128 * sum;
+            } else {
+                cb[c] += 128 * sum;
+            }
+        }
+    }
+    for (dst, v) in corr.chunks_exact_mut(4).zip(ca.iter().chain(cb.iter())) {
+        dst.copy_from_slice(&v.to_le_bytes());
+    }
+    true
+}
+
+/// Pack a whole layer into `out` ([`vnni8_len`] bytes). Returns false if a length is short.
+pub fn vnni8_pack(g: &Conv2dGeom, split: usize, w: &[i8], out: &mut [u8]) -> bool {
+    let bl = vnni8_block_len(g, split);
+    if out.len() < vnni8_len(g, split) {
+        return false;
+    }
+    out.chunks_exact_mut(bl)
+        .take(g.cout.div_ceil(VNNI8_CO))
+        .enumerate()
+        .all(|(b, blk)| vnni8_pack_block(g, split, w, b * VNNI8_CO, blk))
+}

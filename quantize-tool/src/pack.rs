@@ -1,0 +1,117 @@
+//! `convert --pack FAMILY`: the PACKED section, every int8 convolution's weights re-laid out offline in a kernel
+//! family's tile layout (`ember_kernels::pack`, `docs/FORMAT.md`).
+//!
+//! The section is built from the finished blob as the runtime parses it, so the geometry and the input split
+//! each entry records are exactly what the runtime will see; the kernel checks both before it uses the bytes.
+
+use ember_core::format::{ALIGN, NONE, PACKED_ENTRY_WORDS};
+use ember_core::op::Op;
+use ember_core::Model;
+use ember_kernels::{pack, Conv2dGeom, Weights};
+
+use crate::error::ConvertError;
+
+/// The PACKED section payload for `families` (deduplicated), or `None` if the model has no int8 convolution.
+pub fn section(m: &Model<'_>, families: &[u32]) -> Result<Option<Vec<u8>>, ConvertError> {
+    let mut fams = families.to_vec();
+    fams.sort_unstable();
+    fams.dedup();
+    // (family, op, split, bytes)
+    let mut packs: Vec<(u32, u32, u32, Vec<u8>)> = Vec::new();
+    for &fam in &fams {
+        if pack::family_name(fam).is_none() {
+            return Err(ConvertError::Pack {
+                msg: format!("unknown packing family {fam}"),
+            });
+        }
+        for i in 0..m.n_ops() {
+            let op = m.op(i).map_err(|err| ConvertError::Invalid { err })?;
+            let Op::Conv2d {
+                input,
+                cin,
+                h,
+                w,
+                cout,
+                k,
+                stride,
+                pad_t,
+                pad_l,
+                oh,
+                ow,
+                weight,
+                scratch,
+                ..
+            } = op
+            else {
+                continue;
+            };
+            let Some(Weights::I8 { data, .. }) = m.weights(weight) else {
+                continue;
+            };
+            if scratch == NONE {
+                continue;
+            }
+            let g = Conv2dGeom {
+                cin: cin as usize,
+                h: h as usize,
+                w: w as usize,
+                cout: cout as usize,
+                k: k as usize,
+                stride: stride as usize,
+                pad_t: pad_t as usize,
+                pad_l: pad_l as usize,
+                oh: oh as usize,
+                ow: ow as usize,
+            };
+            // The runtime's split (`Model::act_q`): the input buffer's split in elements over its plane.
+            let e = m
+                .buffer(input)
+                .map_err(|err| ConvertError::Invalid { err })?;
+            let plane = g.h * g.w;
+            let split = if e.split != 0 && plane != 0 {
+                (e.split as usize / plane).min(g.cin)
+            } else {
+                g.cin
+            };
+            let bytes = match fam {
+                pack::VNNI8 => {
+                    let mut b = vec![0u8; pack::vnni8_len(&g, split)];
+                    if !pack::vnni8_pack(&g, split, data, &mut b) {
+                        return Err(ConvertError::Pack {
+                            msg: format!(
+                                "op {i}: int8 weights shorter than the convolution's shape"
+                            ),
+                        });
+                    }
+                    b
+                }
+                _ => continue,
+            };
+            packs.push((fam, i, split as u32, bytes));
+        }
+    }
+    if packs.is_empty() {
+        return Ok(None);
+    }
+    let table_end = 4 + packs.len() * PACKED_ENTRY_WORDS * 4;
+    let mut off = table_end.next_multiple_of(ALIGN);
+    let mut out = Vec::with_capacity(off + packs.iter().map(|p| p.3.len() + ALIGN).sum::<usize>());
+    out.extend_from_slice(&(packs.len() as u32).to_le_bytes());
+    for (fam, op, split, bytes) in &packs {
+        let len = u32::try_from(bytes.len()).map_err(|_| ConvertError::TooLarge {
+            what: "packed weights".into(),
+        })?;
+        let o = u32::try_from(off).map_err(|_| ConvertError::TooLarge {
+            what: "packed weights".into(),
+        })?;
+        for wd in [*fam, *op, *split, o, len, 0] {
+            out.extend_from_slice(&wd.to_le_bytes());
+        }
+        off = (off + bytes.len()).next_multiple_of(ALIGN);
+    }
+    for (_, _, _, bytes) in &packs {
+        out.resize(out.len().next_multiple_of(ALIGN), 0);
+        out.extend_from_slice(bytes);
+    }
+    Ok(Some(out))
+}
