@@ -90,6 +90,7 @@ pub(crate) fn conv2d_body(
 ///
 /// * `input`: `[in]`, `w`: `[out, in]`, `bias`: `[out]`, `out`: `[out]`.
 /// * `silu_in` applies SiLU to every input element first; `silu_out` applies it to every output.
+/// * Every output is `((0 + w₀·x₀) + w₁·x₁) + …` in input order, then `+ bias` (the reference order every tier keeps).
 pub fn linear(
     input: &[f32],
     w: Weights<'_>,
@@ -98,36 +99,99 @@ pub fn linear(
     silu_out: bool,
     out: &mut [f32],
 ) {
+    linear_with(input, w, bias, silu_in, silu_out, out, f16_to_f32)
+}
+
+/// `dst[i] = src[i] as f32` (exact; the software conversion of the `half` crate).
+pub fn f16_to_f32(src: &[half::f16], dst: &mut [f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = s.to_f32();
+    }
+}
+
+/// Output rows accumulated together: independent add chains, each still in input order.
+const LIN_ROWS: usize = 8;
+/// Inputs per chunk (activated once, weights converted once per chunk and row).
+const LIN_CHUNK: usize = 256;
+
+/// [`linear`] with the f16 → f32 row conversion supplied by the tier (any exact conversion gives the same bits).
+/// Rows go [`LIN_ROWS`] at a time: their running sums are independent chains (the sequential add of one output
+/// row is latency-bound), and each keeps the input order, so the result equals one pass per output.
+pub fn linear_with(
+    input: &[f32],
+    w: Weights<'_>,
+    bias: Option<Weights<'_>>,
+    silu_in: bool,
+    silu_out: bool,
+    out: &mut [f32],
+    cvt: fn(&[half::f16], &mut [f32]),
+) {
     let n_in = input.len();
-    // The inputs go through SiLU once per chunk (not once per output): `out` holds the running sums, each still
-    // accumulated in input order, so the result is the same as one pass per output.
-    const CHUNK: usize = 256;
-    let mut act = [0.0f32; CHUNK];
+    let mut act = [0.0f32; LIN_CHUNK];
+    let mut rows = [[0.0f32; LIN_CHUNK]; LIN_ROWS];
     out.fill(0.0);
-    for (c, xs) in input.chunks(CHUNK).enumerate() {
-        let i0 = c * CHUNK;
+    for (c, xs) in input.chunks(LIN_CHUNK).enumerate() {
+        let i0 = c * LIN_CHUNK;
         for (a, &x) in act.iter_mut().zip(xs) {
-            *a = if silu_in { silu(x) } else { x };
+            *a = if silu_in { crate::silu(x) } else { x };
         }
-        let xs = &act[..xs.len()];
-        for (o, acc) in out.iter_mut().enumerate() {
-            let base = o * n_in + i0;
-            match w {
-                Weights::F32(wf) => match wf.get(base..base + xs.len()) {
-                    Some(row) => {
-                        for (&wv, &x) in row.iter().zip(xs) {
-                            *acc += wv * x;
+        let n = xs.len();
+        let xs = &act[..n];
+        let n_out = out.len();
+        for o0 in (0..n_out).step_by(LIN_ROWS) {
+            let nr = LIN_ROWS.min(n_out - o0);
+            // The chunk of each row as f32.
+            for (r, row) in rows.iter_mut().enumerate().take(nr) {
+                let base = (o0 + r) * n_in + i0;
+                let dst = &mut row[..n];
+                match w {
+                    Weights::F32(wf) => match wf.get(base..base + n) {
+                        Some(src) => dst.copy_from_slice(src),
+                        None => dst
+                            .iter_mut()
+                            .enumerate()
+                            .for_each(|(i, d)| *d = w.get(base + i)),
+                    },
+                    Weights::F16(wh) => match wh.get(base..base + n) {
+                        Some(src) => cvt(src, dst),
+                        None => dst
+                            .iter_mut()
+                            .enumerate()
+                            .for_each(|(i, d)| *d = w.get(base + i)),
+                    },
+                    Weights::I8 { data, scale, per } => {
+                        // One scale for the whole chunk (per-output-channel scales): `q as f32 * s`, as `get`.
+                        let one = (per > 0 && n > 0 && base / per == (base + n - 1) / per)
+                            .then(|| scale.get(base / per))
+                            .flatten();
+                        match (one, data.get(base..base + n)) {
+                            (Some(&sc), Some(src)) => {
+                                for (d, &q) in dst.iter_mut().zip(src) {
+                                    *d = q as f32 * sc;
+                                }
+                            }
+                            _ => dst
+                                .iter_mut()
+                                .enumerate()
+                                .for_each(|(i, d)| *d = w.get(base + i)),
                         }
                     }
-                    None => {
-                        for (i, &x) in xs.iter().enumerate() {
-                            *acc += w.get(base + i) * x;
-                        }
+                }
+            }
+            let acc = &mut out[o0..o0 + nr];
+            if nr == LIN_ROWS {
+                let mut a = [0.0f32; LIN_ROWS];
+                a.copy_from_slice(acc);
+                for (i, &x) in xs.iter().enumerate() {
+                    for (ar, row) in a.iter_mut().zip(rows.iter()) {
+                        *ar += row[i] * x;
                     }
-                },
-                _ => {
-                    for (i, &x) in xs.iter().enumerate() {
-                        *acc += w.get(base + i) * x;
+                }
+                acc.copy_from_slice(&a);
+            } else {
+                for (ar, row) in acc.iter_mut().zip(rows.iter()) {
+                    for (&wv, &x) in row[..n].iter().zip(xs) {
+                        *ar += wv * x;
                     }
                 }
             }
@@ -135,7 +199,7 @@ pub fn linear(
     }
     for (o, y) in out.iter_mut().enumerate() {
         let v = *y + bias.map_or(0.0, |b| b.get(o));
-        *y = if silu_out { silu(v) } else { v };
+        *y = if silu_out { crate::silu(v) } else { v };
     }
 }
 

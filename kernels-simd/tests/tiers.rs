@@ -405,6 +405,47 @@ fn check_attention_i8(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
     Ok(cases)
 }
 
+/// The tier's linear layer against generic, bit for bit (f32 and f16 weights, with and without the SiLUs, output
+/// counts off the row block, inputs past one chunk).
+fn check_linear(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
+    let mut n = 0;
+    for (n_in, n_out) in [
+        (1, 1),
+        (7, 3),
+        (32, 8),
+        (128, 512),
+        (300, 13),
+        (512, 256),
+        (513, 9),
+    ] {
+        let x: Vec<f32> = (0..n_in).map(|_| rng.f() * 3.0).collect();
+        let wf: Vec<f32> = (0..n_in * n_out).map(|_| rng.f() * 0.2).collect();
+        let wh: Vec<half::f16> = wf.iter().map(|&v| half::f16::from_f32(v)).collect();
+        let b: Vec<f32> = (0..n_out).map(|_| rng.f()).collect();
+        let wq: Vec<i8> = (0..n_in * n_out).map(|_| rng.i8()).collect();
+        let ws: Vec<f32> = (0..n_out).map(|_| 0.001 + 0.01 * rng.f().abs()).collect();
+        let wi = Weights::I8 {
+            data: &wq,
+            scale: &ws,
+            per: n_in,
+        };
+        for (silu_in, silu_out) in [(false, false), (true, false), (false, true)] {
+            for w in [Weights::F32(&wf), Weights::F16(&wh), wi] {
+                let (mut a, mut c) = (vec![0f32; n_out], vec![1f32; n_out]);
+                (GENERIC.linear)(&x, w, Some(Weights::F32(&b)), silu_in, silu_out, &mut a);
+                (t.linear)(&x, w, Some(Weights::F32(&b)), silu_in, silu_out, &mut c);
+                if a.iter().zip(&c).any(|(p, q)| p.to_bits() != q.to_bits()) {
+                    return Err(format!(
+                        "linear {n_in}->{n_out} silu {silu_in}/{silu_out}: differs"
+                    ));
+                }
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
 /// A tier check: number of cases passed, or the first mismatch.
 type Check = fn(&KernelTable, &mut Lcg) -> Result<usize, String>;
 
@@ -513,7 +554,8 @@ fn check_i8_packed(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
 fn main() {
     let mut failed = false;
     for name in all_tiers().iter().filter(|n| **n != "generic") {
-        let kernels: [(&str, Check); 7] = [
+        let kernels: [(&str, Check); 8] = [
+            ("linear (bit-exact)", check_linear),
             ("attention_i8 (bit-exact)", check_attention_i8),
             ("group_norm_i8 (bit-exact)", check_group_norm_i8),
             ("group_norm (f32, within 1e-5)", check_group_norm),

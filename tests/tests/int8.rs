@@ -421,8 +421,7 @@ fn int8_student_is_bit_identical_on_every_tier() {
                 class: Some(class),
                 ..Conditioning::default()
             };
-            let mut s =
-                Sampler::new(q, arena.as_mut_slice(), cfg, cond, Init::Seed(seed)).unwrap();
+            let mut s = Sampler::new(q, arena.as_mut_slice(), cfg, cond, Init::Seed(seed)).unwrap();
             s.set_kernels(t);
             s.run(&mut |_| Control::Continue).unwrap();
             bits.extend(s.sample().iter().map(|v| v.to_bits()));

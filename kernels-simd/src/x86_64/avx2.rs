@@ -870,3 +870,36 @@ unsafe fn attention_i8_avx2(
         }
     }
 }
+
+/// [`generic::f16_to_f32`] with F16C (`vcvtph2ps`, exact like the software conversion), 8 values at a time.
+pub(crate) fn f16_to_f32(src: &[half::f16], dst: &mut [f32]) {
+    // SAFETY: reachable only through the AVX2 and AVX-512 tables, built after detecting F16C (`super::has_avx2`).
+    unsafe { f16_to_f32_f16c(src, dst) }
+}
+
+#[target_feature(enable = "avx,f16c")]
+unsafe fn f16_to_f32_f16c(src: &[half::f16], dst: &mut [f32]) {
+    let n = src.len().min(dst.len());
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n, so 8 halves (16 bytes) of `src` and 8 floats of `dst` from i are in bounds.
+        let h = _mm_loadu_si128(src.as_ptr().add(i) as *const __m128i);
+        _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+        i += 8;
+    }
+    for (d, s) in dst[i..n].iter_mut().zip(&src[i..n]) {
+        *d = s.to_f32();
+    }
+}
+
+/// [`generic::linear`] with F16C row conversion (bit-identical: the same accumulation order, an exact conversion).
+pub(crate) fn linear(
+    input: &[f32],
+    w: Weights<'_>,
+    bias: Option<Weights<'_>>,
+    silu_in: bool,
+    silu_out: bool,
+    out: &mut [f32],
+) {
+    generic::linear_with(input, w, bias, silu_in, silu_out, out, f16_to_f32)
+}

@@ -14,11 +14,12 @@ mod vnni;
 
 use crate::registry::{KernelTable, GENERIC};
 
-/// AVX2 + FMA: f32 and int8 direct convolution, f32 attention and group norm.
+/// AVX2 + FMA (+ F16C): f32 and int8 direct convolution, f32 attention and group norm, linear with F16C rows.
 static AVX2: KernelTable = KernelTable {
     name: "avx2",
     conv2d: avx2::conv2d,
     conv2d_i8: avx2::conv2d_i8,
+    linear: avx2::linear,
     attention: avx2::attention,
     group_norm: avx2::group_norm,
     attention_i8: avx2::attention_i8,
@@ -57,15 +58,21 @@ pub fn has_avx512() -> bool {
     }
 }
 
-/// Whether this CPU has AVX2 and FMA.
+/// Whether this CPU has AVX2, FMA and F16C (every AVX2 CPU has the other two).
 pub fn has_avx2() -> bool {
     #[cfg(feature = "std")]
     {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+        std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
     }
     #[cfg(not(feature = "std"))]
     {
-        cfg!(all(target_feature = "avx2", target_feature = "fma"))
+        cfg!(all(
+            target_feature = "avx2",
+            target_feature = "fma",
+            target_feature = "f16c"
+        ))
     }
 }
 
