@@ -288,7 +288,7 @@ def compare_int8(name, qt, ember, iters, seed, d, onnx_path, feeds, ref, scale) 
     # The same blob with the convolution weights packed offline for the x86_64 VNNI kernel (PACKED section; the
     # kernels are bit-identical, so the error is the same). A CPU without AVX-512 VNNI ignores the section.
     blob8p = d / f"{name}-int8-packed.ember"
-    run([qt, "pack", blob8, "-o", blob8p, "--family", "x86_64-vnni"])
+    run([qt, "pack", blob8, "-o", blob8p, "--family", "x86_64-avx512"])
     info8p = inspect_blob(qt, blob8p)
     eb8p = json.loads(run([ember, "bench", "--model", blob8p, "--iters", str(iters), "--json"]))
     log(f"[{name}] ember int8 (packed weights) median {eb8p['median_ms']:.2f} ms")

@@ -1391,8 +1391,14 @@ impl<'a> Session<'_, 'a> {
                     return Ok(());
                 }
                 let hw = g.oh * g.ow;
+                // Weights packed offline for this tier's family, if the blob has them (float: split = cin).
+                let model = self.model;
+                let packed = k.conv2d_packed.and_then(|(fam, _)| {
+                    let (split, p) = model.packed_weights(fam, i)?;
+                    (split as usize == g.cin).then_some(p)
+                });
                 let [x, y, c, r] = self.bufs([input, out, chan_add, residual])?;
-                parallel::conv2d(k, par, &g, x, wt, b, y);
+                parallel::conv2d(k, par, &g, x, wt, packed, b, y);
                 if chan_add != NONE {
                     generic::add_channel_bias(y, hw, c);
                 }

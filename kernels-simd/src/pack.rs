@@ -13,20 +13,24 @@
 
 use crate::Conv2dGeom;
 
-/// Family: x86_64 AVX-512 VNNI int8 convolution (`vpdpbusd`; `x86_64/vnni.rs`).
-pub const VNNI8: u32 = 1;
+/// Family: the x86_64 AVX-512 tier (F + BW + VNNI). int8 convolutions in the [`vnni8_pack`] layout (`vpdpbusd`,
+/// `x86_64/vnni.rs`), float convolutions in the [`fma8_pack`] layout (`vfmadd231ps`, `x86_64/gemm512.rs`).
+pub const X86_AVX512: u32 = 1;
 
-/// Output channels per block of the [`VNNI8`] layout.
+/// The int8 layout's family (the AVX-512 tier's).
+pub const VNNI8: u32 = X86_AVX512;
+
+/// Output channels per block of the [`vnni8_pack`] and [`fma8_pack`] layouts.
 pub const VNNI8_CO: usize = 8;
 
 /// Every family this build can write, with its command-line name.
-pub const FAMILIES: &[(u32, &str)] = &[(VNNI8, "x86_64-vnni")];
+pub const FAMILIES: &[(u32, &str)] = &[(X86_AVX512, "x86_64-avx512")];
 
 /// Output channels per block of family `f`'s layout (a split of a layer's channels must fall on a block
 /// boundary); 1 for an unknown family.
 pub fn block_channels(f: u32) -> usize {
     match f {
-        VNNI8 => VNNI8_CO,
+        X86_AVX512 => VNNI8_CO,
         _ => 1,
     }
 }
@@ -130,4 +134,57 @@ pub fn vnni8_pack(g: &Conv2dGeom, split: usize, w: &[i8], out: &mut [u8]) -> boo
         .take(g.cout.div_ceil(VNNI8_CO))
         .enumerate()
         .all(|(b, blk)| vnni8_pack_block(g, split, w, b * VNNI8_CO, blk))
+}
+
+/// Bytes of one 8-channel block of the float layout: `cin · k² · 8` little-endian `f32`.
+pub fn fma8_block_len(g: &Conv2dGeom) -> usize {
+    g.cin * g.k * g.k * VNNI8_CO * 4
+}
+
+/// Bytes of a whole float layer in the [`fma8_pack`] layout.
+pub fn fma8_len(g: &Conv2dGeom) -> usize {
+    g.cout.div_ceil(VNNI8_CO) * fma8_block_len(g)
+}
+
+/// Pack output channels `co0 .. co0 + 8` of a float convolution's weights (`[cout][cin][k][k]`, f32 or f16, read
+/// as `f32`) into `out` ([`fma8_block_len`] bytes): value `(ci · k² + tap) · 8 + c` is channel `co0 + c`'s weight (0
+/// past `cout`), `f32` little-endian. Returns false if a length is short or the weights are int8.
+pub fn fma8_pack_block(g: &Conv2dGeom, w: crate::Weights<'_>, co0: usize, out: &mut [u8]) -> bool {
+    let per = g.cin * g.k * g.k;
+    let Some(blk) = out.get_mut(..fma8_block_len(g)) else {
+        return false;
+    };
+    if w.len() < g.cout * per || matches!(w, crate::Weights::I8 { .. }) {
+        return false;
+    }
+    blk.fill(0);
+    for c in 0..VNNI8_CO.min(g.cout.saturating_sub(co0)) {
+        let co = co0 + c;
+        match w {
+            crate::Weights::F32(all) => {
+                for (i, v) in all[co * per..(co + 1) * per].iter().enumerate() {
+                    let at = (i * VNNI8_CO + c) * 4;
+                    blk[at..at + 4].copy_from_slice(&v.to_le_bytes());
+                }
+            }
+            _ => {
+                for i in 0..per {
+                    let at = (i * VNNI8_CO + c) * 4;
+                    blk[at..at + 4].copy_from_slice(&w.get(co * per + i).to_le_bytes());
+                }
+            }
+        }
+    }
+    true
+}
+
+/// Pack a whole float layer into `out` ([`fma8_len`] bytes, blocks of [`fma8_pack_block`]).
+pub fn fma8_pack(g: &Conv2dGeom, w: crate::Weights<'_>, out: &mut [u8]) -> bool {
+    let bl = fma8_block_len(g);
+    out.len() >= fma8_len(g)
+        && out
+            .chunks_exact_mut(bl)
+            .take(g.cout.div_ceil(VNNI8_CO))
+            .enumerate()
+            .all(|(b, blk)| fma8_pack_block(g, w, b * VNNI8_CO, blk))
 }

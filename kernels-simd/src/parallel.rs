@@ -112,23 +112,40 @@ fn sub_weights<'a>(w: Weights<'a>, lo: usize, hi: usize) -> Weights<'a> {
 
 /// The float convolution `table.conv2d` split over `par`'s workers by output channels (one core below
 /// [`MIN_SPLIT_MACS`], or when `par` has one worker). Bit-identical to `(table.conv2d)(g, input, w, bias, out)`.
+#[allow(clippy::too_many_arguments)]
 pub fn conv2d(
     table: &KernelTable,
     par: &dyn Parallel,
     g: &Conv2dGeom,
     input: &[f32],
     w: Weights<'_>,
+    packed: Option<&[u8]>,
     bias: Option<Weights<'_>>,
     out: &mut [f32],
 ) {
+    // Packed weights go to the tier's packed kernel, in whole blocks of the family's channel count.
+    let packed = match (packed, table.conv2d_packed) {
+        (Some(p), Some((fam, f))) => Some((p, f, crate::pack::block_channels(fam))),
+        _ => None,
+    };
+    let call = |g: &Conv2dGeom,
+                wt: Weights<'_>,
+                pw: Option<&[u8]>,
+                bs: Option<Weights<'_>>,
+                o: &mut [f32]| match (packed, pw) {
+        (Some((_, f, _)), Some(pw)) => f(g, input, wt, pw, bs, o),
+        _ => (table.conv2d)(g, input, wt, bs, o),
+    };
     let workers = par.workers().min(MAX_WORKERS);
     if workers < 2 || g.macs() < MIN_SPLIT_MACS || g.cout < 8 {
-        (table.conv2d)(g, input, w, bias, out);
+        call(g, w, packed.map(|p| p.0), bias, out);
         return;
     }
     let plane = g.oh * g.ow;
     let per_co = g.cin * g.k * g.k;
-    let blocks = channel_blocks(g.cout, workers, 4);
+    let gran = packed.map_or(4, |p| p.2);
+    let pblock = packed.map_or(0, |(p, _, n)| p.len() / g.cout.div_ceil(n).max(1));
+    let blocks = channel_blocks(g.cout, workers, gran);
     let mut rest = out;
     let chunks: Slots<&mut [f32], MAX_WORKERS> = Slots::new(|i| {
         let (a, b) = blocks[i];
@@ -148,7 +165,8 @@ pub fn conv2d(
         let sub = Conv2dGeom { cout: b - a, ..*g };
         let wt = sub_weights(w, a * per_co, b * per_co);
         let bs = bias.map(|bw| sub_weights(bw, a, b));
-        (table.conv2d)(&sub, input, wt, bs, o);
+        let pw = packed.and_then(|(p, _, n)| p.get(a / n * pblock..b.div_ceil(n) * pblock));
+        call(&sub, wt, pw, bs, o);
     });
 }
 

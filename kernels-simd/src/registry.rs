@@ -30,6 +30,10 @@ pub type Conv2dI8Fn = fn(
     &mut [i32],
     QOut<'_>,
 );
+/// Signature of a float conv2d kernel on weights packed offline (see [`crate::pack`]): as [`Conv2dFn`], with the
+/// packed weights of the whole layer after the canonical ones.
+pub type Conv2dPackedFn =
+    fn(&Conv2dGeom, &[f32], Weights<'_>, &[u8], Option<Weights<'_>>, &mut [f32]);
 /// Signature of an int8 conv2d kernel on weights packed offline (see [`crate::pack`]): as [`Conv2dI8Fn`], with
 /// the packed weights of the whole layer after the canonical ones (which it falls back to if they do not fit).
 pub type Conv2dI8PackedFn = fn(
@@ -61,6 +65,8 @@ pub struct KernelTable {
     pub name: &'static str,
     /// See [`generic::conv2d`].
     pub conv2d: Conv2dFn,
+    /// The packed-weight family ([`crate::pack`]) this tier's float convolution reads, and that convolution.
+    pub conv2d_packed: Option<(u32, Conv2dPackedFn)>,
     /// See [`generic::linear`].
     pub linear: LinearFn,
     /// See [`generic::group_norm`].
@@ -82,6 +88,7 @@ pub struct KernelTable {
 pub static GENERIC: KernelTable = KernelTable {
     name: "generic",
     conv2d: generic::conv2d,
+    conv2d_packed: None,
     linear: generic::linear,
     group_norm: generic::group_norm,
     attention: generic::attention,

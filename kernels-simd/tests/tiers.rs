@@ -405,6 +405,52 @@ fn check_attention_i8(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
     Ok(cases)
 }
 
+/// The tier's float convolution on weights packed offline against the same tier packing per call, bit for bit
+/// (f32 and f16 weights), and proof the packed bytes are read.
+fn check_f32_packed(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
+    let Some((fam, conv)) = t.conv2d_packed else {
+        return Ok(0);
+    };
+    if fam != pack::X86_AVX512 {
+        return Err(format!("unknown family {fam}"));
+    }
+    let (mut n, mut read) = (0, 0);
+    for g in shapes(rng) {
+        let x: Vec<f32> = (0..g.cin * g.h * g.w).map(|_| rng.f()).collect();
+        let wf: Vec<f32> = (0..g.cout * g.cin * g.k * g.k)
+            .map(|_| rng.f() * 0.1)
+            .collect();
+        let wh: Vec<half::f16> = wf.iter().map(|&v| half::f16::from_f32(v)).collect();
+        let b: Vec<f32> = (0..g.cout).map(|_| rng.f()).collect();
+        let len = g.cout * g.oh * g.ow;
+        for w in [Weights::F32(&wf), Weights::F16(&wh)] {
+            let mut p = vec![0u8; pack::fma8_len(&g) + 1];
+            let p = &mut p[1..]; // unaligned on purpose
+            if !pack::fma8_pack(&g, w, p) {
+                return Err(format!("{g:?}: pack refused"));
+            }
+            let (mut a, mut c, mut d) = (vec![0f32; len], vec![0f32; len], vec![0f32; len]);
+            (t.conv2d)(&g, &x, w, Some(Weights::F32(&b)), &mut a);
+            conv(&g, &x, w, p, Some(Weights::F32(&b)), &mut c);
+            if a.iter().zip(&c).any(|(u, v)| u.to_bits() != v.to_bits()) {
+                return Err(format!(
+                    "{g:?}: packed f32 output differs from the per-call packing"
+                ));
+            }
+            p.iter_mut().for_each(|v| *v ^= 0x55);
+            conv(&g, &x, w, p, Some(Weights::F32(&b)), &mut d);
+            read += (a.iter().zip(&d).any(|(u, v)| u.to_bits() != v.to_bits())) as usize;
+            n += 1;
+        }
+    }
+    if read == 0 {
+        return Err(
+            "corrupted packed weights never changed an output: the packed path is not taken".into(),
+        );
+    }
+    Ok(n)
+}
+
 /// The tier's linear layer against generic, bit for bit (f32 and f16 weights, with and without the SiLUs, output
 /// counts off the row block, inputs past one chunk).
 fn check_linear(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
@@ -554,7 +600,8 @@ fn check_i8_packed(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
 fn main() {
     let mut failed = false;
     for name in all_tiers().iter().filter(|n| **n != "generic") {
-        let kernels: [(&str, Check); 8] = [
+        let kernels: [(&str, Check); 9] = [
+            ("conv2d on packed weights (= per call)", check_f32_packed),
             ("linear (bit-exact)", check_linear),
             ("attention_i8 (bit-exact)", check_attention_i8),
             ("group_norm_i8 (bit-exact)", check_group_norm_i8),
@@ -567,7 +614,11 @@ fn main() {
         for (kname, f) in kernels {
             match tier(name) {
                 None => println!("tier {name:<8} {kname:<40} SKIPPED: this CPU cannot run it"),
-                Some(t) if kname.contains("packed") && t.conv2d_i8_packed.is_none() => {
+                Some(t)
+                    if kname.contains("packed")
+                        && t.conv2d_i8_packed.is_none()
+                        && t.conv2d_packed.is_none() =>
+                {
                     println!(
                         "tier {name:<8} {kname:<40} n/a: this tier reads canonical weights only"
                     )

@@ -83,7 +83,7 @@ pub struct ConvertOptions {
     pub timesteps: Option<Vec<u32>>,
     /// Record a boot self-test in the blob.
     pub self_test: bool,
-    /// Kernel families to pack the int8 convolutions' weights for (`ember_kernels::pack`).
+    /// Kernel families to pack the convolutions' weights for (`ember_kernels::pack`).
     pub pack: Vec<u32>,
 }
 
@@ -281,7 +281,7 @@ pub struct Sampling {
     pub betas: Option<Vec<f32>>,
     /// Also record a boot self-test (`Model::self_test`): seeded input, timestep, class, output hash.
     pub self_test: bool,
-    /// Kernel families to pack int8 convolution weights for (PACKED section; `ember_kernels::pack`).
+    /// Kernel families to pack convolution weights for (PACKED section; `ember_kernels::pack`).
     pub pack: Vec<u32>,
 }
 
@@ -391,7 +391,7 @@ pub fn finish(
     }
     // Weights packed offline, built from the blob as the runtime parses it (the self-test hash is unaffected:
     // packed kernels are bit-identical).
-    if !sampling.pack.is_empty() && dtype == WeightDtype::I8 {
+    if !sampling.pack.is_empty() {
         let aligned = AlignedBytes::new(&blob);
         let m = ember_core::Model::parse(aligned.as_slice())
             .map_err(|err| ConvertError::Invalid { err })?;

@@ -84,9 +84,10 @@ enum Cmd {
         /// hash with the generic kernels).
         #[arg(long)]
         self_test: bool,
-        /// int8: also store every convolution's weights packed offline for these kernel families
-        /// (comma-separated; `x86_64-vnni`), so the SIMD kernels skip packing them per call. The canonical
-        /// weights stay, so the blob still runs everywhere; it grows by about the int8 weights' size per family.
+        /// Also store every convolution's weights packed offline for these kernel families (comma-separated;
+        /// `x86_64-avx512`), so the SIMD kernels skip packing them per call. The canonical weights stay, so the
+        /// blob still runs everywhere; it grows by about the weights' size per family (f16 weights are packed as
+        /// f32, twice their size).
         #[arg(long, value_delimiter = ',')]
         pack: Vec<String>,
         /// Model config JSON (default: config.json beside the weights, else the file's metadata key `config`).
@@ -107,14 +108,14 @@ enum Cmd {
         timesteps: Option<String>,
     },
     /// Describe a .ember blob: layers, parameters, MACs, weight bytes, arena bytes vs the liveness lower bound.
-    /// Add weights packed offline for kernel families to an existing int8 blob (see `convert --pack`).
+    /// Add weights packed offline for kernel families to an existing blob (see `convert --pack`).
     Pack {
-        /// The int8 blob.
+        /// The blob.
         model: PathBuf,
         /// Output blob.
         #[arg(short, long)]
         output: PathBuf,
-        /// Kernel families, comma-separated (`x86_64-vnni`).
+        /// Kernel families, comma-separated (`x86_64-avx512`).
         #[arg(long, value_delimiter = ',', required = true)]
         family: Vec<String>,
     },
@@ -216,9 +217,6 @@ fn run() -> Result<(), String> {
             pack,
         } => {
             let pack = families(&pack)?;
-            if !pack.is_empty() && !matches!(dtype, Dtype::Int8) {
-                return Err("--pack packs int8 convolution weights: it needs --dtype int8".into());
-            }
             let timesteps = timesteps
                 .map(|t| quantize_tool::config::parse_timesteps(&t, "--timesteps"))
                 .transpose()
@@ -349,7 +347,7 @@ fn run() -> Result<(), String> {
                 .map_err(|e| format!("{}: {e}", model.display()))?;
             let sec = quantize_tool::pack::section(&m, &fams)
                 .map_err(|e| e.to_string())?
-                .ok_or_else(|| format!("{}: no int8 convolution to pack", model.display()))?;
+                .ok_or_else(|| format!("{}: no convolution to pack", model.display()))?;
             let out = quantize_tool::write::add_section(
                 bytes.as_slice(),
                 ember_core::format::section::PACKED,

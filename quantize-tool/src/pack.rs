@@ -1,5 +1,6 @@
-//! `convert --pack FAMILY`: the PACKED section, every int8 convolution's weights re-laid out offline in a kernel
-//! family's tile layout (`ember_kernels::pack`, `docs/FORMAT.md`).
+//! `convert --pack FAMILY`: the PACKED section, every convolution's weights re-laid out offline in a kernel
+//! family's tile layout (`ember_kernels::pack`, `docs/FORMAT.md`): int8 convolutions in the family's int8 layout,
+//! float ones in its float layout.
 //!
 //! The section is built from the finished blob as the runtime parses it, so the geometry and the input split
 //! each entry records are exactly what the runtime will see; the kernel checks both before it uses the bytes.
@@ -11,7 +12,7 @@ use ember_kernels::{pack, Conv2dGeom, Weights};
 
 use crate::error::ConvertError;
 
-/// The PACKED section payload for `families` (deduplicated), or `None` if the model has no int8 convolution.
+/// The PACKED section payload for `families` (deduplicated), or `None` if the model has no convolution to pack.
 pub fn section(m: &Model<'_>, families: &[u32]) -> Result<Option<Vec<u8>>, ConvertError> {
     let mut fams = families.to_vec();
     fams.sort_unstable();
@@ -45,12 +46,9 @@ pub fn section(m: &Model<'_>, families: &[u32]) -> Result<Option<Vec<u8>>, Conve
             else {
                 continue;
             };
-            let Some(Weights::I8 { data, .. }) = m.weights(weight) else {
+            let Some(wt) = m.weights(weight) else {
                 continue;
             };
-            if scratch == NONE {
-                continue;
-            }
             let g = Conv2dGeom {
                 cin: cin as usize,
                 h: h as usize,
@@ -73,15 +71,23 @@ pub fn section(m: &Model<'_>, families: &[u32]) -> Result<Option<Vec<u8>>, Conve
             } else {
                 g.cin
             };
-            let bytes = match fam {
-                pack::VNNI8 => {
+            let short = || ConvertError::Pack {
+                msg: format!("op {i}: weights shorter than the convolution's shape"),
+            };
+            let bytes = match (fam, wt) {
+                // int8 convolution (the runtime's int8 path: int8 weights and a scratch buffer).
+                (pack::X86_AVX512, Weights::I8 { data, .. }) if scratch != NONE => {
                     let mut b = vec![0u8; pack::vnni8_len(&g, split)];
                     if !pack::vnni8_pack(&g, split, data, &mut b) {
-                        return Err(ConvertError::Pack {
-                            msg: format!(
-                                "op {i}: int8 weights shorter than the convolution's shape"
-                            ),
-                        });
+                        return Err(short());
+                    }
+                    b
+                }
+                // Float convolution (f32 or f16 weights, f32 math).
+                (pack::X86_AVX512, Weights::F32(_) | Weights::F16(_)) if scratch == NONE => {
+                    let mut b = vec![0u8; pack::fma8_len(&g)];
+                    if !pack::fma8_pack(&g, wt, &mut b) {
+                        return Err(short());
                     }
                     b
                 }

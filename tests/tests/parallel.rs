@@ -190,6 +190,17 @@ fn split_convolutions_are_bit_identical() {
             );
             let mut want_q = vec![0i8; n_out];
             let mut acc = vec![0i32; ember_kernels::quant::conv2d_i8_scratch_len(&g)];
+            // The float layer packed offline in the tier's family, if it reads one (same bits as packing per call).
+            let fpacked: Option<Vec<u8>> = t.conv2d_packed.map(|(fam, _)| {
+                assert_eq!(fam, ember_kernels::pack::X86_AVX512);
+                let mut p = vec![0u8; ember_kernels::pack::fma8_len(&g)];
+                assert!(ember_kernels::pack::fma8_pack(
+                    &g,
+                    Weights::F32(&wt),
+                    &mut p
+                ));
+                p
+            });
             // The layer also packed offline in the tier's family, if it reads one.
             let packed: Option<Vec<u8>> = t.conv2d_i8_packed.map(|(fam, _)| {
                 assert_eq!(fam, ember_kernels::pack::VNNI8);
@@ -221,22 +232,26 @@ fn split_convolutions_are_bit_identical() {
             };
             run_q(&Serial, None, &mut acc, &mut want_q);
             for par in hooks {
-                let mut got = vec![f32::NAN; n_out];
-                parallel::conv2d(
-                    t,
-                    par,
-                    &g,
-                    &x,
-                    Weights::F32(&wt),
-                    Some(Weights::F32(&bias)),
-                    &mut got,
-                );
-                assert!(
-                    want.iter()
-                        .zip(&got)
-                        .all(|(a, b)| a.to_bits() == b.to_bits()),
-                    "f32 conv {g:?} tier {name} {par:?}"
-                );
+                for pw in [None, fpacked.as_deref()] {
+                    let mut got = vec![f32::NAN; n_out];
+                    parallel::conv2d(
+                        t,
+                        par,
+                        &g,
+                        &x,
+                        Weights::F32(&wt),
+                        pw,
+                        Some(Weights::F32(&bias)),
+                        &mut got,
+                    );
+                    assert!(
+                        want.iter()
+                            .zip(&got)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "f32 conv {g:?} tier {name} {par:?} packed {}",
+                        pw.is_some()
+                    );
+                }
                 let mut got_q = vec![0x55u8 as i8; n_out];
                 run_q(par, None, &mut acc, &mut got_q);
                 assert_eq!(want_q, got_q, "int8 conv {g:?} tier {name} {par:?}");

@@ -163,6 +163,24 @@ pub(crate) fn conv2d(
     }
 }
 
+/// [`conv2d`] with the layer's weights also packed offline ([`crate::pack::fma8_pack`]; used when the implicit GEMM
+/// takes the layer and `packed` has its length, otherwise as [`conv2d`]).
+pub(crate) fn conv2d_packed(
+    g: &Conv2dGeom,
+    input: &[f32],
+    w: Weights<'_>,
+    packed: &[u8],
+    bias: Option<Weights<'_>>,
+    out: &mut [f32],
+) {
+    if super::gemm512::fits(g, input.len(), w.len(), out.len()) {
+        // SAFETY: reachable only through the AVX-512 table (avx512f detected).
+        unsafe { super::gemm512::conv2d_packed(g, input, w, packed, bias, out) };
+        return;
+    }
+    conv2d(g, input, w, bias, out)
+}
+
 /// AVX-512 block kernel: 4 channels × 32 pixels of FMA accumulators.
 #[target_feature(enable = "avx512f")]
 unsafe fn block_f32_avx512(a: &F32Block<'_>, acc_out: &mut [[f32; MAX_OW + 32]; 4]) {

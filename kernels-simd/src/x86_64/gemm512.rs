@@ -4,7 +4,9 @@
 //! `oy · Wph + ox`; the register tile is 32 consecutive positions (2 `zmm`) × 8 output channels (broadcast
 //! weights): 16 independent FMA chains. Small images waste few lanes (a 16×16 layer computes 16 · 18 positions, not
 //! 16 rows of 32). Sums are reordered and fused against generic, so results agree within the f32 tolerance of the
-//! tier tests, not bitwise.
+//! tier tests, not bitwise. Weights are read in the [`crate::pack::fma8_pack`] layout: packed offline when the blob
+//! carries the AVX-512 family ([`conv2d_packed`]), otherwise packed here per 8-channel block (same values, so the
+//! two paths give the same bits).
 
 use core::arch::x86_64::*;
 
@@ -52,6 +54,36 @@ pub(super) unsafe fn conv2d(
     bias: Option<Weights<'_>>,
     out: &mut [f32],
 ) {
+    conv(g, input, w, None, bias, out)
+}
+
+/// [`conv2d`] on weights packed offline ([`crate::pack::fma8_pack`] of the whole layer); a length that does not
+/// match falls back to packing `w`.
+///
+/// # Safety
+/// The CPU must have AVX-512 F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn conv2d_packed(
+    g: &Conv2dGeom,
+    input: &[f32],
+    w: Weights<'_>,
+    packed: &[u8],
+    bias: Option<Weights<'_>>,
+    out: &mut [f32],
+) {
+    let ok = packed.len() == crate::pack::fma8_len(g);
+    conv(g, input, w, ok.then_some(packed), bias, out)
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn conv(
+    g: &Conv2dGeom,
+    input: &[f32],
+    w: Weights<'_>,
+    pre: Option<&[u8]>,
+    bias: Option<Weights<'_>>,
+    out: &mut [f32],
+) {
     if !fits(g, input.len(), w.len(), out.len()) {
         return;
     }
@@ -61,7 +93,8 @@ pub(super) unsafe fn conv2d(
     let off = l.offsets();
     let off = &off[..kk];
     let mut tile = [0f32; TILE_W];
-    let mut wp = [0f32; WP_W];
+    let mut wp = [0u8; WP_W * 4];
+    let bl = crate::pack::fma8_block_len(g);
     let mut buf = [[0f32; FMAX]; CO];
     let cs = l.stride();
     let mut oy0 = 0;
@@ -71,28 +104,14 @@ pub(super) unsafe fn conv2d(
         fill_tile(g, &l, input, oy0, &mut tile[..g.cin * cs]);
         for co0 in (0..g.cout).step_by(CO) {
             // Packed weights [ci][tap][CO]; channels past cout are zero.
-            let per = g.cin * kk;
-            wp[..per * CO].fill(0.0);
-            for c in 0..CO.min(g.cout - co0) {
-                let co = co0 + c;
-                match w {
-                    Weights::F32(all) => {
-                        if let Some(row) = all.get(co * per..(co + 1) * per) {
-                            for (i, &v) in row.iter().enumerate() {
-                                wp[i * CO + c] = v;
-                            }
-                        }
-                    }
-                    _ => {
-                        for i in 0..per {
-                            wp[i * CO + c] = w.get(co * per + i);
-                        }
-                    }
-                }
-            }
-            // SAFETY: AVX-512 F per this function's contract; `tile` holds `cin · cs` laid-out floats and every tap
-            // offset plus a position below `fpad` stays below `cs`; `fpad <= FMAX`; `wp` holds cin · kk · CO.
-            gemm(&tile, cs, g.cin, off, &wp, fpad, &mut buf);
+            let blk = match pre {
+                Some(p) => p.get(co0 / CO * bl..co0 / CO * bl + bl),
+                None => crate::pack::fma8_pack_block(g, w, co0, &mut wp).then(|| &wp[..bl]),
+            };
+            let Some(blk) = blk else { return };
+            // SAFETY: AVX-512 F per this function's contract; `tile` holds cin · cs laid-out values, every tap
+            // offset plus a position below `fpad` stays below `cs`; `fpad <= FMAX`; `blk` holds cin · kk · CO values.
+            gemm(&tile, cs, g.cin, off, blk, fpad, &mut buf);
             for (c, bc) in buf.iter().enumerate().take(CO.min(g.cout - co0)) {
                 let co = co0 + c;
                 let b = bias.map_or(0.0, |b| b.get(co));
@@ -151,7 +170,7 @@ unsafe fn gemm(
     cs: usize,
     cin: usize,
     off: &[usize],
-    wp: &[f32],
+    wp: &[u8],
     fpad: usize,
     buf: &mut [[f32; FMAX]; CO],
 ) {
@@ -161,15 +180,16 @@ unsafe fn gemm(
         let mut acc = [[_mm512_setzero_ps(); 2]; CO];
         for ci in 0..cin {
             let cb = tile.as_ptr().add(ci * cs + f0);
-            let wc = wp.as_ptr().add(ci * taps * CO);
+            let wc = wp.as_ptr().add(ci * taps * CO * 4) as *const f32;
             for t in 0..taps {
-                // SAFETY (caller): off[t] + f0 + 31 < cs, inside channel ci's region; wc + t · CO + 7 < cin·taps·CO.
+                // SAFETY (caller): off[t] + f0 + 31 < cs, inside channel ci's region; value t · CO + 7 of channel ci lies in `wp` (cin · taps · CO
+                // values, read unaligned).
                 let p = cb.add(*off.get_unchecked(t));
                 let x0 = _mm512_loadu_ps(p);
                 let x1 = _mm512_loadu_ps(p.add(16));
                 let wt = wc.add(t * CO);
                 for (c, a) in acc.iter_mut().enumerate() {
-                    let wv = _mm512_set1_ps(*wt.add(c));
+                    let wv = _mm512_set1_ps(wt.add(c).read_unaligned());
                     a[0] = _mm512_fmadd_ps(wv, x0, a[0]);
                     a[1] = _mm512_fmadd_ps(wv, x1, a[1]);
                 }
