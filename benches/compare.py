@@ -9,7 +9,8 @@ For every architecture in benches/configs/ this script
    liveness lower bound);
 3. checks numerically, on one seeded input, that ``ember forward`` matches PyTorch (max |ember - torch| / max |torch|)
    so that the timings below compare the same network;
-4. times ``ember bench --json``, PyTorch (``torch.set_num_threads(1)``, ``no_grad``) and ONNX Runtime (opset 17,
+4. times ``ember bench --json`` on that blob and on a copy with the convolution weights packed offline for the
+   AVX-512 tier (``quantize-tool pack --family x86_64-avx512``; same bits), PyTorch (``torch.set_num_threads(1)``, ``no_grad``) and ONNX Runtime (opset 17,
    one intra-op and one inter-op thread, all graph optimizations), with the same warm-up and iteration counts, and
    reports medians.
 
@@ -50,6 +51,7 @@ import torch  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "benches" / "configs"
 WARMUP = 2  # `ember bench` always runs 2 warm-up passes; torch and ORT get the same.
+ROUNDS = 5  # timings are taken in this many interleaved rounds (see `interleaved`)
 TIMESTEP = 500.0
 INT8 = True  # --no-int8 turns the int8 rows off
 
@@ -157,6 +159,27 @@ def time_fn(fn, iters: int) -> dict:
     return {"median_ms": statistics.median(times), "min_ms": min(times), "iters": iters}
 
 
+def interleaved(timers: dict, iters: int, rounds: int) -> dict:
+    """Time every runtime in `rounds` alternating rounds of `iters / rounds` passes each (every round with its own
+    warm-up), so a slow spell of a shared machine hits all of them instead of one. Per runtime: the median of the
+    round medians, the minimum over all passes, and the round medians."""
+    per = max(1, iters // rounds)
+    got = {k: [] for k in timers}
+    for _ in range(rounds):
+        for k, f in timers.items():
+            got[k].append(f(per))
+    out = {}
+    for k, rs in got.items():
+        out[k] = {**rs[0], "median_ms": statistics.median(r["median_ms"] for r in rs),
+                  "min_ms": min(r["min_ms"] for r in rs), "iters": per * rounds,
+                  "round_medians_ms": [round(r["median_ms"], 4) for r in rs]}
+    return out
+
+
+def ember_timer(ember: Path, blob: Path):
+    return lambda n: json.loads(run([ember, "bench", "--model", blob, "--iters", str(n), "--json"]))
+
+
 # ----------------------------------------------------------------------------------------------------- one model
 
 
@@ -216,18 +239,20 @@ def compare(name: str, qt: Path, ember: Path, iters: int, seed: int, work: Path)
     ort_err = float(np.abs(ort_out - ref).max()) / scale
     log(f"[{name}] ORT vs torch:   max abs err / max |torch| = {ort_err:.2e}")
 
-    log(f"[{name}] timing ember ({WARMUP} warm-up + {iters}) ...")
-    eb = json.loads(run([ember, "bench", "--model", blob, "--iters", str(iters), "--json"]))
-    log(f"[{name}] ember median {eb['median_ms']:.2f} ms ({eb['kernels']} kernels)")
-
-    log(f"[{name}] timing torch ...")
+    # The same blob with the convolution weights packed offline for the AVX-512 tier (PACKED section; same bits).
+    blobp = d / f"{name}-packed.ember"
+    run([qt, "pack", blob, "-o", blobp, "--family", "x86_64-avx512"])
+    log(f"[{name}] timing ember, ember (packed), torch, ORT: {ROUNDS} interleaved rounds, {iters} passes each ...")
     with torch.no_grad():
-        tt = time_fn(lambda: unet(x, t, return_dict=False), iters)
-    log(f"[{name}] torch median {tt['median_ms']:.2f} ms")
-
-    log(f"[{name}] timing ONNX Runtime ...")
-    ot = time_fn(lambda: sess.run(None, feeds), iters)
-    log(f"[{name}] ORT median {ot['median_ms']:.2f} ms")
+        T = interleaved({
+            "ember": ember_timer(ember, blob),
+            "ember_packed": ember_timer(ember, blobp),
+            "torch": lambda n: time_fn(lambda: unet(x, t, return_dict=False), n),
+            "ort": lambda n: time_fn(lambda: sess.run(None, feeds), n),
+        }, iters, ROUNDS)
+    eb, ebp, tt, ot = T["ember"], T["ember_packed"], T["torch"], T["ort"]
+    for k, v in T.items():
+        log(f"[{name}] {k} median {v['median_ms']:.2f} ms (rounds {v['round_medians_ms']}), min {v['min_ms']:.2f}")
 
     int8 = compare_int8(name, qt, ember, iters, seed, d, onnx_path, feeds, ref, scale) if INT8 else {}
 
@@ -236,7 +261,11 @@ def compare(name: str, qt: Path, ember: Path, iters: int, seed: int, work: Path)
         "model": name,
         "config": cfg,
         **info,
-        "ember": {"median_ms": eb["median_ms"], "min_ms": eb["min_ms"], "iters": eb["iters"], "kernels": eb["kernels"]},
+        "ember": {"median_ms": eb["median_ms"], "min_ms": eb["min_ms"], "iters": eb["iters"], "kernels": eb["kernels"],
+                  "round_medians_ms": eb["round_medians_ms"]},
+        "ember_packed": {"median_ms": ebp["median_ms"], "min_ms": ebp["min_ms"], "blob_bytes": blobp.stat().st_size,
+                         "round_medians_ms": ebp["round_medians_ms"]},
+        "ember_packed_over_ort": ebp["median_ms"] / ot["median_ms"],
         "torch": tt,
         "ort": ot,
         "ember_over_torch": eb["median_ms"] / tt["median_ms"],
@@ -283,16 +312,9 @@ def compare_int8(name, qt, ember, iters, seed, d, onnx_path, feeds, ref, scale) 
     info8 = inspect_blob(qt, blob8)
     run([ember, "forward", "--model", blob8, "--inputs", d / "inputs.safetensors", "-o", d / "out8.safetensors"])
     e8_err = float(np.abs(load_file(str(d / "out8.safetensors"))["sample"] - ref).max()) / scale
-    eb8 = json.loads(run([ember, "bench", "--model", blob8, "--iters", str(iters), "--json"]))
-    log(f"[{name}] ember int8 median {eb8['median_ms']:.2f} ms, err vs torch {e8_err:.2e}")
-    # The same blob with the convolution weights packed offline for the x86_64 VNNI kernel (PACKED section; the
-    # kernels are bit-identical, so the error is the same). A CPU without AVX-512 VNNI ignores the section.
     blob8p = d / f"{name}-int8-packed.ember"
     run([qt, "pack", blob8, "-o", blob8p, "--family", "x86_64-avx512"])
     info8p = inspect_blob(qt, blob8p)
-    eb8p = json.loads(run([ember, "bench", "--model", blob8p, "--iters", str(iters), "--json"]))
-    log(f"[{name}] ember int8 (packed weights) median {eb8p['median_ms']:.2f} ms")
-
     log(f"[{name}] ORT static int8 (QDQ, per-channel) ...")
     q_path = d / f"{name}-int8.onnx"
     quantize_static(str(onnx_path), str(q_path), _Reader(feeds["sample"].shape, seed),
@@ -305,14 +327,23 @@ def compare_int8(name, qt, ember, iters, seed, d, onnx_path, feeds, ref, scale) 
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     sess8 = ort.InferenceSession(str(q_path), so, providers=["CPUExecutionProvider"])
     o8_err = float(np.abs(sess8.run(None, feeds)[0] - ref).max()) / scale
-    ot8 = time_fn(lambda: sess8.run(None, feeds), iters)
-    log(f"[{name}] ORT int8 median {ot8['median_ms']:.2f} ms, err vs torch {o8_err:.2e}")
+    log(f"[{name}] timing ember int8, ember int8 (packed), ORT int8: {ROUNDS} interleaved rounds ...")
+    T = interleaved({
+        "ember_int8": ember_timer(ember, blob8),
+        "ember_int8_packed": ember_timer(ember, blob8p),
+        "ort_int8": lambda n: time_fn(lambda: sess8.run(None, feeds), n),
+    }, iters, ROUNDS)
+    eb8, eb8p, ot8 = T["ember_int8"], T["ember_int8_packed"], T["ort_int8"]
+    for k, v in T.items():
+        log(f"[{name}] {k} median {v['median_ms']:.2f} ms (rounds {v['round_medians_ms']}), min {v['min_ms']:.2f}")
+    log(f"[{name}] int8 err vs torch: ember {e8_err:.2e}, ORT {o8_err:.2e}")
     return {
         "ember_int8": {"median_ms": eb8["median_ms"], "min_ms": eb8["min_ms"], "kernels": eb8["kernels"],
+                       "round_medians_ms": eb8["round_medians_ms"],
                        "blob_bytes": info8["blob_bytes"], "arena_bytes": info8["arena_bytes"],
                        "rel_err_vs_torch": e8_err},
         "ember_int8_packed": {"median_ms": eb8p["median_ms"], "min_ms": eb8p["min_ms"], "kernels": eb8p["kernels"],
-                              "blob_bytes": info8p["blob_bytes"]},
+                              "blob_bytes": info8p["blob_bytes"], "round_medians_ms": eb8p["round_medians_ms"]},
         "ort_int8": {**ot8, "rel_err_vs_torch": o8_err},
         "ember_int8_over_ort_int8": eb8["median_ms"] / ot8["median_ms"],
         "ember_int8_packed_over_ort_int8": eb8p["median_ms"] / ot8["median_ms"],
@@ -348,14 +379,17 @@ def table_int8(rows: list[dict]) -> str:
 
 def table(rows: list[dict]) -> str:
     head = (
-        "| model | ember ms | torch ms | ORT ms | ember/torch | ember/ORT | ember GMAC/s | "
+        "| model | ember ms (packed weights) | ember ms (per-call packing) | torch ms | ORT ms | ember/torch | "
+        "ember/ORT (packed) | ember/ORT (per call) | ember GMAC/s | "
         "arena bytes | liveness lower bound | arena/bound | ember rel err |"
     )
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['ember']['median_ms']:.2f} | {r['torch']['median_ms']:.2f} | "
-            f"{r['ort']['median_ms']:.2f} | {r['ember_over_torch']:.2f}x | {r['ember_over_ort']:.2f}x | "
+            f"| {r['model']} | {r['ember_packed']['median_ms']:.2f} | {r['ember']['median_ms']:.2f} | "
+            f"{r['torch']['median_ms']:.2f} | "
+            f"{r['ort']['median_ms']:.2f} | {r['ember_over_torch']:.2f}x | {r['ember_packed_over_ort']:.2f}x | "
+            f"{r['ember_over_ort']:.2f}x | "
             f"{r['ember_gmacs_per_s']:.2f} | {r['arena_bytes']:,} | {r['liveness_lower_bound']:,} | "
             f"{r['arena_bytes'] / max(1, r['liveness_lower_bound']):.3f} | {r['ember_rel_err_vs_torch']:.1e} |"
         )

@@ -13,6 +13,9 @@
 //!   tile, then `· (sv / sum)` and [`quant::quantize`] (division, round half away from zero, clamp) on 16 lanes.
 
 use core::arch::x86_64::*;
+use core::mem::MaybeUninit;
+
+use super::zeroed_prefix;
 
 use crate::generic::AttentionGeom;
 use crate::quant::{self, QOut};
@@ -141,11 +144,20 @@ unsafe fn attention_i8_512(
     let (n, d) = (g.n, g.head_dim);
     let qk = _mm512_set1_ps(sq * sk * (1.0 / libm::sqrtf(d as f32)));
     let dq = d.div_ceil(4);
-    let mut kq = [0i32; KQ];
+    // Scratch sized for the largest geometry; only the part this one uses is initialized.
+    let (mut kq_m, mut vf_m) = (
+        MaybeUninit::<[i32; KQ]>::uninit(),
+        MaybeUninit::<[f32; VT]>::uninit(),
+    );
+    let (mut s_m, mut qw_m) = (
+        MaybeUninit::<[f32; NMAX * NI]>::uninit(),
+        MaybeUninit::<[i32; 256 * NI]>::uninit(),
+    );
+    let kq = zeroed_prefix(&mut kq_m, dq * n);
+    let vf = zeroed_prefix(&mut vf_m, d * n);
+    let s = zeroed_prefix(&mut s_m, n * NI);
+    let qw = zeroed_prefix(&mut qw_m, dq * NI);
     let mut corr = [0i32; NMAX];
-    let mut vf = [0f32; VT];
-    let mut s = [0f32; NMAX * NI];
-    let mut qw = [0i32; 256 * NI];
     for h in 0..g.heads {
         let base = h * d * n;
         let (qh, kh, vh) = (
@@ -153,7 +165,7 @@ unsafe fn attention_i8_512(
             &k[base..base + d * n],
             &v[base..base + d * n],
         );
-        pack_quads(kh, d, n, 0, n, 0, &mut kq[..dq * n]);
+        pack_quads(kh, d, n, 0, n, 0, kq);
         let corr = &mut corr[..n];
         corr.fill(0);
         for krow in kh.chunks_exact(n) {
@@ -170,7 +182,6 @@ unsafe fn attention_i8_512(
         for i0 in (0..n).step_by(NI) {
             let ni = NI.min(n - i0);
             // Query quads of rows i0.., biased; rows past n read as the biased zero (their lanes are never stored).
-            let qw = &mut qw[..dq * NI];
             pack_quads(qh, d, n, i0, ni, -128, qw);
             // Scores and row maxima.
             let mut mx = [_mm512_set1_ps(f32::NEG_INFINITY); 2];

@@ -5,6 +5,9 @@
 //! channel-major output. Within the tier tests' f32 bound of generic (sums reordered, FMA, [`exp_det16`]).
 
 use core::arch::x86_64::*;
+use core::mem::MaybeUninit;
+
+use super::zeroed_prefix;
 
 use super::attn512::exp_det16;
 use crate::generic::AttentionGeom;
@@ -49,8 +52,13 @@ unsafe fn attention_512(g: &AttentionGeom, q: &[f32], k: &[f32], v: &[f32], out:
     let n8 = n.next_multiple_of(8);
     let d8 = d.next_multiple_of(8);
     // Sᵀ block [key][32 queries], the queries of the block [channel][32] (zero past n), one output tile.
-    let mut st = [[0f32; QB]; NMAX + 8];
-    let mut qb = [[0f32; QB]; DMAX];
+    // Scratch sized for the largest geometry; only the rows this one uses are initialized.
+    let (mut st_m, mut qb_m) = (
+        MaybeUninit::<[[f32; QB]; NMAX + 8]>::uninit(),
+        MaybeUninit::<[[f32; QB]; DMAX]>::uninit(),
+    );
+    let st = zeroed_prefix(&mut st_m, n8);
+    let qb = zeroed_prefix(&mut qb_m, d);
     let mut ob = [[0f32; QB]; 8];
     for h in 0..g.heads {
         let base = h * d * n;

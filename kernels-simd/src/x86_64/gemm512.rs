@@ -10,7 +10,10 @@
 
 use core::arch::x86_64::*;
 
+use core::mem::MaybeUninit;
+
 use super::bands::{Bands, PX};
+use super::zeroed_prefix;
 use crate::{Conv2dGeom, Weights};
 
 /// Output channels per register tile.
@@ -92,26 +95,28 @@ unsafe fn conv(
     let plane = g.oh * g.ow;
     let off = l.offsets();
     let off = &off[..kk];
-    let mut tile = [0f32; TILE_W];
-    let mut wp = [0u8; WP_W * 4];
-    let bl = crate::pack::fma8_block_len(g);
-    let mut buf = [[0f32; FMAX]; CO];
     let cs = l.stride();
+    let mut tile_m = MaybeUninit::<[f32; TILE_W]>::uninit();
+    let tile = zeroed_prefix(&mut tile_m, g.cin * cs);
+    let bl = crate::pack::fma8_block_len(g);
+    let mut wp_m = MaybeUninit::<[u8; WP_W * 4]>::uninit();
+    let wp = zeroed_prefix(&mut wp_m, if pre.is_some() { 0 } else { bl });
+    let mut buf = [[0f32; FMAX]; CO];
     let mut oy0 = 0;
     while oy0 < g.oh {
         let r = l.rows.min(g.oh - oy0);
         let fpad = l.fpad(r, g.ow);
-        fill_tile(g, &l, input, oy0, &mut tile[..g.cin * cs]);
+        fill_tile(g, &l, input, oy0, tile);
         for co0 in (0..g.cout).step_by(CO) {
             // Packed weights [ci][tap][CO]; channels past cout are zero.
             let blk = match pre {
                 Some(p) => p.get(co0 / CO * bl..co0 / CO * bl + bl),
-                None => crate::pack::fma8_pack_block(g, w, co0, &mut wp).then(|| &wp[..bl]),
+                None => crate::pack::fma8_pack_block(g, w, co0, wp).then_some(&*wp),
             };
             let Some(blk) = blk else { return };
             // SAFETY: AVX-512 F per this function's contract; `tile` holds cin · cs laid-out values, every tap
             // offset plus a position below `fpad` stays below `cs`; `fpad <= FMAX`; `blk` holds cin · kk · CO values.
-            gemm(&tile, cs, g.cin, off, blk, fpad, &mut buf);
+            gemm(tile, cs, g.cin, off, blk, fpad, &mut buf);
             for (c, bc) in buf.iter().enumerate().take(CO.min(g.cout - co0)) {
                 let co = co0 + c;
                 let b = bias.map_or(0.0, |b| b.get(co));

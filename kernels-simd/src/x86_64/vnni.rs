@@ -19,7 +19,10 @@
 
 use core::arch::x86_64::*;
 
+use core::mem::MaybeUninit;
+
 use super::bands::{Bands, PX};
+use super::zeroed_prefix;
 use crate::pack::{self, VNNI8_CO};
 use crate::quant::{self, ActQ, ConvEpilogue, EpilogueParts, QOut, Requant};
 use crate::Conv2dGeom;
@@ -140,9 +143,11 @@ unsafe fn conv(
     let plane = g.oh * g.ow;
     let off = l.b.offsets();
     let off = &off[..kk];
-    let mut tile = [0i32; TILE_W];
-    let mut wp = [0u8; WP_B];
+    let mut tile_m = MaybeUninit::<[i32; TILE_W]>::uninit();
+    let tile = zeroed_prefix(&mut tile_m, l.quads * l.b.stride());
     let bl = pack::vnni8_block_len(g, l.split);
+    let mut wp_m = MaybeUninit::<[u8; WP_B]>::uninit();
+    let wp = zeroed_prefix(&mut wp_m, if pre.is_some() { 0 } else { bl });
     let nwa = l.qa * kk * CO * 4;
     let nw = l.quads * kk * CO * 4;
     let mut buf_a = [[0i32; FMAX]; CO];
@@ -157,11 +162,11 @@ unsafe fn conv(
         // Offsets were computed for full bands; a short last band keeps the full band's plane size so they hold.
         let qs = l.b.stride();
         let fpad = l.b.fpad(r, g.ow);
-        fill_tile(g, &l, input, oy0, &mut tile[..l.quads * qs]);
+        fill_tile(g, &l, input, oy0, tile);
         for co0 in (0..g.cout).step_by(CO) {
             let blk = match pre {
                 Some(p) => p.get(co0 / CO * bl..co0 / CO * bl + bl),
-                None => pack::vnni8_pack_block(g, l.split, w, co0, &mut wp).then(|| &wp[..bl]),
+                None => pack::vnni8_pack_block(g, l.split, w, co0, wp).then_some(&*wp),
             };
             let Some(blk) = blk else { return };
             let (words, corr) = blk.split_at(nw);
@@ -174,11 +179,11 @@ unsafe fn conv(
             let (wp_a, wp_b) = words.split_at(nwa);
             // SAFETY: AVX-512 F/BW/VNNI per this function's contract; `tile` holds `quads · qs` laid-out words, every
             // tap offset plus a position below `fpad` stays below `qs` (see `Bands::stride`), and `fpad <= FMAX`.
-            gemm(&tile, qs, 0, off, wp_a, fpad, corr_a, &mut buf_a);
+            gemm(tile, qs, 0, off, wp_a, fpad, corr_a, &mut buf_a);
             let two = l.qa < l.quads;
             if two {
                 // SAFETY: as above, for the quads of branch B.
-                gemm(&tile, qs, l.qa, off, wp_b, fpad, corr_b, &mut buf_b);
+                gemm(tile, qs, l.qa, off, wp_b, fpad, corr_b, &mut buf_b);
             }
             for c in 0..CO.min(g.cout - co0) {
                 let co = co0 + c;
