@@ -6,7 +6,7 @@
 
 use ember_kernels::parallel::{self, Parallel};
 use ember_kernels::quant::{self, ActQ, QOut};
-use ember_kernels::{generic, Conv2dGeom, KernelTable, Weights};
+use ember_kernels::{generic, KernelTable, Weights};
 use half::f16;
 
 use crate::error::{Error, OpFault, SectionKind};
@@ -1313,34 +1313,16 @@ impl<'a> Session<'_, 'a> {
             Op::Conv2d {
                 input,
                 out,
-                cin,
-                h,
-                w,
-                cout,
-                k: ks,
-                stride,
-                pad_t,
-                pad_l,
-                oh,
-                ow,
                 weight,
                 bias,
                 chan_add,
                 residual,
                 div,
                 scratch,
+                ..
             } => {
-                let g = Conv2dGeom {
-                    cin: cin as usize,
-                    h: h as usize,
-                    w: w as usize,
-                    cout: cout as usize,
-                    k: ks as usize,
-                    stride: stride as usize,
-                    pad_t: pad_t as usize,
-                    pad_l: pad_l as usize,
-                    oh: oh as usize,
-                    ow: ow as usize,
+                let Some(g) = op.conv_geom() else {
+                    return Ok(());
                 };
                 let (wt, b) = (self.w(weight, i)?, self.opt_w(bias, i)?);
                 if scratch != NONE {

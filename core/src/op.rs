@@ -539,6 +539,38 @@ impl Op {
         r
     }
 
+    /// The convolution geometry of a [`Op::Conv2d`] (`None` for other ops).
+    pub fn conv_geom(&self) -> Option<ember_kernels::Conv2dGeom> {
+        let Op::Conv2d {
+            cin,
+            h,
+            w,
+            cout,
+            k,
+            stride,
+            pad_t,
+            pad_l,
+            oh,
+            ow,
+            ..
+        } = *self
+        else {
+            return None;
+        };
+        Some(ember_kernels::Conv2dGeom {
+            cin: cin as usize,
+            h: h as usize,
+            w: w as usize,
+            cout: cout as usize,
+            k: k as usize,
+            stride: stride as usize,
+            pad_t: pad_t as usize,
+            pad_l: pad_l as usize,
+            oh: oh as usize,
+            ow: ow as usize,
+        })
+    }
+
     /// Short name for listings.
     pub fn name(&self) -> &'static str {
         match self {

@@ -8,7 +8,7 @@
 use ember_core::format::{ALIGN, NONE, PACKED_ENTRY_WORDS};
 use ember_core::op::Op;
 use ember_core::Model;
-use ember_kernels::{pack, Conv2dGeom, Weights};
+use ember_kernels::{pack, Weights};
 
 use crate::error::ConvertError;
 
@@ -27,39 +27,20 @@ pub fn section(m: &Model<'_>, families: &[u32]) -> Result<Option<Vec<u8>>, Conve
         }
         for i in 0..m.n_ops() {
             let op = m.op(i).map_err(|err| ConvertError::Invalid { err })?;
-            let Op::Conv2d {
-                input,
-                cin,
-                h,
-                w,
-                cout,
-                k,
-                stride,
-                pad_t,
-                pad_l,
-                oh,
-                ow,
-                weight,
-                scratch,
-                ..
-            } = op
+            let (
+                Op::Conv2d {
+                    input,
+                    weight,
+                    scratch,
+                    ..
+                },
+                Some(g),
+            ) = (op, op.conv_geom())
             else {
                 continue;
             };
             let Some(wt) = m.weights(weight) else {
                 continue;
-            };
-            let g = Conv2dGeom {
-                cin: cin as usize,
-                h: h as usize,
-                w: w as usize,
-                cout: cout as usize,
-                k: k as usize,
-                stride: stride as usize,
-                pad_t: pad_t as usize,
-                pad_l: pad_l as usize,
-                oh: oh as usize,
-                ow: ow as usize,
             };
             // The runtime's split (`Model::act_q`): the input buffer's split in elements over its plane.
             let e = m

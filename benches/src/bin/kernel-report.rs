@@ -8,7 +8,6 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use ember_benches::pseudo_random;
-use ember_core::op::Op;
 use ember_core::Model;
 use ember_kernels::quant::{self, ActQ, QOut};
 use ember_kernels::registry::{all_tiers, tier};
@@ -70,32 +69,7 @@ fn main() {
     let m = Model::parse(blob.as_slice()).expect("parse");
     let mut shapes: Vec<Conv2dGeom> = Vec::new();
     for i in 0..m.n_ops() {
-        if let Ok(Op::Conv2d {
-            cin,
-            h,
-            w,
-            cout,
-            k,
-            stride,
-            pad_t,
-            pad_l,
-            oh,
-            ow,
-            ..
-        }) = m.op(i)
-        {
-            let g = Conv2dGeom {
-                cin: cin as usize,
-                h: h as usize,
-                w: w as usize,
-                cout: cout as usize,
-                k: k as usize,
-                stride: stride as usize,
-                pad_t: pad_t as usize,
-                pad_l: pad_l as usize,
-                oh: oh as usize,
-                ow: ow as usize,
-            };
+        if let Some(g) = m.op(i).ok().and_then(|op| op.conv_geom()) {
             if !shapes.contains(&g) && g.macs() >= 1_000_000 {
                 shapes.push(g);
             }

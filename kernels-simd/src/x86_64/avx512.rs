@@ -28,46 +28,9 @@ pub(crate) fn conv2d_i8(
     acc: &mut [i32],
     out: QOut<'_>,
 ) {
-    if super::vnni::fits(g, in_q.split, input.len(), w.len(), &out) {
-        let e = ConvEpilogue {
-            in_q,
-            w_scale,
-            bias,
-            chan_add,
-            residual,
-            div,
-            plane: g.oh * g.ow,
-        };
-        // SAFETY: reachable only through the AVX-512 table, built after detecting avx512f, avx512bw and avx512vnni.
-        unsafe { super::vnni::conv2d_i8(g, input, in_q, w, &e, out) };
-        return;
-    }
-    let split = in_q.split.min(g.cin);
-    let pairs = split.div_ceil(2) + (g.cin - split).div_ceil(2);
-    let class = size_class(g, pairs, pairs * g.k * g.k);
-    let Some(large) = class.filter(|_| acc.len() >= quant::conv2d_i8_scratch_len(g)) else {
-        return super::avx2::conv2d_i8(
-            g, input, in_q, w, w_scale, bias, chan_add, residual, div, acc, out,
-        );
-    };
-    let e = ConvEpilogue {
-        in_q,
-        w_scale,
-        bias,
-        chan_add,
-        residual,
-        div,
-        plane: g.oh * g.ow,
-    };
-    // SAFETY: reachable only through the AVX-512 table, built after detecting avx512f, avx512bw and avx512vnni
-    // (`super::tier`); `size_class` checked the tile and weight block sizes.
-    unsafe {
-        if large {
-            conv2d_i8_rows::<TILE_L, WBLOCK_L>(g, input, split, w, &e, out, row_i8_vnni)
-        } else {
-            conv2d_i8_rows::<TILE, WBLOCK>(g, input, split, w, &e, out, row_i8_vnni)
-        }
-    }
+    conv2d_i8_any(
+        g, input, in_q, w, None, w_scale, bias, chan_add, residual, div, acc, out,
+    )
 }
 
 /// [`conv2d_i8`] with the layer's weights also packed offline in the [`crate::pack::VNNI8`] layout (used when the
@@ -87,11 +50,37 @@ pub(crate) fn conv2d_i8_packed(
     acc: &mut [i32],
     out: QOut<'_>,
 ) {
-    if !super::vnni::fits(g, in_q.split, input.len(), w.len(), &out) {
-        return conv2d_i8(
-            g, input, in_q, w, w_scale, bias, chan_add, residual, div, acc, out,
-        );
-    }
+    conv2d_i8_any(
+        g,
+        input,
+        in_q,
+        w,
+        Some(packed),
+        w_scale,
+        bias,
+        chan_add,
+        residual,
+        div,
+        acc,
+        out,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conv2d_i8_any(
+    g: &Conv2dGeom,
+    input: &[i8],
+    in_q: ActQ,
+    w: &[i8],
+    packed: Option<&[u8]>,
+    w_scale: &[f32],
+    bias: Option<Weights<'_>>,
+    chan_add: Option<&[f32]>,
+    residual: Option<(&[i8], f32)>,
+    div: f32,
+    acc: &mut [i32],
+    out: QOut<'_>,
+) {
     let e = ConvEpilogue {
         in_q,
         w_scale,
@@ -101,8 +90,33 @@ pub(crate) fn conv2d_i8_packed(
         div,
         plane: g.oh * g.ow,
     };
-    // SAFETY: reachable only through the AVX-512 table, built after detecting avx512f, avx512bw and avx512vnni.
-    unsafe { super::vnni::conv2d_i8_packed(g, input, in_q, w, packed, &e, out) };
+    if super::vnni::fits(g, in_q.split, input.len(), w.len(), &out) {
+        // SAFETY: reachable only through the AVX-512 table, built after detecting avx512f, avx512bw and avx512vnni.
+        unsafe {
+            match packed {
+                Some(p) => super::vnni::conv2d_i8_packed(g, input, in_q, w, p, &e, out),
+                None => super::vnni::conv2d_i8(g, input, in_q, w, &e, out),
+            }
+        };
+        return;
+    }
+    let split = in_q.split.min(g.cin);
+    let pairs = split.div_ceil(2) + (g.cin - split).div_ceil(2);
+    let class = size_class(g, pairs, pairs * g.k * g.k);
+    let Some(large) = class.filter(|_| acc.len() >= quant::conv2d_i8_scratch_len(g)) else {
+        return super::avx2::conv2d_i8(
+            g, input, in_q, w, w_scale, bias, chan_add, residual, div, acc, out,
+        );
+    };
+    // SAFETY: reachable only through the AVX-512 table, built after detecting avx512f, avx512bw and avx512vnni
+    // (`super::tier`); `size_class` checked the tile and weight block sizes.
+    unsafe {
+        if large {
+            conv2d_i8_rows::<TILE_L, WBLOCK_L>(g, input, split, w, &e, out, row_i8_vnni)
+        } else {
+            conv2d_i8_rows::<TILE, WBLOCK>(g, input, split, w, &e, out, row_i8_vnni)
+        }
+    }
 }
 
 /// VNNI row kernel: `vpdpwssd` on 16 pixels × 2 vectors.
