@@ -13,6 +13,9 @@ other noise, to show the engine preserves quality.
     .venv/bin/python models/eval/table.py                 # ember rows that run in minutes on 2 cores + PyTorch rows
     .venv/bin/python models/eval/table.py --full          # also teacher DDIM 50 and DDPM 1000 (hours on 2 cores)
 
+Every ember row is sampled one class per `ember generate` run (same seeds, same images as one run) and each finished
+class is kept in --cache (default target/table-cache/), so an interrupted long row resumes where it stopped.
+
 Writes models/eval/results.json and models/eval/results.md; `--chart` (needs matplotlib) draws
 docs/fid_vs_steps.png from results.json.
 """
