@@ -150,6 +150,18 @@ pub fn fma8_len(g: &Conv2dGeom) -> usize {
 /// as `f32`) into `out` ([`fma8_block_len`] bytes): value `(ci · k² + tap) · 8 + c` is channel `co0 + c`'s weight (0
 /// past `cout`), `f32` little-endian. Returns false if a length is short or the weights are int8.
 pub fn fma8_pack_block(g: &Conv2dGeom, w: crate::Weights<'_>, co0: usize, out: &mut [u8]) -> bool {
+    fma8_pack_block_with(g, w, co0, out, crate::generic::f16_to_f32)
+}
+
+/// [`fma8_pack_block`] with the f16 → f32 row conversion supplied by the caller (e.g. F16C; any exact conversion
+/// gives the same bytes).
+pub fn fma8_pack_block_with(
+    g: &Conv2dGeom,
+    w: crate::Weights<'_>,
+    co0: usize,
+    out: &mut [u8],
+    cvt: fn(&[half::f16], &mut [f32]),
+) -> bool {
     let per = g.cin * g.k * g.k;
     let Some(blk) = out.get_mut(..fma8_block_len(g)) else {
         return false;
@@ -158,21 +170,29 @@ pub fn fma8_pack_block(g: &Conv2dGeom, w: crate::Weights<'_>, co0: usize, out: &
         return false;
     }
     blk.fill(0);
+    let mut put = |c: usize, i: usize, v: f32| {
+        let at = (i * VNNI8_CO + c) * 4;
+        blk[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    };
     for c in 0..VNNI8_CO.min(g.cout.saturating_sub(co0)) {
         let co = co0 + c;
         match w {
             crate::Weights::F32(all) => {
-                for (i, v) in all[co * per..(co + 1) * per].iter().enumerate() {
-                    let at = (i * VNNI8_CO + c) * 4;
-                    blk[at..at + 4].copy_from_slice(&v.to_le_bytes());
+                for (i, &v) in all[co * per..(co + 1) * per].iter().enumerate() {
+                    put(c, i, v);
                 }
             }
-            _ => {
-                for i in 0..per {
-                    let at = (i * VNNI8_CO + c) * 4;
-                    blk[at..at + 4].copy_from_slice(&w.get(co * per + i).to_le_bytes());
+            crate::Weights::F16(all) => {
+                // Convert 256 weights at a time, then scatter.
+                let mut tmp = [0f32; 256];
+                for (k, src) in all[co * per..(co + 1) * per].chunks(256).enumerate() {
+                    cvt(src, &mut tmp[..src.len()]);
+                    for (j, &v) in tmp[..src.len()].iter().enumerate() {
+                        put(c, 256 * k + j, v);
+                    }
                 }
             }
+            crate::Weights::I8 { .. } => return false,
         }
     }
     true

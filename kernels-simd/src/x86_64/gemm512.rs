@@ -111,7 +111,8 @@ unsafe fn conv(
             // Packed weights [ci][tap][CO]; channels past cout are zero.
             let blk = match pre {
                 Some(p) => p.get(co0 / CO * bl..co0 / CO * bl + bl),
-                None => crate::pack::fma8_pack_block(g, w, co0, wp).then_some(&*wp),
+                None => crate::pack::fma8_pack_block_with(g, w, co0, wp, super::avx2::f16_to_f32)
+                    .then_some(&*wp),
             };
             let Some(blk) = blk else { return };
             // SAFETY: AVX-512 F per this function's contract; `tile` holds cin · cs laid-out values, every tap
