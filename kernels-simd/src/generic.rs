@@ -115,7 +115,7 @@ const LIN_ROWS: usize = 8;
 const LIN_CHUNK: usize = 256;
 
 /// [`linear`] with the f16 → f32 row conversion supplied by the tier (any exact conversion gives the same bits).
-/// Rows go [`LIN_ROWS`] at a time: their running sums are independent chains (the sequential add of one output
+/// Rows go 8 at a time: their running sums are independent chains (the sequential add of one output
 /// row is latency-bound), and each keeps the input order, so the result equals one pass per output.
 pub fn linear_with(
     input: &[f32],
@@ -126,71 +126,64 @@ pub fn linear_with(
     out: &mut [f32],
     cvt: fn(&[half::f16], &mut [f32]),
 ) {
+    // Written without a panicking index or copy (the firmware's panic-site list): zips, `get` and fixed-size arrays.
     let n_in = input.len();
     let mut act = [0.0f32; LIN_CHUNK];
     let mut rows = [[0.0f32; LIN_CHUNK]; LIN_ROWS];
     out.fill(0.0);
     for (c, xs) in input.chunks(LIN_CHUNK).enumerate() {
         let i0 = c * LIN_CHUNK;
+        let n = xs.len().min(LIN_CHUNK);
         for (a, &x) in act.iter_mut().zip(xs) {
             *a = if silu_in { crate::silu(x) } else { x };
         }
-        let n = xs.len();
-        let xs = &act[..n];
-        let n_out = out.len();
-        for o0 in (0..n_out).step_by(LIN_ROWS) {
-            let nr = LIN_ROWS.min(n_out - o0);
+        for (blk, acc) in out.chunks_mut(LIN_ROWS).enumerate() {
+            let o0 = blk * LIN_ROWS;
             // The chunk of each row as f32.
-            for (r, row) in rows.iter_mut().enumerate().take(nr) {
+            for (r, row) in rows.iter_mut().enumerate().take(acc.len()) {
                 let base = (o0 + r) * n_in + i0;
-                let dst = &mut row[..n];
-                match w {
-                    Weights::F32(wf) => match wf.get(base..base + n) {
-                        Some(src) => dst.copy_from_slice(src),
-                        None => dst
-                            .iter_mut()
-                            .enumerate()
-                            .for_each(|(i, d)| *d = w.get(base + i)),
-                    },
-                    Weights::F16(wh) => match wh.get(base..base + n) {
-                        Some(src) => cvt(src, dst),
-                        None => dst
-                            .iter_mut()
-                            .enumerate()
-                            .for_each(|(i, d)| *d = w.get(base + i)),
-                    },
+                let dst = row.get_mut(..n).unwrap_or(&mut []);
+                let whole = match w {
+                    Weights::F32(wf) => wf.get(base..base + n).map(|src| {
+                        dst.iter_mut().zip(src).for_each(|(d, s)| *d = *s);
+                    }),
+                    Weights::F16(wh) => wh.get(base..base + n).map(|src| cvt(src, dst)),
                     Weights::I8 { data, scale, per } => {
                         // One scale for the whole chunk (per-output-channel scales): `q as f32 * s`, as `get`.
-                        let one = (per > 0 && n > 0 && base / per == (base + n - 1) / per)
-                            .then(|| scale.get(base / per))
-                            .flatten();
-                        match (one, data.get(base..base + n)) {
+                        let sc = base
+                            .checked_div(per)
+                            .filter(|&s0| (base + n).saturating_sub(1).checked_div(per) == Some(s0))
+                            .and_then(|s0| scale.get(s0));
+                        match (sc, data.get(base..base + n)) {
                             (Some(&sc), Some(src)) => {
-                                for (d, &q) in dst.iter_mut().zip(src) {
-                                    *d = q as f32 * sc;
-                                }
+                                dst.iter_mut()
+                                    .zip(src)
+                                    .for_each(|(d, &q)| *d = q as f32 * sc);
+                                Some(())
                             }
-                            _ => dst
-                                .iter_mut()
-                                .enumerate()
-                                .for_each(|(i, d)| *d = w.get(base + i)),
+                            _ => None,
                         }
                     }
+                };
+                if whole.is_none() {
+                    dst.iter_mut()
+                        .enumerate()
+                        .for_each(|(i, d)| *d = w.get(base + i));
                 }
             }
-            let acc = &mut out[o0..o0 + nr];
-            if nr == LIN_ROWS {
+            if acc.len() == LIN_ROWS {
                 let mut a = [0.0f32; LIN_ROWS];
-                a.copy_from_slice(acc);
-                for (i, &x) in xs.iter().enumerate() {
+                a.iter_mut().zip(acc.iter()).for_each(|(d, s)| *d = *s);
+                for i in 0..n {
+                    let x = act[i];
                     for (ar, row) in a.iter_mut().zip(rows.iter()) {
                         *ar += row[i] * x;
                     }
                 }
-                acc.copy_from_slice(&a);
+                acc.iter_mut().zip(a.iter()).for_each(|(d, s)| *d = *s);
             } else {
                 for (ar, row) in acc.iter_mut().zip(rows.iter()) {
-                    for (&wv, &x) in row[..n].iter().zip(xs) {
+                    for (&wv, &x) in row.iter().zip(&act).take(n) {
                         *ar += wv * x;
                     }
                 }
