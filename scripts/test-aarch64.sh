@@ -27,11 +27,12 @@ run_tiers() {
             --target aarch64-unknown-linux-gnu -Zbuild-std --target-dir "$TARGET_DIR" 2>&1)
 }
 
-# check OUT TIER WANT: every line of TIER says WANT ("ok" or "SKIPPED"), and there are at least 5 of them.
+# check OUT TIER WANT: every line of TIER says WANT ("ok" or "SKIPPED"), and there are at least 5 of them. A kernel
+# the tier does not have (the packed-weight convolutions: no aarch64 family yet) says "n/a: ..." and is not counted.
 check() {
     local n bad
     n=$(grep -c "^tier $2 " <<<"$1" || true)
-    bad=$(grep "^tier $2 " <<<"$1" | grep -vc " $3" || true)
+    bad=$(grep "^tier $2 " <<<"$1" | grep -v " n/a: " | grep -vc " $3" || true)
     [ "$n" -ge 5 ] || die "expected at least 5 kernel lines for tier $2, got $n"
     [ "$bad" -eq 0 ] || die "tier $2: $bad kernel(s) not $3"
 }
