@@ -91,6 +91,22 @@ fn channel_blocks(cout: usize, workers: usize, gran: usize) -> [(usize, usize); 
     r
 }
 
+/// Bytes per block of `n` output channels when a layer of `cout` channels packs into `len` bytes (0 if `n` is 0).
+/// Checked forms throughout: the firmware's panic-site list has no division by zero here.
+fn packed_block_bytes(len: usize, cout: usize, n: usize) -> usize {
+    (cout + n.saturating_sub(1))
+        .checked_div(n)
+        .and_then(|blocks| len.checked_div(blocks))
+        .unwrap_or(0)
+}
+
+/// The packed bytes of output channels `[a, b)` (`a` a multiple of `n`), `pblock` bytes per block of `n`.
+fn packed_range(p: &[u8], a: usize, b: usize, n: usize, pblock: usize) -> Option<&[u8]> {
+    let lo = a.checked_div(n)? * pblock;
+    let hi = (b + n.saturating_sub(1)).checked_div(n)? * pblock;
+    p.get(lo..hi)
+}
+
 /// The elements `[lo, hi)` of a weight view (for I8, with the matching scales; `per` is the elements per scale).
 fn sub_weights<'a>(w: Weights<'a>, lo: usize, hi: usize) -> Weights<'a> {
     match w {
@@ -144,7 +160,7 @@ pub fn conv2d(
     let plane = g.oh * g.ow;
     let per_co = g.cin * g.k * g.k;
     let gran = packed.map_or(4, |p| p.2);
-    let pblock = packed.map_or(0, |(p, _, n)| p.len() / g.cout.div_ceil(n).max(1));
+    let pblock = packed.map_or(0, |(p, _, n)| packed_block_bytes(p.len(), g.cout, n));
     let blocks = channel_blocks(g.cout, workers, gran);
     let mut rest = out;
     let chunks: Slots<&mut [f32], MAX_WORKERS> = Slots::new(|i| {
@@ -165,7 +181,7 @@ pub fn conv2d(
         let sub = Conv2dGeom { cout: b - a, ..*g };
         let wt = sub_weights(w, a * per_co, b * per_co);
         let bs = bias.map(|bw| sub_weights(bw, a, b));
-        let pw = packed.and_then(|(p, _, n)| p.get(a / n * pblock..b.div_ceil(n) * pblock));
+        let pw = packed.and_then(|(p, _, n)| packed_range(p, a, b, n, pblock));
         call(&sub, wt, pw, bs, o);
     });
 }
@@ -228,7 +244,7 @@ pub fn conv2d_i8(
     let per_co = g.cin * g.k * g.k;
     let gran = packed.map_or(4, |p| p.2);
     // Bytes per channel block of the packed layout (whole layer / blocks).
-    let pblock = packed.map_or(0, |(p, _, n)| p.len() / g.cout.div_ceil(n).max(1));
+    let pblock = packed.map_or(0, |(p, _, n)| packed_block_bytes(p.len(), g.cout, n));
     let blocks = channel_blocks(g.cout, workers, gran);
     // The output split into per-worker chunks (same dtype as `out`).
     enum Chunk<'o> {
@@ -276,7 +292,7 @@ pub fn conv2d_i8(
             Chunk::I8(d, s) => QOut::I8 { data: d, scale: s },
             Chunk::F32(d) => QOut::F32(d),
         };
-        let pw = packed.and_then(|(p, _, n)| p.get(a / n * pblock..b.div_ceil(n) * pblock));
+        let pw = packed.and_then(|(p, _, n)| packed_range(p, a, b, n, pblock));
         call(&sub, ws, pw, ss, bs, ca, rs, scratch, o);
     };
     {
