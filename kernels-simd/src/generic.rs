@@ -111,8 +111,9 @@ pub fn f16_to_f32(src: &[half::f16], dst: &mut [f32]) {
 
 /// Output rows accumulated together: independent add chains, each still in input order.
 const LIN_ROWS: usize = 8;
-/// Inputs per chunk (activated once, weights converted once per chunk and row).
-const LIN_CHUNK: usize = 256;
+/// Inputs per chunk (activated once, weights converted once per chunk and row); the row buffers are
+/// `LIN_ROWS · LIN_CHUNK` floats of stack (2 KiB), small enough for a microcontroller.
+const LIN_CHUNK: usize = 64;
 
 /// [`linear`] with the f16 → f32 row conversion supplied by the tier (any exact conversion gives the same bits).
 /// Rows go 8 at a time: their running sums are independent chains (the sequential add of one output
