@@ -93,3 +93,24 @@ for shape in "64 64 16 16 3" "32 32 32 32 3" "128 128 8 8 3" "64 64 16 16 1"; do
         done
     done
 done
+
+# f16 weights (converted to f32 by the tier: fcvtl on neon, the `half` crate's software conversion on generic), on
+# the layers where a weight is used for the fewest MACs, beside f32 weights on the same layers; and the linear
+# layer, where every weight is used once.
+step "f16 weights: instructions per MAC"
+printf '%-8s %-8s %-24s %12s %14s %10s\n' tier kind "layer" MACs "insns/eval" "insns/MAC"
+for spec in "f32 128 128 8 8 3" "f16 128 128 8 8 3" "f32 256 256 4 4 3" "f16 256 256 4 4 3" \
+    "linear16 512 512 1 1 1"; do
+    read -r kind cin cout h w k <<<"$spec"
+    for tier in generic neon; do
+        macs=$(qemu-aarch64 -L "$SYSROOT" -cpu max "$BIN" "$tier" "$kind" "$cin" "$cout" "$h" "$w" "$k" 0 \
+            | sed -n 's/.*macs \([0-9]*\).*/\1/p')
+        c1=$(count "$tier" "$kind" "$cin" "$cout" "$h" "$w" "$k" 1)
+        c2=$(count "$tier" "$kind" "$cin" "$cout" "$h" "$w" "$k" $((N + 1)))
+        [ -n "$c1" ] && [ -n "$c2" ] && [ -n "$macs" ] || die "no count for $tier $kind $spec"
+        per=$(((c2 - c1) / N))
+        if [ "$kind" = linear16 ]; then layer="$cin→$cout"; else layer="$cin→$cout, ${h}×${w}, ${k}×${k}"; fi
+        printf '%-8s %-8s %-24s %12d %14d %10s\n' "$tier" "$kind" "$layer" "$macs" "$per" \
+            "$(awk -v a="$per" -v b="$macs" 'BEGIN { printf "%.3f", a / b }')"
+    done
+done

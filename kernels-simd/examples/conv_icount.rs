@@ -2,8 +2,9 @@
 //! an instruction-counting emulator (scripts/aarch64-icount.sh runs it under `qemu-aarch64` with a counting TCG
 //! plugin, twice with different `iters`, and divides the difference by the MACs).
 //!
-//! `conv_icount <tier> <i8|f32> <cin> <cout> <h> <w> <k> <iters>`: a stride-1, "same"-padded `k × k` convolution
-//! of a `[cin, h, w]` input. Prints the tier, the MACs of one evaluation and a checksum of the output (so the work
+//! `conv_icount <tier> <i8|f32|f16> <cin> <cout> <h> <w> <k> <iters>`: a stride-1, "same"-padded `k × k`
+//! convolution of a `[cin, h, w]` input (`f16`: `f32` activations, `f16` weights); or
+//! `conv_icount <tier> linear16 <in> <out> 1 1 1 <iters>`: a linear layer with `f16` weights. Prints the tier, the MACs of one evaluation and a checksum of the output (so the work
 //! cannot be optimized away, and tiers can be compared).
 
 use ember_kernels::quant::{self, ActQ, QOut};
@@ -48,7 +49,33 @@ fn main() {
     };
     let len = cout * g.oh * g.ow;
     let mut sum = 0f64;
-    if kind == "f32" {
+    let mut macs = g.macs();
+    if kind == "linear16" {
+        let x: Vec<f32> = (0..cin)
+            .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
+            .collect();
+        let wt: Vec<half::f16> = (0..cout * cin)
+            .map(|_| half::f16::from_f32((next() % 2001) as f32 / 1000.0 - 1.0))
+            .collect();
+        let mut out = vec![0f32; cout];
+        for _ in 0..iters {
+            (t.linear)(&x, Weights::F16(&wt), None, false, false, &mut out);
+        }
+        sum = out.iter().map(|&v| v as f64).sum();
+        macs = (cin * cout) as u64;
+    } else if kind == "f16" {
+        let x: Vec<f32> = (0..cin * h * w)
+            .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
+            .collect();
+        let wt: Vec<half::f16> = (0..cout * cin * k * k)
+            .map(|_| half::f16::from_f32((next() % 2001) as f32 / 1000.0 - 1.0))
+            .collect();
+        let mut out = vec![0f32; len];
+        for _ in 0..iters {
+            (t.conv2d)(&g, &x, Weights::F16(&wt), None, &mut out);
+        }
+        sum = out.iter().map(|&v| v as f64).sum();
+    } else if kind == "f32" {
         let x: Vec<f32> = (0..cin * h * w)
             .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
             .collect();
@@ -92,7 +119,6 @@ fn main() {
     }
     println!(
         "tier {} {kind} cin {cin} cout {cout} {h}x{w} k {k}: macs {} iters {iters} checksum {sum}",
-        t.name,
-        g.macs()
+        t.name, macs
     );
 }

@@ -11,6 +11,9 @@ use crate::{generic, Conv2dGeom, Weights};
 pub type Conv2dFn = fn(&Conv2dGeom, &[f32], Weights<'_>, Option<Weights<'_>>, &mut [f32]);
 /// Signature of a linear kernel (see [`generic::linear`]).
 pub type LinearFn = fn(&[f32], Weights<'_>, Option<Weights<'_>>, bool, bool, &mut [f32]);
+/// Signature of an exact `f16` → `f32` conversion (see [`generic::f16_to_f32`]): converts
+/// `min(src.len(), dst.len())` values.
+pub type F16ToF32Fn = fn(&[half::f16], &mut [f32]);
 /// Signature of a group-norm kernel (see [`generic::group_norm`]).
 pub type GroupNormFn = fn(&generic::GroupNormArgs<'_>, &[f32], &mut [f32]);
 /// Signature of an attention kernel (see [`generic::attention`]): q, k, v, scores scratch, out.
@@ -69,6 +72,9 @@ pub struct KernelTable {
     pub conv2d_packed: Option<(u32, Conv2dPackedFn)>,
     /// See [`generic::linear`].
     pub linear: LinearFn,
+    /// See [`generic::f16_to_f32`]: the exact conversion the tier's float kernels use on `f16` weights (F16C on
+    /// x86_64, `fcvtl` on aarch64), exposed so it can be checked over every bit pattern.
+    pub f16_to_f32: F16ToF32Fn,
     /// See [`generic::group_norm`].
     pub group_norm: GroupNormFn,
     /// See [`generic::attention`].
@@ -90,6 +96,7 @@ pub static GENERIC: KernelTable = KernelTable {
     conv2d: generic::conv2d,
     conv2d_packed: None,
     linear: generic::linear,
+    f16_to_f32: generic::f16_to_f32,
     group_norm: generic::group_norm,
     attention: generic::attention,
     conv2d_i8: quant::conv2d_i8,

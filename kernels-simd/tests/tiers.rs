@@ -98,26 +98,30 @@ fn check_f32(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
         let mut mag = vec![0f32; len];
         let wa: Vec<f32> = w.iter().map(|v| v.abs()).collect();
         let xa: Vec<f32> = x.iter().map(|v| v.abs()).collect();
-        (GENERIC.conv2d)(
-            &g,
-            x,
-            Weights::F32(w),
-            Some(Weights::F32(b)),
-            &mut want[1..],
-        );
-        (t.conv2d)(&g, x, Weights::F32(w), Some(Weights::F32(b)), &mut got[1..]);
         (GENERIC.conv2d)(&g, &xa, Weights::F32(&wa), None, &mut mag);
-        for i in 0..len {
-            let tol = 1e-5 * mag[i] + 1e-6;
-            if (want[i + 1] - got[i + 1]).abs() > tol {
-                return Err(format!(
-                    "{g:?} output {i}: generic {} vs {}",
-                    want[i + 1],
-                    got[i + 1]
-                ));
+        // f32 weights, then the same rounded to f16 (the tier's own conversion; |w16| <= |w|·(1 + 2^-11)).
+        let wh: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
+        for wt in [Weights::F32(w), Weights::F16(&wh)] {
+            (GENERIC.conv2d)(&g, x, wt, Some(Weights::F32(b)), &mut want[1..]);
+            got.fill(0.0);
+            (t.conv2d)(&g, x, wt, Some(Weights::F32(b)), &mut got[1..]);
+            for i in 0..len {
+                let tol = 1e-5 * mag[i] + 1e-6;
+                if (want[i + 1] - got[i + 1]).abs() > tol {
+                    let kind = if matches!(wt, Weights::F16(_)) {
+                        "f16"
+                    } else {
+                        "f32"
+                    };
+                    return Err(format!(
+                        "{g:?} {kind} weights, output {i}: generic {} vs {}",
+                        want[i + 1],
+                        got[i + 1]
+                    ));
+                }
             }
+            n += 1;
         }
-        n += 1;
     }
     Ok(n)
 }
@@ -492,6 +496,35 @@ fn check_linear(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
     Ok(n)
 }
 
+/// The tier's `f16` → `f32` conversion against generic (the `half` crate's) over all 65 536 bit patterns, bit for
+/// bit (NaNs included), at every offset into an 8-value vector and with a tail.
+fn check_f16_to_f32(t: &KernelTable, _rng: &mut Lcg) -> Result<usize, String> {
+    let all: Vec<half::f16> = (0..=u16::MAX).map(half::f16::from_bits).collect();
+    let mut n = 0;
+    for skip in [0usize, 1, 3, 7] {
+        let src = &all[skip..];
+        let (mut a, mut c) = (vec![0f32; src.len()], vec![1f32; src.len()]);
+        (GENERIC.f16_to_f32)(src, &mut a);
+        (t.f16_to_f32)(src, &mut c);
+        if let Some(i) = (0..src.len()).find(|&i| a[i].to_bits() != c[i].to_bits()) {
+            return Err(format!(
+                "f16 {:#06x}: generic {:#010x} vs {:#010x}",
+                src[i].to_bits(),
+                a[i].to_bits(),
+                c[i].to_bits()
+            ));
+        }
+        n += src.len();
+    }
+    // A destination shorter than the source: only its length is written.
+    let mut short = [7f32; 5];
+    (t.f16_to_f32)(&all[0x3c00..0x3c10], &mut short);
+    if short.iter().any(|v| !(1.0..=1.01).contains(v)) {
+        return Err(format!("short destination: {short:?}"));
+    }
+    Ok(n + 1)
+}
+
 /// A tier check: number of cases passed, or the first mismatch.
 type Check = fn(&KernelTable, &mut Lcg) -> Result<usize, String>;
 
@@ -600,13 +633,14 @@ fn check_i8_packed(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
 fn main() {
     let mut failed = false;
     for name in all_tiers().iter().filter(|n| **n != "generic") {
-        let kernels: [(&str, Check); 9] = [
+        let kernels: [(&str, Check); 10] = [
             ("conv2d on packed weights (= per call)", check_f32_packed),
             ("linear (bit-exact)", check_linear),
+            ("f16 -> f32 (all 65536, bit-exact)", check_f16_to_f32),
             ("attention_i8 (bit-exact)", check_attention_i8),
             ("group_norm_i8 (bit-exact)", check_group_norm_i8),
             ("group_norm (f32, within 1e-5)", check_group_norm),
-            ("conv2d (f32, within 1e-5 of Σ|w·x|)", check_f32),
+            ("conv2d (f32/f16, within 1e-5 of Σ|w·x|)", check_f32),
             ("conv2d_i8 (bit-exact)", check_i8),
             ("conv2d_i8 on packed weights (bit-exact)", check_i8_packed),
             ("attention (f32, within 2e-6)", check_attention),

@@ -3,7 +3,8 @@
 //! can run it.
 //!
 //! * `neon` (Advanced SIMD, every Cortex-A): `f32` convolution with lane-indexed FMA, int8 convolution with
-//!   `smull`/`smlal`/`sadalp`, `f32` group norm and attention with a polynomial `exp` ([`neon`]).
+//!   `smull`/`smlal`/`sadalp`, `f32` group norm and attention with a polynomial `exp`, `f16` weights converted by
+//!   `fcvtl` (ARMv8.0 Advanced SIMD, no FEAT_FP16 needed) in the convolution and the linear layer ([`neon`]).
 //! * `dotprod` (FEAT_DotProd, Cortex-A55/A76 and later): int8 convolution with `sdot` ([`dotprod`]); the rest from
 //!   `neon`.
 //!
@@ -16,12 +17,14 @@ mod rows;
 
 use crate::registry::{KernelTable, GENERIC};
 
-/// NEON: `f32` and int8 direct convolution, `f32` group norm and attention; the int8 group norm and attention from
-/// the generic tier.
+/// NEON: `f32` and int8 direct convolution, `f32` group norm and attention, `fcvtl` conversion of `f16` weights
+/// (convolution and linear); the int8 group norm and attention from the generic tier.
 static NEON: KernelTable = KernelTable {
     name: "neon",
     conv2d: neon::conv2d,
     conv2d_i8: neon::conv2d_i8,
+    linear: neon::linear,
+    f16_to_f32: neon::f16_to_f32,
     group_norm: neon::group_norm,
     attention: neon::attention,
     ..GENERIC

@@ -12,6 +12,10 @@
 //!   kernel.
 //! * `group_norm`, `attention` (`f32`): the AVX2 tier's algorithms on 4 lanes (reordered sums, a polynomial `exp`),
 //!   within the tolerances of the tier tests.
+//! * `f16` weights: `fcvtl`/`fcvtl2` convert 8 halves per pair of instructions (exact, like the `half` crate's
+//!   software conversion: checked over all 65 536 bit patterns), for the convolution's weight packing and the
+//!   linear layer's rows. Half → single conversion is in the ARMv8.0 Advanced SIMD baseline; FEAT_FP16 (half
+//!   arithmetic) is not needed.
 //!
 //! NEON is part of the aarch64 baseline of the Linux and `aarch64-unknown-none` targets (not of the `-softfloat`
 //! ones), so the tier runs on practically every aarch64 CPU; it is still selected only after checking.
@@ -33,7 +37,54 @@ pub(crate) fn conv2d(
     // SAFETY: this function is only reachable through the NEON kernel table, which `super::tier` returns only
     // after `is_aarch64_feature_detected!("neon")` (or `target_feature = "neon"` without std); `block_f32` needs
     // nothing else.
-    unsafe { rows::conv2d_f32(g, input, w, bias, out, block_f32) }
+    unsafe { rows::conv2d_f32(g, input, w, bias, out, block_f32, f16_to_f32) }
+}
+
+/// [`crate::generic::f16_to_f32`] with `fcvtl`/`fcvtl2`, 8 values at a time (exact, so bit-identical).
+pub(crate) fn f16_to_f32(src: &[half::f16], dst: &mut [f32]) {
+    // SAFETY: reachable only through the NEON and dotprod tables, which `super::tier` returns after checking NEON.
+    unsafe { f16_to_f32_neon(src, dst) }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn f16_to_f32_neon(src: &[half::f16], dst: &mut [f32]) {
+    let n = src.len().min(dst.len());
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n, so 8 halves (16 bytes) of `src` and 8 floats of `dst` from i are in bounds; `f16` is
+        // a `u16` bit pattern (`repr(transparent)`), and the unaligned 1-byte-aligned forms of ld1/st1 are used.
+        let h = vld1q_u16(src.as_ptr().add(i) as *const u16);
+        let lo: float32x4_t;
+        let hi: float32x4_t;
+        // `out` (not `lateout`): `lo` must not share `h`'s register, which `fcvtl2` still reads.
+        core::arch::asm!(
+            "fcvtl {lo:v}.4s, {h:v}.4h",
+            "fcvtl2 {hi:v}.4s, {h:v}.8h",
+            h = in(vreg) h,
+            lo = out(vreg) lo,
+            hi = out(vreg) hi,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+        vst1q_f32(dst.as_mut_ptr().add(i), lo);
+        vst1q_f32(dst.as_mut_ptr().add(i + 4), hi);
+        i += 8;
+    }
+    for (d, s) in dst[i..n].iter_mut().zip(&src[i..n]) {
+        *d = s.to_f32();
+    }
+}
+
+/// [`crate::generic::linear`] with `fcvtl` row conversion (bit-identical: the same accumulation order, an exact
+/// conversion).
+pub(crate) fn linear(
+    input: &[f32],
+    w: Weights<'_>,
+    bias: Option<Weights<'_>>,
+    silu_in: bool,
+    silu_out: bool,
+    out: &mut [f32],
+) {
+    crate::generic::linear_with(input, w, bias, silu_in, silu_out, out, f16_to_f32)
 }
 
 /// int8 convolution, bit-identical to [`crate::quant::conv2d_i8`] (see the module docs).

@@ -9,6 +9,7 @@
 //! (channel `4q + i` in byte `i`), which is what `sdot` and `smull`/`sadalp` multiply.
 
 use crate::quant::{self, ActQ, ConvEpilogue, QOut};
+use crate::registry::F16ToF32Fn;
 use crate::{generic, Conv2dGeom, Weights};
 
 /// Largest output row handled (longer rows fall back to the generic kernels).
@@ -147,7 +148,40 @@ pub(super) struct F32Block<'t> {
 /// `cin · toff.len() · 4` elements.
 pub(super) type F32BlockFn = unsafe fn(&F32Block<'_>, &mut [[f32; ACC]; 4]);
 
-/// `f32` convolution through `blk`, or [`generic::conv2d`] outside the fast path.
+/// Calls `f(r, w[start + r])` for `r < len`: an `f32` row read directly, an `f16` row converted by `cvt` 64 values
+/// at a time, anything else (int8, or a row out of range) through [`Weights::get`].
+fn weight_row(
+    w: Weights<'_>,
+    start: usize,
+    len: usize,
+    cvt: F16ToF32Fn,
+    mut f: impl FnMut(usize, f32),
+) {
+    if let Weights::F32(wf) = w {
+        if let Some(row) = wf.get(start..start + len) {
+            row.iter().enumerate().for_each(|(r, &v)| f(r, v));
+            return;
+        }
+    }
+    if let Weights::F16(h) = w {
+        if let Some(row) = h.get(start..start + len) {
+            let mut buf = [0f32; 64];
+            for (c, hs) in row.chunks(64).enumerate() {
+                cvt(hs, &mut buf);
+                for (i, &v) in buf.iter().take(hs.len()).enumerate() {
+                    f(c * 64 + i, v);
+                }
+            }
+            return;
+        }
+    }
+    for r in 0..len {
+        f(r, w.get(start + r));
+    }
+}
+
+/// `f32` convolution through `blk` (`f16` weights converted by `cvt`), or [`generic::conv2d`] outside the fast
+/// path.
 ///
 /// # Safety
 /// `blk` must be callable on this CPU.
@@ -158,6 +192,7 @@ pub(super) unsafe fn conv2d_f32(
     bias: Option<Weights<'_>>,
     out: &mut [f32],
     blk: F32BlockFn,
+    cvt: F16ToF32Fn,
 ) {
     let kk = g.k * g.k;
     let per_block = g.cin * kk * 4;
@@ -177,18 +212,19 @@ pub(super) unsafe fn conv2d_f32(
     let mut acc = [[0f32; ACC]; 4];
     for b0 in (0..blocks).step_by(chunk) {
         let b1 = (b0 + chunk).min(blocks);
-        // Packed weights [block][ci][tap][4], converted to f32 once per chunk (missing channels zero).
+        // Packed weights [block][ci][tap][4], converted to f32 once per chunk (missing channels zero). Channel
+        // `co`'s weights are one contiguous row of `cin·k²`, whose element r = ci·k² + t goes to r·4 + j.
         for (bw, b) in wp.chunks_exact_mut(per_block).zip(b0..b1) {
-            for (ci, wc) in bw.chunks_exact_mut(kk * 4).enumerate() {
-                for (t, wt) in wc.chunks_exact_mut(4).enumerate() {
-                    for (j, v) in wt.iter_mut().enumerate() {
-                        let co = 4 * b + j;
-                        *v = if co < g.cout {
-                            w.get((co * g.cin + ci) * kk + t)
-                        } else {
-                            0.0
-                        };
-                    }
+            for j in 0..4 {
+                let co = 4 * b + j;
+                if co < g.cout {
+                    weight_row(w, co * g.cin * kk, g.cin * kk, cvt, |r, v| {
+                        if let Some(d) = bw.get_mut(r * 4 + j) {
+                            *d = v;
+                        }
+                    });
+                } else {
+                    bw.iter_mut().skip(j).step_by(4).for_each(|d| *d = 0.0);
                 }
             }
         }

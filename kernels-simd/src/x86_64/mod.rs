@@ -46,6 +46,7 @@ static AVX2: KernelTable = KernelTable {
     conv2d: avx2::conv2d,
     conv2d_i8: avx2::conv2d_i8,
     linear: avx2::linear,
+    f16_to_f32: avx2::f16_to_f32,
     attention: avx2::attention,
     group_norm: avx2::group_norm,
     attention_i8: avx2::attention_i8,
