@@ -319,28 +319,36 @@ fn op_profile(
     let kinds: Vec<&'static str> = (0..n_ops as u32)
         .map(|i| m.op(i).map(|o| o.name()).unwrap_or("?"))
         .collect();
-    let mut per: Vec<Vec<f64>> = vec![Vec::new(); n_ops];
-    for _ in 0..iters {
+    // per[op][pass]: the time charged to `op` in each pass, summed over the buffers it writes (an op that writes
+    // several reports once per buffer; the first report carries its time, the rest almost none).
+    let mut per: Vec<Vec<f64>> = vec![vec![0.0; iters]; n_ops];
+    let mut seen = vec![false; n_ops];
+    for pass in 0..iters {
         let mut last = Instant::now();
         let mut obs = |_t: f32, op: u32, _b: u32, _v: ember_core::BufView<'_>| {
             let now = Instant::now();
             if let Some(v) = per.get_mut(op as usize) {
-                v.push((now - last).as_secs_f64() * 1e3);
+                v[pass] += (now - last).as_secs_f64() * 1e3;
+                seen[op as usize] = true;
             }
             last = Instant::now();
         };
         s.forward_observed(x, 500.0, label, out, &mut obs)
             .map_err(|e| e.to_string())?;
     }
+    for (v, &seen) in per.iter_mut().zip(&seen) {
+        if seen {
+            v.sort_by(f64::total_cmp);
+        } else {
+            v.clear();
+        }
+    }
     let mut by_kind: Vec<(&str, f64, usize)> = Vec::new();
-    for (i, v) in per.iter_mut().enumerate() {
+    for (i, v) in per.iter().enumerate() {
         if v.is_empty() {
             continue;
         }
-        v.sort_by(f64::total_cmp);
-        // An op that writes several buffers reports several times per pass: sum per pass, then take the median.
-        let per_pass = v.len() / iters;
-        let med = v[v.len() / 2] * per_pass.max(1) as f64;
+        let med = v[v.len() / 2];
         match by_kind.iter_mut().find(|e| e.0 == kinds[i]) {
             Some(e) => {
                 e.1 += med;
@@ -363,7 +371,7 @@ fn op_profile(
         .iter()
         .enumerate()
         .filter(|(_, v)| !v.is_empty())
-        .map(|(i, v)| (i, v[v.len() / 2] * (v.len() / iters).max(1) as f64))
+        .map(|(i, v)| (i, v[v.len() / 2]))
         .collect();
     ops.sort_by(|a, b| b.1.total_cmp(&a.1));
     outln!("slowest ops:");

@@ -471,7 +471,18 @@ pub struct GroupNormI8Args<'a> {
 /// [`crate::generic::group_norm`]), per element `y = x · mul + add` in `f32`, optional SiLU, then
 /// [`quantize`]`(y, out_scale)`.
 pub fn group_norm_i8(a: &GroupNormI8Args<'_>, input: &[i8], out: &mut [i8]) {
-    group_norm_i8_by(a, input, out, GnChannel::apply_slice);
+    group_norm_i8_by(a, input, out, channel_sums, GnChannel::apply_slice);
+}
+
+/// `(Σ x, Σ x²)` over one channel, exactly (integers: any order gives the same sums).
+pub(crate) fn channel_sums(xc: &[i8]) -> (i64, i64) {
+    let (mut s1, mut s2) = (0i64, 0i64);
+    for &x in xc {
+        let x = x as i64;
+        s1 += x;
+        s2 += x * x;
+    }
+    (s1, s2)
 }
 
 /// The element function of [`group_norm_i8`] for one channel: `quantize(act(x · mul + add), out_scale)` with
@@ -515,12 +526,13 @@ impl GnChannel {
     }
 }
 
-/// [`group_norm_i8`] with the per-channel element loop supplied by a kernel tier (`per_channel(ch, x, y)` must
-/// compute `y[i] = ch.apply(x[i])`).
+/// [`group_norm_i8`] with the per-channel sums and element loop supplied by a kernel tier (`sums(x)` must return
+/// [`channel_sums`]`(x)`, `per_channel(ch, x, y)` must compute `y[i] = ch.apply(x[i])`).
 pub(crate) fn group_norm_i8_by(
     a: &GroupNormI8Args<'_>,
     input: &[i8],
     out: &mut [i8],
+    sums: impl Fn(&[i8]) -> (i64, i64),
     per_channel: impl Fn(&GnChannel, &[i8], &mut [i8]),
 ) {
     if a.groups == 0 || a.hw == 0 {
@@ -541,12 +553,7 @@ pub(crate) fn group_norm_i8_by(
         let mut sumsq = 0.0f64;
         for (j, xc) in xin.chunks_exact(a.hw).enumerate() {
             let s = a.in_q.at(g * cpg + j) as f64;
-            let (mut s1, mut s2) = (0i64, 0i64);
-            for &x in xc {
-                let x = x as i64;
-                s1 += x;
-                s2 += x * x;
-            }
+            let (s1, s2) = sums(xc);
             sum += s * s1 as f64;
             sumsq += s * s * s2 as f64;
         }

@@ -10,10 +10,52 @@ use crate::quant::{self, GnChannel, GroupNormI8Args};
 
 /// int8 group norm (see [`quant::group_norm_i8`]).
 pub(crate) fn group_norm_i8(a: &GroupNormI8Args<'_>, input: &[i8], out: &mut [i8]) {
-    quant::group_norm_i8_by(a, input, out, |ch, x, y| {
-        // SAFETY: reachable only through the AVX-512 table (avx512f/bw detected).
-        unsafe { channel(ch, x, y) }
-    });
+    quant::group_norm_i8_by(
+        a,
+        input,
+        out,
+        // SAFETY (both closures): reachable only through the AVX-512 table (avx512f/bw detected).
+        |x| unsafe { sums(x) },
+        |ch, x, y| unsafe { channel(ch, x, y) },
+    );
+}
+
+/// [`quant::channel_sums`] with `vpmaddwd`: 32 values widened to `i16` per step, `x·1` and `x·x` added in pairs
+/// into `i32` lanes, widened to `i64` every 2^15 values (a lane then holds 2^11 products of at most 2^14, and the
+/// 16 lanes together at most 2^29);
+/// integer sums, so exactly the scalar result.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn sums(x: &[i8]) -> (i64, i64) {
+    let (mut s1, mut s2) = (0i64, 0i64);
+    let mut blocks = x.chunks_exact(1 << 15);
+    for blk in blocks.by_ref() {
+        let (a, b) = sums_vec(blk);
+        s1 += a;
+        s2 += b;
+    }
+    let rest = blocks.remainder();
+    let whole = rest.len() / 32 * 32;
+    let (a, b) = sums_vec(&rest[..whole]);
+    let (c, d) = quant::channel_sums(&rest[whole..]);
+    (s1 + a + c, s2 + b + d)
+}
+
+/// The vector part of [`sums`]: `x.len()` a multiple of 32, at most 2^15.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn sums_vec(x: &[i8]) -> (i64, i64) {
+    let ones = _mm512_set1_epi16(1);
+    let (mut a1, mut a2) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+    for c in x.chunks_exact(32) {
+        // SAFETY: a chunk of exactly 32 bytes.
+        let w = _mm512_cvtepi8_epi16(_mm256_loadu_si256(c.as_ptr() as *const __m256i));
+        a1 = _mm512_add_epi32(a1, _mm512_madd_epi16(w, ones));
+        a2 = _mm512_add_epi32(a2, _mm512_madd_epi16(w, w));
+    }
+    (
+        _mm512_reduce_add_epi32(a1) as i64,
+        _mm512_reduce_add_epi32(a2) as i64,
+    )
 }
 
 /// `y[i] = ch.apply(x[i])` (stops at the shorter slice); above 256 elements through a table of the 256 inputs, as
@@ -88,10 +130,12 @@ unsafe fn quantize16(v: __m512, scale: f32) -> __m512i {
     // |d - trunc(d)| is exact; at least one half rounds away from zero.
     let frac = _mm512_abs_ps(_mm512_sub_ps(d, t));
     let away = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(frac, _mm512_set1_ps(0.5));
-    let one = _mm512_or_ps(
-        _mm512_set1_ps(1.0),
-        _mm512_and_ps(d, _mm512_set1_ps(-0.0)), // sign of d
-    );
+    // ±1.0 with the sign of d, by integer logic (the `_ps` forms need AVX-512 DQ, which this tier does not ask
+    // for: without it they compile to calls, not instructions).
+    let one = _mm512_castsi512_ps(_mm512_or_si512(
+        _mm512_set1_epi32(0x3f80_0000),
+        _mm512_and_si512(_mm512_castps_si512(d), _mm512_set1_epi32(i32::MIN)),
+    ));
     let r = _mm512_mask_add_ps(t, away, t, one);
     let r = _mm512_min_ps(
         _mm512_max_ps(r, _mm512_set1_ps(-128.0)),
