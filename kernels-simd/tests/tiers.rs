@@ -64,6 +64,13 @@ fn shapes(rng: &mut Lcg) -> Vec<Conv2dGeom> {
     v.push(mk(256, 32, 32, 9, 3, 1, 1));
     v.push(mk(256, 33, 33, 5, 3, 2, 1));
     v.push(mk(5, 6, 6, 3, 5, 1, 2));
+    // Small outputs (the AVX-512 f32 kernel's im2col path): 4×4 and 8×8, stride 1 and 2, 1×1 and 3×3, and input
+    // channels past one im2col chunk (256 · 9 · 64 floats).
+    v.push(mk(64, 4, 4, 17, 3, 1, 1));
+    v.push(mk(256, 8, 8, 20, 3, 1, 1));
+    v.push(mk(32, 8, 8, 9, 3, 2, 1));
+    v.push(mk(48, 8, 8, 8, 1, 1, 0));
+    v.push(mk(7, 6, 8, 5, 3, 1, 0));
     for _ in 0..40 {
         let k: usize = [1, 3, 5][rng.below(3)];
         let pad = rng.below(k.div_ceil(2) + 1).min(k - 1);
@@ -526,6 +533,70 @@ fn check_f16_to_f32(t: &KernelTable, _rng: &mut Lcg) -> Result<usize, String> {
     Ok(n + 1)
 }
 
+/// The tier's float and int8 convolutions on the widest layers of the benchmark models, run in a thread with
+/// Rust's default 2 MiB stack (the kernels keep their scratch on the stack; an overflow aborts the test).
+fn check_stack(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
+    let t = *t;
+    let seed = rng.next();
+    let run = move || {
+        let mut rng = Lcg(seed as u64);
+        let mk = |cin, hw, cout, k: usize| Conv2dGeom {
+            cin,
+            h: hw,
+            w: hw,
+            cout,
+            k,
+            stride: 1,
+            pad_t: k / 2,
+            pad_l: k / 2,
+            oh: hw,
+            ow: hw,
+        };
+        let mut n = 0;
+        for g in [
+            mk(512, 4, 256, 3),
+            mk(512, 8, 256, 3),
+            mk(512, 16, 256, 3),
+            mk(384, 32, 128, 3),
+            mk(512, 16, 256, 1),
+        ] {
+            let x: Vec<f32> = (0..g.cin * g.h * g.w).map(|_| rng.f()).collect();
+            let w: Vec<f32> = (0..g.cout * g.cin * g.k * g.k).map(|_| rng.f()).collect();
+            let mut out = vec![0f32; g.cout * g.oh * g.ow];
+            (t.conv2d)(&g, &x, Weights::F32(&w), None, &mut out);
+            let xq: Vec<i8> = (0..g.cin * g.h * g.w).map(|_| rng.i8()).collect();
+            let wq: Vec<i8> = (0..g.cout * g.cin * g.k * g.k).map(|_| rng.i8()).collect();
+            let ws = vec![0.01f32; g.cout];
+            let mut acc = vec![0i32; quant::conv2d_i8_scratch_len(&g)];
+            let mut o8 = vec![0i8; g.cout * g.oh * g.ow];
+            (t.conv2d_i8)(
+                &g,
+                &xq,
+                ActQ::single(0.02),
+                &wq,
+                &ws,
+                None,
+                None,
+                None,
+                1.0,
+                &mut acc,
+                QOut::I8 {
+                    data: &mut o8,
+                    scale: 0.5,
+                },
+            );
+            n += 2;
+        }
+        n
+    };
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(run)
+        .map_err(|e| format!("spawn: {e}"))?
+        .join()
+        .map_err(|_| "the thread panicked".to_string())
+}
+
 /// A tier check: number of cases passed, or the first mismatch.
 type Check = fn(&KernelTable, &mut Lcg) -> Result<usize, String>;
 
@@ -634,8 +705,9 @@ fn check_i8_packed(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
 fn main() {
     let mut failed = false;
     for name in all_tiers().iter().filter(|n| **n != "generic") {
-        let kernels: [(&str, Check); 10] = [
+        let kernels: [(&str, Check); 11] = [
             ("conv2d on packed weights (= per call)", check_f32_packed),
+            ("conv2d in a 2 MiB thread (stack scratch)", check_stack),
             ("linear (bit-exact)", check_linear),
             ("f16 -> f32 (all 65536, bit-exact)", check_f16_to_f32),
             ("attention_i8 (bit-exact)", check_attention_i8),

@@ -76,15 +76,30 @@ unsafe fn attention_512(g: &AttentionGeom, q: &[f32], k: &[f32], v: &[f32], out:
             // Sᵀ[j][i] = scale · Σ_d k[d][j] · q[d][i], 8 keys × 32 queries per tile.
             for j0 in (0..n8).step_by(8) {
                 let mut acc = [[_mm512_setzero_ps(); 2]; 8];
-                for (dd, qrow) in qb.iter().enumerate().take(d) {
-                    let q0 = _mm512_loadu_ps(qrow.as_ptr());
-                    let q1 = _mm512_loadu_ps(qrow.as_ptr().add(16));
-                    let krow = &kh[dd * n..dd * n + n];
-                    for (jj, a) in acc.iter_mut().enumerate() {
-                        // Keys past n read as 0 (their rows of Sᵀ are never used).
-                        let kv = _mm512_set1_ps(krow.get(j0 + jj).copied().unwrap_or(0.0));
-                        a[0] = _mm512_fmadd_ps(kv, q0, a[0]);
-                        a[1] = _mm512_fmadd_ps(kv, q1, a[1]);
+                if j0 + 8 <= n {
+                    // A whole tile of keys: broadcasts straight from memory (FMAs with embedded broadcasts).
+                    for (dd, qrow) in qb.iter().enumerate().take(d) {
+                        let q0 = _mm512_loadu_ps(qrow.as_ptr());
+                        let q1 = _mm512_loadu_ps(qrow.as_ptr().add(16));
+                        // SAFETY: dd < d and j0 + 8 <= n, so dd·n + j0 + 7 < d·n = kh.len().
+                        let kp = kh.as_ptr().add(dd * n + j0);
+                        for (jj, a) in acc.iter_mut().enumerate() {
+                            let kv = _mm512_set1_ps(*kp.add(jj));
+                            a[0] = _mm512_fmadd_ps(kv, q0, a[0]);
+                            a[1] = _mm512_fmadd_ps(kv, q1, a[1]);
+                        }
+                    }
+                } else {
+                    for (dd, qrow) in qb.iter().enumerate().take(d) {
+                        let q0 = _mm512_loadu_ps(qrow.as_ptr());
+                        let q1 = _mm512_loadu_ps(qrow.as_ptr().add(16));
+                        let krow = &kh[dd * n..dd * n + n];
+                        for (jj, a) in acc.iter_mut().enumerate() {
+                            // Keys past n read as 0 (their rows of Sᵀ are never used).
+                            let kv = _mm512_set1_ps(krow.get(j0 + jj).copied().unwrap_or(0.0));
+                            a[0] = _mm512_fmadd_ps(kv, q0, a[0]);
+                            a[1] = _mm512_fmadd_ps(kv, q1, a[1]);
+                        }
                     }
                 }
                 for (jj, a) in acc.iter().enumerate() {
@@ -115,13 +130,29 @@ unsafe fn attention_512(g: &AttentionGeom, q: &[f32], k: &[f32], v: &[f32], out:
             // out[d][i] = inv[i] · Σ_j v[d][j] · Sᵀ[j][i], 8 channels × 32 queries per tile.
             for d0 in (0..d8).step_by(8) {
                 let mut acc = [[_mm512_setzero_ps(); 2]; 8];
-                for (j, row) in st.iter().enumerate().take(n) {
-                    let p0 = _mm512_loadu_ps(row.as_ptr());
-                    let p1 = _mm512_loadu_ps(row.as_ptr().add(16));
-                    for (c, a) in acc.iter_mut().enumerate() {
-                        let vv = _mm512_set1_ps(vh.get((d0 + c) * n + j).copied().unwrap_or(0.0));
-                        a[0] = _mm512_fmadd_ps(vv, p0, a[0]);
-                        a[1] = _mm512_fmadd_ps(vv, p1, a[1]);
+                if d0 + 8 <= d {
+                    // A whole tile of channels: broadcasts straight from memory, 8 rows of v.
+                    let vp = vh.as_ptr().add(d0 * n);
+                    for (j, row) in st.iter().enumerate().take(n) {
+                        let p0 = _mm512_loadu_ps(row.as_ptr());
+                        let p1 = _mm512_loadu_ps(row.as_ptr().add(16));
+                        for (c, a) in acc.iter_mut().enumerate() {
+                            // SAFETY: d0 + c < d and j < n, so (d0 + c)·n + j < d·n = vh.len().
+                            let vv = _mm512_set1_ps(*vp.add(c * n + j));
+                            a[0] = _mm512_fmadd_ps(vv, p0, a[0]);
+                            a[1] = _mm512_fmadd_ps(vv, p1, a[1]);
+                        }
+                    }
+                } else {
+                    for (j, row) in st.iter().enumerate().take(n) {
+                        let p0 = _mm512_loadu_ps(row.as_ptr());
+                        let p1 = _mm512_loadu_ps(row.as_ptr().add(16));
+                        for (c, a) in acc.iter_mut().enumerate() {
+                            let vv =
+                                _mm512_set1_ps(vh.get((d0 + c) * n + j).copied().unwrap_or(0.0));
+                            a[0] = _mm512_fmadd_ps(vv, p0, a[0]);
+                            a[1] = _mm512_fmadd_ps(vv, p1, a[1]);
+                        }
                     }
                 }
                 for (c, a) in acc.iter().enumerate() {
