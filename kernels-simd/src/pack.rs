@@ -23,16 +23,150 @@ pub const VNNI8: u32 = X86_AVX512;
 /// Output channels per block of the [`vnni8_pack`] and [`fma8_pack`] layouts.
 pub const VNNI8_CO: usize = 8;
 
+/// Family: the aarch64 NEON and dotprod tiers. int8 convolutions in the [`neon4_pack`] layout (`aarch64/rows.rs`:
+/// 4-channel blocks of quad words, read by `smull`/`sadalp` and by `sdot`); float convolutions are not packed for
+/// this family (the NEON `f32` kernel repacks once per call, a small cost against its MACs).
+pub const AARCH64_NEON: u32 = 2;
+
+/// Output channels per block of the [`neon4_pack`] layout.
+pub const NEON4_CO: usize = 4;
+
+/// Quads of each branch in the [`neon4_pack`] layout are padded to a multiple of this (the NEON kernel pairs
+/// quads; the dotprod kernel, which needs no padding, reads the padded zero quads too).
+pub const NEON4_QALIGN: usize = 2;
+
 /// Every family this build can write, with its command-line name.
-pub const FAMILIES: &[(u32, &str)] = &[(X86_AVX512, "x86_64-avx512")];
+pub const FAMILIES: &[(u32, &str)] = &[
+    (X86_AVX512, "x86_64-avx512"),
+    (AARCH64_NEON, "aarch64-neon"),
+];
 
 /// Output channels per block of family `f`'s layout (a split of a layer's channels must fall on a block
 /// boundary); 1 for an unknown family.
 pub fn block_channels(f: u32) -> usize {
     match f {
         X86_AVX512 => VNNI8_CO,
+        AARCH64_NEON => NEON4_CO,
         _ => 1,
     }
+}
+
+/// Quads of branch A and in all for the aarch64 layout with each branch padded to a multiple of `qalign`: branch A
+/// holds channels `< split` (quad `q` = channels `4q .. 4q + 4`), branch B the rest from quad `qa` on.
+pub fn neon4_quads(cin: usize, split: usize, qalign: usize) -> (usize, usize) {
+    let split = split.min(cin);
+    let qalign = qalign.max(1);
+    let qa = split.div_ceil(4).next_multiple_of(qalign);
+    (qa, qa + (cin - split).div_ceil(4).next_multiple_of(qalign))
+}
+
+/// Input channel of byte `i` of quad `q` in the aarch64 layout (`None`: a padding byte).
+pub fn neon4_channel(q: usize, i: usize, qa: usize, split: usize, cin: usize) -> Option<usize> {
+    if q < qa {
+        let c = 4 * q + i;
+        (c < split).then_some(c)
+    } else {
+        let c = split + 4 * (q - qa) + i;
+        (c < cin).then_some(c)
+    }
+}
+
+/// 32-bit words of one 4-channel block of the aarch64 layout: `quads · k² · 4`.
+pub fn neon4_block_words(g: &Conv2dGeom, split: usize, qalign: usize) -> usize {
+    neon4_quads(g.cin, split, qalign).1 * g.k * g.k * NEON4_CO
+}
+
+/// Bytes of a whole layer in the [`AARCH64_NEON`] layout (`ceil(cout / 4)` blocks, quads padded to
+/// [`NEON4_QALIGN`]).
+pub fn neon4_len(g: &Conv2dGeom, split: usize) -> usize {
+    g.cout.div_ceil(NEON4_CO) * neon4_block_words(g, split, NEON4_QALIGN) * 4
+}
+
+/// Pack output channels `co0 .. co0 + 4` of `w` (`[cout][cin][k][k]`) into `out` ([`neon4_block_words`] words):
+/// word `(quad · k² + tap) · 4 + c` holds channel `co0 + c`'s 4 weights of that quad's input channels, byte `j`
+/// (little-endian) for [`neon4_channel`]`(quad, j)`; padding bytes and channels `>= cout` are 0. Returns false if
+/// `w` or `out` is too short.
+pub fn neon4_pack_block(
+    g: &Conv2dGeom,
+    split: usize,
+    qalign: usize,
+    w: &[i8],
+    co0: usize,
+    out: &mut [u32],
+) -> bool {
+    let Some(out) = out.get_mut(..neon4_block_words(g, split, qalign)) else {
+        return false;
+    };
+    neon4_block_with(g, split, qalign, w, co0, |i, v| {
+        if let Some(d) = out.get_mut(i) {
+            *d = v;
+        }
+    })
+}
+
+/// Zeros standing in for an absent channel's taps (at least `k²` long for every kernel side the layout takes).
+static ZEROS: [i8; 2048] = [0; 2048];
+
+/// The words of the 4-channel block at `co0` (see [`neon4_pack_block`]) handed to `put(index, word)`, channel by
+/// channel and quad by quad (each quad's 4 source rows read contiguously). False if `w` is short or `k²` is
+/// beyond the layout's range.
+fn neon4_block_with(
+    g: &Conv2dGeom,
+    split: usize,
+    qalign: usize,
+    w: &[i8],
+    co0: usize,
+    mut put: impl FnMut(usize, u32),
+) -> bool {
+    let split = split.min(g.cin);
+    let (qa, quads) = neon4_quads(g.cin, split, qalign);
+    let kk = g.k * g.k;
+    if w.len() < g.cout * g.cin * kk || kk > ZEROS.len() {
+        return false;
+    }
+    for c in 0..NEON4_CO {
+        let co = co0 + c;
+        for q in 0..quads {
+            let src: [&[i8]; 4] = core::array::from_fn(|j| {
+                neon4_channel(q, j, qa, split, g.cin)
+                    .filter(|_| co < g.cout)
+                    .and_then(|ci| w.get((co * g.cin + ci) * kk..(co * g.cin + ci + 1) * kk))
+                    .unwrap_or(&ZEROS)
+            });
+            for (t, (((&a, &b), &x), &d)) in src[0]
+                .iter()
+                .zip(src[1])
+                .zip(src[2])
+                .zip(src[3])
+                .take(kk)
+                .enumerate()
+            {
+                put(
+                    (q * kk + t) * NEON4_CO + c,
+                    u32::from_le_bytes([a as u8, b as u8, x as u8, d as u8]),
+                );
+            }
+        }
+    }
+    true
+}
+
+/// Pack a whole layer into `out` ([`neon4_len`] bytes, little-endian words). Returns false if a length is short.
+pub fn neon4_pack(g: &Conv2dGeom, split: usize, w: &[i8], out: &mut [u8]) -> bool {
+    let bw = neon4_block_words(g, split, NEON4_QALIGN);
+    if out.len() < neon4_len(g, split) {
+        return false;
+    }
+    out.chunks_exact_mut(bw * 4)
+        .take(g.cout.div_ceil(NEON4_CO))
+        .enumerate()
+        .all(|(b, blk)| {
+            neon4_block_with(g, split, NEON4_QALIGN, w, b * NEON4_CO, |i, v| {
+                if let Some(d) = blk.get_mut(4 * i..4 * i + 4) {
+                    d.copy_from_slice(&v.to_le_bytes());
+                }
+            })
+        })
 }
 
 /// The name of family `f` (`None` if unknown).

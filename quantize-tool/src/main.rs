@@ -84,8 +84,8 @@ enum Cmd {
         /// hash with the generic kernels).
         #[arg(long)]
         self_test: bool,
-        /// Also store every convolution's weights packed offline for these kernel families (comma-separated;
-        /// `x86_64-avx512`), so the SIMD kernels skip packing them per call. The canonical weights stay, so the
+        /// Also store every convolution's weights packed offline for these kernel families (comma-separated:
+        /// `x86_64-avx512` (int8 and float convolutions), `aarch64-neon` (int8 convolutions)), so the SIMD kernels skip packing them per call. The canonical weights stay, so the
         /// blob still runs everywhere; it grows by about the weights' size per family (f16 weights are packed as
         /// f32, twice their size).
         #[arg(long, value_delimiter = ',')]
@@ -115,7 +115,7 @@ enum Cmd {
         /// Output blob.
         #[arg(short, long)]
         output: PathBuf,
-        /// Kernel families, comma-separated (`x86_64-avx512`).
+        /// Kernel families, comma-separated (`x86_64-avx512`, `aarch64-neon`).
         #[arg(long, value_delimiter = ',', required = true)]
         family: Vec<String>,
     },

@@ -64,6 +64,13 @@ pub fn section(m: &Model<'_>, families: &[u32]) -> Result<Option<Vec<u8>>, Conve
                     }
                     b
                 }
+                (pack::AARCH64_NEON, Weights::I8 { data, .. }) if scratch != NONE => {
+                    let mut b = vec![0u8; pack::neon4_len(&g, split)];
+                    if !pack::neon4_pack(&g, split, data, &mut b) {
+                        return Err(short());
+                    }
+                    b
+                }
                 // Float convolution (f32 or f16 weights, f32 math).
                 (pack::X86_AVX512, Weights::F32(_) | Weights::F16(_)) if scratch == NONE => {
                     let mut b = vec![0u8; pack::fma8_len(&g)];

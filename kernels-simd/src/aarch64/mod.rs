@@ -23,6 +23,7 @@ static NEON: KernelTable = KernelTable {
     name: "neon",
     conv2d: neon::conv2d,
     conv2d_i8: neon::conv2d_i8,
+    conv2d_i8_packed: Some((crate::pack::AARCH64_NEON, neon::conv2d_i8_packed)),
     linear: neon::linear,
     f16_to_f32: neon::f16_to_f32,
     group_norm: neon::group_norm,
@@ -34,6 +35,7 @@ static NEON: KernelTable = KernelTable {
 static DOTPROD: KernelTable = KernelTable {
     name: "dotprod",
     conv2d_i8: dotprod::conv2d_i8,
+    conv2d_i8_packed: Some((crate::pack::AARCH64_NEON, dotprod::conv2d_i8_packed)),
     ..NEON
 };
 

@@ -107,7 +107,48 @@ pub(crate) fn conv2d_i8(
     // (`no_min_weight = true`: the driver checks and falls back).
     unsafe {
         rows::conv2d_i8(
-            g, input, in_q, w, w_scale, bias, chan_add, residual, div, acc, out, 2, true, block_i8,
+            g, input, in_q, w, w_scale, bias, chan_add, residual, div, acc, out, None, 2, true,
+            block_i8,
+        )
+    }
+}
+
+/// [`conv2d_i8`] on weights packed offline in the [`crate::pack::AARCH64_NEON`] layout (whole layer, this split);
+/// a length or alignment that does not fit falls back to packing `w` per call. Bit-identical either way.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv2d_i8_packed(
+    g: &Conv2dGeom,
+    input: &[i8],
+    in_q: ActQ,
+    w: &[i8],
+    packed: &[u8],
+    w_scale: &[f32],
+    bias: Option<Weights<'_>>,
+    chan_add: Option<&[f32]>,
+    residual: Option<(&[i8], f32)>,
+    div: f32,
+    acc: &mut [i32],
+    out: QOut<'_>,
+) {
+    // SAFETY: as `conv2d_i8` (NEON table only); the packed layout pads quads to 2, a multiple of this kernel's
+    // `qalign`, and the driver switches to that padding when it uses the packed words.
+    unsafe {
+        rows::conv2d_i8(
+            g,
+            input,
+            in_q,
+            w,
+            w_scale,
+            bias,
+            chan_add,
+            residual,
+            div,
+            acc,
+            out,
+            Some(packed),
+            2,
+            true,
+            block_i8,
         )
     }
 }

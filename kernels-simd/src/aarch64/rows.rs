@@ -8,6 +8,7 @@
 //! A group is one `f32` input channel, or (int8) a *quad* of 4 input channels packed as 4 bytes of one `u32`
 //! (channel `4q + i` in byte `i`), which is what `sdot` and `smull`/`sadalp` multiply.
 
+use crate::pack;
 use crate::quant::{self, ActQ, ConvEpilogue, QOut};
 use crate::registry::F16ToF32Fn;
 use crate::{generic, Conv2dGeom, Weights};
@@ -339,18 +340,6 @@ pub(super) struct I8Block<'t> {
 /// elements; `qa` and `quads` are multiples of the `qalign` the tier asked for.
 pub(super) type I8BlockFn = unsafe fn(&I8Block<'_>, &mut [[i32; ACC]; 4], &mut [[i32; ACC]; 4]);
 
-/// Input channel of byte `i` of quad `q` (quads `< qa` cover channels `< split`, the others `split..cin`).
-#[inline(always)]
-fn quad_channel(q: usize, i: usize, qa: usize, split: usize, cin: usize) -> Option<usize> {
-    if q < qa {
-        let c = 4 * q + i;
-        (c < split).then_some(c)
-    } else {
-        let c = split + 4 * (q - qa) + i;
-        (c < cin).then_some(c)
-    }
-}
-
 /// int8 convolution through `blk`, bit-identical to [`quant::conv2d_i8`] (same integer sums, same epilogue), or
 /// [`quant::conv2d_i8`] itself outside the fast path. Quads of each branch are padded with zero channels to a
 /// multiple of `qalign`; with `no_min_weight` the layer also falls back when a weight is −128 (a kernel that adds
@@ -371,15 +360,29 @@ pub(super) unsafe fn conv2d_i8(
     div: f32,
     acc: &mut [i32],
     out: QOut<'_>,
+    pre: Option<&[u8]>,
     qalign: usize,
     no_min_weight: bool,
     blk: I8BlockFn,
 ) {
     let kk = g.k * g.k;
     let split = in_q.split.min(g.cin);
-    let qalign = qalign.max(1);
-    let qa = split.div_ceil(4).next_multiple_of(qalign);
-    let quads = qa + (g.cin - split).div_ceil(4).next_multiple_of(qalign);
+    // Weights packed offline ([`pack::neon4_pack`]): used in place when they have the layer's exact length and
+    // 4-byte alignment (blobs are loaded aligned and sections are 64-byte aligned); their quads are padded to
+    // `NEON4_QALIGN`, a multiple of every tier's `qalign`, so the kernel runs with that padding.
+    let pre_words: Option<&[u32]> = pre
+        .filter(|p| p.len() == pack::neon4_len(g, split) && cfg!(target_endian = "little"))
+        .and_then(|p| {
+            // SAFETY: every bit pattern is a valid `u32`; `align_to` returns only correctly aligned middle parts.
+            let (head, words, tail) = unsafe { p.align_to::<u32>() };
+            (head.is_empty() && tail.is_empty()).then_some(words)
+        });
+    let qalign = if pre_words.is_some() {
+        pack::NEON4_QALIGN
+    } else {
+        qalign.max(1)
+    };
+    let (qa, quads) = pack::neon4_quads(g.cin, split, qalign);
     let per_block = quads * kk * 4;
     let nw = g.cout * g.cin * kk;
     // Short (invalid) inputs or weights go to the generic kernel, so the fast path reads only whole slices.
@@ -404,7 +407,10 @@ pub(super) unsafe fn conv2d_i8(
         plane: g.oh * g.ow,
     };
     let blocks = g.cout.div_ceil(4);
-    let chunk = (WBUF / per_block).clamp(1, blocks.max(1));
+    let chunk = match pre_words {
+        Some(_) => blocks.max(1),
+        None => (WBUF / per_block).clamp(1, blocks.max(1)),
+    };
     let plane = g.oh * g.ow;
     let plane_in = g.h * g.w;
     let toff = tap_offsets(g, bd.rs);
@@ -413,40 +419,26 @@ pub(super) unsafe fn conv2d_i8(
         QOut::F32(data) => (0.0, Err(data)),
     };
     let mut tile = [0u32; TILE];
-    let mut wp = [0u32; WBUF];
+    let mut wbuf = [0u32; WBUF];
     let mut ra = [[0i32; ACC]; 4];
     let mut rb = [[0i32; ACC]; 4];
     for b0 in (0..blocks).step_by(chunk) {
         let b1 = (b0 + chunk).min(blocks);
-        // Packed weights [block][quad][tap][4 channels], input channel 4q + i of the quad in byte i.
-        for (bw, b) in wp.chunks_exact_mut(per_block).zip(b0..b1) {
-            for j in 0..4 {
-                let co = 4 * b + j;
-                for (q, wq) in bw.chunks_exact_mut(kk * 4).enumerate() {
-                    let src: [&[i8]; 4] = core::array::from_fn(|byte| {
-                        quad_channel(q, byte, qa, split, g.cin)
-                            .filter(|_| co < g.cout)
-                            .and_then(|c| w.get((co * g.cin + c) * kk..(co * g.cin + c + 1) * kk))
-                            .unwrap_or(&ZEROS)
-                    });
-                    for ((((wt, &a), &b), &c), &d) in wq
-                        .chunks_exact_mut(4)
-                        .zip(src[0])
-                        .zip(src[1])
-                        .zip(src[2])
-                        .zip(src[3])
-                    {
-                        if let Some(v) = wt.get_mut(j) {
-                            *v = u32::from_le_bytes([a as u8, b as u8, c as u8, d as u8]);
-                        }
-                    }
+        // Packed weights [block][quad][tap][4 channels], input channel 4q + i of the quad in byte i: offline, or
+        // packed here once per chunk of blocks.
+        let wp: &[u32] = match pre_words {
+            Some(pw) => pw.get(b0 * per_block..b1 * per_block).unwrap_or(&[]),
+            None => {
+                for (bw, b) in wbuf.chunks_exact_mut(per_block).zip(b0..b1) {
+                    pack::neon4_pack_block(g, split, qalign, w, 4 * b, bw);
                 }
+                &wbuf
             }
-        }
+        };
         for oy0 in (0..g.oh).step_by(bd.rows) {
             fill_band(g, &bd, quads, oy0, &mut tile, |q, iy, ix0, cols| {
                 let src: [&[i8]; 4] = core::array::from_fn(|byte| {
-                    quad_channel(q, byte, qa, split, g.cin)
+                    pack::neon4_channel(q, byte, qa, split, g.cin)
                         .and_then(|c| {
                             input
                                 .get(c * plane_in + iy * g.w + ix0..(c * plane_in + (iy + 1) * g.w))
