@@ -90,6 +90,9 @@ enum Cmd {
         /// Also print where the time goes: milliseconds per op kind (summed over one timed pass each iteration).
         #[arg(long)]
         per_op: bool,
+        /// With --per-op: how many of the slowest single ops to list.
+        #[arg(long, default_value_t = 12)]
+        top: usize,
     },
 }
 
@@ -242,6 +245,7 @@ fn bench(
     json: bool,
     threads: usize,
     per_op: bool,
+    top: usize,
 ) -> Result<(), String> {
     if threads == 0 {
         return Err("--threads must be at least 1".into());
@@ -276,7 +280,7 @@ fn bench(
         times.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     if per_op {
-        op_profile(&mut s, &x, label, &mut out, iters.max(1))?;
+        op_profile(&mut s, &x, label, &mut out, iters.max(1), top)?;
     }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
@@ -313,6 +317,7 @@ fn op_profile(
     label: Option<u32>,
     out: &mut [f32],
     iters: usize,
+    top: usize,
 ) -> Result<(), String> {
     let m = s.model();
     let n_ops = m.n_ops() as usize;
@@ -375,7 +380,7 @@ fn op_profile(
         .collect();
     ops.sort_by(|a, b| b.1.total_cmp(&a.1));
     outln!("slowest ops:");
-    for &(i, ms) in ops.iter().take(12) {
+    for &(i, ms) in ops.iter().take(top) {
         let Ok(op) = s.model().op(i as u32) else {
             continue;
         };
@@ -425,7 +430,8 @@ fn main() -> ExitCode {
             json,
             threads,
             per_op,
-        } => bench(&model, iters, json, threads, per_op),
+            top,
+        } => bench(&model, iters, json, threads, per_op, top),
         Cmd::Sample(a) => sample::run(&a),
         Cmd::Generate(a) => generate::run(&a),
     };

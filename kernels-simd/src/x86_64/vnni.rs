@@ -188,20 +188,31 @@ unsafe fn conv(
             for c in 0..CO.min(g.cout - co0) {
                 let co = co0 + c;
                 let ch = e.channel(co, so);
-                for dy in 0..r {
-                    let oy = oy0 + dy;
-                    let (f, p0) = (dy * l.b.wph, oy * g.ow);
-                    let ra = &buf_a[c][f..f + g.ow];
-                    let rb = two.then(|| &buf_b[c][f..f + g.ow]);
-                    let base = co * plane + p0;
-                    match &mut out {
-                        Ok(d) => {
-                            if let Some(dst) = d.get_mut(base..base + g.ow) {
-                                // SAFETY: AVX-512 F per this function's contract.
-                                store_i8(&ch.parts(), &ch, p0, ra, rb, dst);
-                            }
+                let rb_all = two.then_some(&buf_b[c][..]);
+                match &mut out {
+                    Ok(d) => {
+                        let base = co * plane + oy0 * g.ow;
+                        if let Some(dst) = d.get_mut(base..base + r * g.ow) {
+                            // SAFETY: AVX-512 F/BW per this function's contract.
+                            store_i8_rows(
+                                &ch.parts(),
+                                &ch,
+                                oy0 * g.ow,
+                                g.ow,
+                                l.b.wph,
+                                &buf_a[c],
+                                rb_all,
+                                dst,
+                            );
                         }
-                        Err(d) => {
+                    }
+                    Err(d) => {
+                        for dy in 0..r {
+                            let oy = oy0 + dy;
+                            let (f, p0) = (dy * l.b.wph, oy * g.ow);
+                            let ra = &buf_a[c][f..f + g.ow];
+                            let rb = two.then(|| &buf_b[c][f..f + g.ow]);
+                            let base = co * plane + p0;
                             if let Some(dst) = d.get_mut(base..base + g.ow) {
                                 let zeros = [0i32; PX];
                                 match rb {
@@ -387,59 +398,83 @@ unsafe fn requant8(x: __m512i, m: Requant) -> __m512i {
     _mm512_sra_epi64(p, _mm_cvtsi64_si128(s))
 }
 
-/// [`quant::ChannelEpilogue::store_i8`] for 8 pixels at a time, bit-identical: the same `i64` arithmetic lane by
-/// lane. With every shift ≥ 2 each term is below 2^60 in magnitude, so the scalar code's saturating adds never
-/// saturate and plain adds agree; otherwise (and for the tail) the scalar code runs.
-#[target_feature(enable = "avx512f")]
-unsafe fn store_i8(
+/// [`quant::ChannelEpilogue::store_i8`] for a band of output rows of one channel, 8 pixels at a time,
+/// bit-identical: the same `i64` arithmetic lane by lane. Row `dy` reads `a[dy · wph ..][.. ow]` (and `b` alike)
+/// and writes `out[dy · ow ..][.. ow]`; its pixels start at `p0 + dy · ow` in the channel. A row's last `< 8`
+/// pixels go through masked loads and stores (no scalar tail), and the constants are set once per band, not per
+/// row (per-row set-up was most of the epilogue's time on 16-, 8- and 4-wide layers). With every shift ≥ 2 each
+/// term is below 2^60 in magnitude, so the scalar code's saturating adds never saturate and plain adds agree;
+/// otherwise the scalar code runs.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn store_i8_rows(
     p: &EpilogueParts<'_>,
     ch: &quant::ChannelEpilogue<'_>,
     p0: usize,
+    ow: usize,
+    wph: usize,
     a: &[i32],
     b: Option<&[i32]>,
     out: &mut [i8],
 ) {
-    let n = out
-        .len()
-        .min(a.len())
-        .min(b.map_or(usize::MAX, |b| b.len()));
-    let r = p.rplane.get(p0..p0 + n);
+    let rows = if ow == 0 { 0 } else { out.len() / ow };
     let has_r = !p.rplane.is_empty();
     let vector_ok = p.ma.shift >= 2
         && (b.is_none() || p.mb.shift >= 2)
-        && (!has_r || (p.mr.shift >= 2 && r.is_some()));
-    let mut j = 0;
-    if vector_ok {
+        && (!has_r || (p.mr.shift >= 2 && p.rplane.len() >= p0 + rows * ow));
+    let zeros = [0i32; PX];
+    for dy in 0..rows {
+        let f = dy * wph;
+        let (Some(ra), Some(dst)) = (a.get(f..f + ow), out.get_mut(dy * ow..(dy + 1) * ow)) else {
+            return;
+        };
+        let rb = match b {
+            Some(b) => match b.get(f..f + ow) {
+                Some(rb) => Some(rb),
+                None => return,
+            },
+            None => None,
+        };
+        let q0 = p0 + dy * ow;
+        if !vector_ok {
+            let mut k = 0;
+            while k < ow {
+                let e = (k + PX).min(ow);
+                let bb = rb.map_or(&zeros[..e - k], |b| &b[k..e]);
+                ch.store_i8(q0 + k, &ra[k..e], bb, &mut dst[k..e]);
+                k = e;
+            }
+            continue;
+        }
         let bias = _mm512_set1_epi64(p.bias_q);
-        while j + 8 <= n {
-            // SAFETY: j + 8 <= n <= a.len(), b.len(), r.len(); unaligned loads of 8 × i32 / 8 × i8.
-            let av = _mm512_cvtepi32_epi64(_mm256_loadu_si256(a.as_ptr().add(j) as *const __m256i));
+        let mut j = 0;
+        while j < ow {
+            let n = (ow - j).min(8);
+            let k8: __mmask8 = (((1u32 << n) - 1) & 0xff) as u8;
+            // SAFETY: lanes `>= n` are masked off (masked loads do not touch them); j + n <= ow, which is the
+            // length of `ra`, `rb`, `dst`, and `p.rplane[q0..q0 + ow]` is in bounds (checked in `vector_ok`).
+            let av = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(_mm512_maskz_loadu_epi32(
+                k8 as __mmask16,
+                ra.as_ptr().add(j),
+            )));
             let mut y = requant8(_mm512_add_epi64(av, bias), p.ma);
-            if let Some(b) = b {
-                let bv =
-                    _mm512_cvtepi32_epi64(_mm256_loadu_si256(b.as_ptr().add(j) as *const __m256i));
+            if let Some(rb) = rb {
+                let bv = _mm512_cvtepi32_epi64(_mm512_castsi512_si256(_mm512_maskz_loadu_epi32(
+                    k8 as __mmask16,
+                    rb.as_ptr().add(j),
+                )));
                 y = _mm512_add_epi64(y, requant8(bv, p.mb));
             }
-            if let Some(r) = r.filter(|_| has_r) {
-                let rv = _mm512_cvtepi8_epi64(_mm_loadl_epi64(r.as_ptr().add(j) as *const __m128i));
+            if has_r {
+                let rv = _mm512_cvtepi8_epi64(_mm512_castsi512_si128(_mm512_maskz_loadu_epi8(
+                    k8 as __mmask64,
+                    p.rplane.as_ptr().add(q0 + j),
+                )));
                 y = _mm512_add_epi64(y, requant8(rv, p.mr));
             }
-            // Saturating narrow to i8 = clamp(-128, 127).
-            _mm_storel_epi64(
-                out.as_mut_ptr().add(j) as *mut __m128i,
-                _mm512_cvtsepi64_epi8(y),
-            );
-            j += 8;
-        }
-    }
-    if j < n {
-        let zeros = [0i32; 8];
-        let mut k = j;
-        while k < n {
-            let e = (k + 8).min(n);
-            let bb = b.map_or(&zeros[..e - k], |b| &b[k..e]);
-            ch.store_i8(p0 + k, &a[k..e], bb, &mut out[k..e]);
-            k = e;
+            // Saturating narrow to i8 = clamp(-128, 127), `n` bytes stored.
+            _mm512_mask_cvtsepi64_storeu_epi8(dst.as_mut_ptr().add(j), k8, y);
+            j += n;
         }
     }
 }
