@@ -194,5 +194,48 @@ fn attention(c: &mut Criterion) {
     grp.finish();
 }
 
-criterion_group!(benches, conv, group_norm, attention);
+/// 512 → 256 with SiLU on the input: a time-embedding projection of ddpm-cifar10-32's resnets (24 per forward),
+/// with `f32`, `f16` and int8 (one scale per row) weights.
+fn linear(c: &mut Criterion) {
+    let (n_in, n_out) = (512usize, 256usize);
+    let x = pseudo_random(n_in, 7);
+    let w = pseudo_random(n_in * n_out, 8);
+    let wh: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
+    let wq: Vec<i8> = w.iter().map(|v| (v * 100.0) as i8).collect();
+    let s = vec![0.01f32; n_out];
+    let b = pseudo_random(n_out, 9);
+    let mut y = vec![0f32; n_out];
+    for (name, wt) in [
+        ("linear_512to256_f32", Weights::F32(&w)),
+        ("linear_512to256_f16w", Weights::F16(&wh)),
+        (
+            "linear_512to256_i8w",
+            Weights::I8 {
+                data: &wq,
+                scale: &s,
+                per: n_in,
+            },
+        ),
+    ] {
+        let mut grp = config(c, name);
+        grp.throughput(Throughput::Elements((n_in * n_out) as u64));
+        for t in tiers() {
+            grp.bench_function(t.name, |bn| {
+                bn.iter(|| {
+                    (t.linear)(
+                        black_box(&x),
+                        wt,
+                        Some(Weights::F32(&b)),
+                        true,
+                        false,
+                        black_box(&mut y),
+                    )
+                })
+            });
+        }
+        grp.finish();
+    }
+}
+
+criterion_group!(benches, conv, group_norm, attention, linear);
 criterion_main!(benches);

@@ -9,6 +9,7 @@ pub mod avx512;
 mod bands;
 mod gemm512;
 mod gn512;
+mod lin512;
 pub mod peak;
 mod vnni;
 
@@ -53,7 +54,8 @@ static AVX2: KernelTable = KernelTable {
     ..GENERIC
 };
 
-/// AVX-512 F + BW + VNNI: f32 convolution in `zmm`, int8 convolution with `vpdpwssd`; the rest from [`AVX2`].
+/// AVX-512 F + BW + VNNI: f32 convolution in `zmm`, int8 convolution with `vpdpwssd`, 16-row linear; the rest from
+/// [`AVX2`].
 static AVX512: KernelTable = KernelTable {
     name: "avx512",
     conv2d: avx512::conv2d,
@@ -63,6 +65,7 @@ static AVX512: KernelTable = KernelTable {
     attention: attnf512::attention,
     attention_i8: attn512::attention_i8,
     group_norm_i8: gn512::group_norm_i8,
+    linear: lin512::linear,
     ..AVX2
 };
 

@@ -417,7 +417,7 @@ unsafe fn store_i8_rows(
     b: Option<&[i32]>,
     out: &mut [i8],
 ) {
-    let rows = if ow == 0 { 0 } else { out.len() / ow };
+    let rows = out.len().checked_div(ow).unwrap_or(0);
     let has_r = !p.rplane.is_empty();
     let vector_ok = p.ma.shift >= 2
         && (b.is_none() || p.mb.shift >= 2)
