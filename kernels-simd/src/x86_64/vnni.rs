@@ -337,8 +337,13 @@ pub(super) fn as_bytes_mut(t: &mut [i32]) -> &mut [u8] {
     unsafe { core::slice::from_raw_parts_mut(t.as_mut_ptr() as *mut u8, core::mem::size_of_val(t)) }
 }
 
-/// Integer sums of quads `q0..` (as many as `wp` holds) for `CO` channels at positions `0..fpad`, minus `corr`, into
-/// `buf`.
+/// `buf[c][f] = Σ_q Σ_t (tile word of quad q0 + q at off[t] + f) · (weight word of quad q, tap t, channel c)
+/// − corr[c]` for `f < fpad`: register tiles of 8 channels × 48 positions (24 accumulators; 3 loads and 8
+/// broadcasts per 24 `vpdpbusd`) while 48 positions remain, then 8 × 32. Integer sums: the width changes no bit.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI; every tap offset plus a position below `fpad` stays below `qs` in each quad's region, `fpad`
+/// is a multiple of 32 and at most `FMAX`, and `wp` holds the quads' words.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn gemm(
@@ -351,37 +356,69 @@ unsafe fn gemm(
     corr: [i32; CO],
     buf: &mut [[i32; FMAX]; CO],
 ) {
+    let end = fpad.min(FMAX);
+    let mut f0 = 0;
+    while f0 + 3 * 16 <= end {
+        // SAFETY (caller): every position below `fpad` is in range; f0 + 47 < end.
+        gemm_tile::<3>(tile, qs, q0, off, wp, f0, corr, buf);
+        f0 += 3 * 16;
+    }
+    while f0 < end {
+        // SAFETY: as above; f0 is a multiple of 16 and `end` of 32, and only multiples of 48 were taken, so
+        // f0 + 31 < end.
+        gemm_tile::<2>(tile, qs, q0, off, wp, f0, corr, buf);
+        f0 += PX;
+    }
+}
+
+/// One register tile of [`gemm`]: positions `f0 .. f0 + 16 · N` of 8 channels.
+///
+/// # Safety
+/// As [`gemm`], for positions below `f0 + 16 · N`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn gemm_tile<const N: usize>(
+    tile: &[i32],
+    qs: usize,
+    q0: usize,
+    off: &[usize],
+    wp: &[u8],
+    f0: usize,
+    corr: [i32; CO],
+    buf: &mut [[i32; FMAX]; CO],
+) {
     let taps = off.len();
     let nq = wp.len() / (taps * CO * 4).max(1);
-    let mut f0 = 0;
-    while f0 < fpad.min(FMAX) {
-        let mut acc = [[_mm512_setzero_si512(); 2]; CO];
-        for q in 0..nq {
-            let qb = tile.as_ptr().add((q0 + q) * qs + f0);
-            let wq = wp.as_ptr().add(q * taps * CO * 4) as *const i32;
-            for t in 0..taps {
-                // SAFETY (caller): off[t] + f0 + 31 < qs, so both loads stay inside quad q0 + q of `tile`;
-                // word `t · CO + c` of quad q starts at byte (q · taps + t) · CO · 4 + 4c < nq · taps · CO · 4 <=
-                // wp.len() (q < nq), and is read unaligned.
-                let p = qb.add(*off.get_unchecked(t));
-                let x0 = _mm512_loadu_si512(p as *const __m512i);
-                let x1 = _mm512_loadu_si512(p.add(16) as *const __m512i);
-                let wt = wq.add(t * CO);
-                for (c, a) in acc.iter_mut().enumerate() {
-                    let wv = _mm512_set1_epi32(wt.add(c).read_unaligned());
-                    a[0] = _mm512_dpbusd_epi32(a[0], x0, wv);
-                    a[1] = _mm512_dpbusd_epi32(a[1], x1, wv);
+    let mut acc = [[_mm512_setzero_si512(); N]; CO];
+    for q in 0..nq {
+        let qb = tile.as_ptr().add((q0 + q) * qs + f0);
+        let wq = wp.as_ptr().add(q * taps * CO * 4) as *const i32;
+        for t in 0..taps {
+            // SAFETY (caller): off[t] + f0 + 16N - 1 < qs, so the loads stay inside quad q0 + q of `tile`; word
+            // `t · CO + c` of quad q starts at byte (q · taps + t) · CO · 4 + 4c < nq · taps · CO · 4 <= wp.len()
+            // (q < nq), and is read unaligned.
+            let p = qb.add(*off.get_unchecked(t));
+            let mut x = [_mm512_setzero_si512(); N];
+            for (j, xj) in x.iter_mut().enumerate() {
+                *xj = _mm512_loadu_si512(p.add(16 * j) as *const __m512i);
+            }
+            let wt = wq.add(t * CO);
+            for (c, a) in acc.iter_mut().enumerate() {
+                let wv = _mm512_set1_epi32(wt.add(c).read_unaligned());
+                for (aj, xj) in a.iter_mut().zip(&x) {
+                    *aj = _mm512_dpbusd_epi32(*aj, *xj, wv);
                 }
             }
         }
-        for (c, a) in acc.iter().enumerate() {
-            let cv = _mm512_set1_epi32(corr[c]);
-            // SAFETY: f0 + 31 < FMAX (loop bound, fpad a multiple of 32).
-            let d = buf[c].as_mut_ptr().add(f0);
-            _mm512_storeu_si512(d as *mut __m512i, _mm512_sub_epi32(a[0], cv));
-            _mm512_storeu_si512(d.add(16) as *mut __m512i, _mm512_sub_epi32(a[1], cv));
+    }
+    for (c, a) in acc.iter().enumerate() {
+        let cv = _mm512_set1_epi32(corr[c]);
+        for (j, aj) in a.iter().enumerate() {
+            // SAFETY: f0 + 16N <= FMAX.
+            let d = buf[c].as_mut_ptr().add(f0 + 16 * j);
+            _mm512_storeu_si512(d as *mut __m512i, _mm512_sub_epi32(*aj, cv));
         }
-        f0 += PX;
     }
 }
 
