@@ -109,7 +109,7 @@ pub static GENERIC: KernelTable = KernelTable {
 pub fn all_tiers() -> &'static [&'static str] {
     #[cfg(target_arch = "x86_64")]
     {
-        &["generic", "avx2", "avx512"]
+        &["generic", "avx2", "avxvnni", "avx512"]
     }
     #[cfg(target_arch = "aarch64")]
     {

@@ -6,6 +6,7 @@ mod attn512;
 mod attnf512;
 pub mod avx2;
 pub mod avx512;
+mod avxvnni;
 mod bands;
 mod gemm512;
 mod gn512;
@@ -54,6 +55,15 @@ static AVX2: KernelTable = KernelTable {
     ..GENERIC
 };
 
+/// AVX2 + AVX-VNNI (no AVX-512): the AVX2 tier with the VNNI int8 convolution on 256-bit vectors, reading the
+/// same offline-packed weights as the AVX-512 tier.
+static AVXVNNI: KernelTable = KernelTable {
+    name: "avxvnni",
+    conv2d_i8: avxvnni::conv2d_i8,
+    conv2d_i8_packed: Some((crate::pack::X86_AVX512, avxvnni::conv2d_i8_packed)),
+    ..AVX2
+};
+
 /// AVX-512 F + BW + VNNI: f32 convolution in `zmm`, int8 convolution with `vpdpwssd`, 16-row linear; the rest from
 /// [`AVX2`].
 static AVX512: KernelTable = KernelTable {
@@ -89,6 +99,18 @@ pub fn has_avx512() -> bool {
     }
 }
 
+/// Whether this CPU has AVX-VNNI (the VEX-encoded 256-bit `vpdpbusd`) and the AVX2 tier's features.
+pub fn has_avxvnni() -> bool {
+    #[cfg(feature = "std")]
+    {
+        has_avx2() && std::is_x86_feature_detected!("avxvnni")
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        has_avx2() && cfg!(target_feature = "avxvnni")
+    }
+}
+
 /// Whether this CPU has AVX2, FMA and F16C (every AVX2 CPU has the other two).
 pub fn has_avx2() -> bool {
     #[cfg(feature = "std")]
@@ -111,10 +133,11 @@ pub fn has_avx2() -> bool {
 pub fn tier(name: &str) -> Option<&'static KernelTable> {
     match name {
         "avx2" if has_avx2() => Some(&AVX2),
+        "avxvnni" if has_avxvnni() => Some(&AVXVNNI),
         "avx512" if has_avx512() => Some(&AVX512),
         _ => None,
     }
 }
 
 /// Names of the x86_64 tiers, lowest first.
-pub const TIERS: &[&str] = &["avx2", "avx512"];
+pub const TIERS: &[&str] = &["avx2", "avxvnni", "avx512"];

@@ -133,6 +133,74 @@ unsafe fn conv(
     e: &ConvEpilogue<'_>,
     out: QOut<'_>,
 ) {
+    conv_body(g, input, in_q, w, pre, e, out, gemm, store_i8_rows)
+}
+
+/// The GEMM of one channel block (see [`gemm`]).
+type GemmFn =
+    unsafe fn(&[i32], usize, usize, &[usize], &[u8], usize, [i32; CO], &mut [[i32; FMAX]; CO]);
+/// The int8 epilogue of one channel's band (see [`store_i8_rows`]).
+type StoreFn = unsafe fn(
+    &EpilogueParts<'_>,
+    &quant::ChannelEpilogue<'_>,
+    usize,
+    usize,
+    usize,
+    &[i32],
+    Option<&[i32]>,
+    &mut [i8],
+);
+
+/// [`conv2d_i8`] for CPUs with AVX2 and AVX-VNNI but no AVX-512 (Alder Lake and later client cores, Sierra
+/// Forest): the same tile, packed weights and integer sums through 256-bit `vpdpbusd` ([`gemm_avx`]), and the
+/// scalar epilogue. Bit-identical to [`quant::conv2d_i8`] for layers that pass [`fits`] (others are left
+/// untouched).
+///
+/// # Safety
+/// The CPU must have AVX2 and AVX-VNNI.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,avxvnni")]
+pub(super) unsafe fn conv2d_i8_avxvnni(
+    g: &Conv2dGeom,
+    input: &[i8],
+    in_q: ActQ,
+    w: &[i8],
+    packed: Option<&[u8]>,
+    e: &ConvEpilogue<'_>,
+    out: QOut<'_>,
+) {
+    let ok = packed.filter(|p| p.len() == pack::vnni8_len(g, in_q.split.min(g.cin)));
+    conv_body(
+        g,
+        input,
+        in_q,
+        w,
+        ok,
+        e,
+        out,
+        gemm_avx,
+        store_i8_rows_scalar,
+    )
+}
+
+/// The body of [`conv`] and [`conv2d_i8_avxvnni`], inlined into each so that it is compiled for that caller's
+/// target features; `gemm` and `store` are the ISA's kernels.
+///
+/// # Safety
+/// The CPU runs `gemm` and `store`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn conv_body(
+    g: &Conv2dGeom,
+    input: &[i8],
+    in_q: ActQ,
+    w: &[i8],
+    pre: Option<&[u8]>,
+    e: &ConvEpilogue<'_>,
+    out: QOut<'_>,
+    gemm: GemmFn,
+    store_i8_rows: StoreFn,
+) {
     if !fits(g, in_q.split, input.len(), w.len(), &out) {
         return;
     }
@@ -418,6 +486,90 @@ unsafe fn gemm_tile<const N: usize>(
             // SAFETY: f0 + 16N <= FMAX.
             let d = buf[c].as_mut_ptr().add(f0 + 16 * j);
             _mm512_storeu_si512(d as *mut __m512i, _mm512_sub_epi32(*aj, cv));
+        }
+    }
+}
+
+/// [`gemm`] with 256-bit AVX-VNNI `vpdpbusd` (no AVX-512): register tiles of 4 channels × 16 positions (8
+/// accumulators, 2 loads and 4 broadcasts per 8 `vpdpbusd`; AVX2 has 16 vector registers), each 8-channel block
+/// in two halves. Integer sums: the same bits as every other tier.
+///
+/// # Safety
+/// AVX2 and AVX-VNNI, and [`gemm`]'s contract.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,avxvnni")]
+unsafe fn gemm_avx(
+    tile: &[i32],
+    qs: usize,
+    q0: usize,
+    off: &[usize],
+    wp: &[u8],
+    fpad: usize,
+    corr: [i32; CO],
+    buf: &mut [[i32; FMAX]; CO],
+) {
+    let taps = off.len();
+    let nq = wp.len() / (taps * CO * 4).max(1);
+    let end = fpad.min(FMAX);
+    for half in [0usize, 4] {
+        let mut f0 = 0;
+        while f0 + 16 <= end {
+            let mut acc = [[_mm256_setzero_si256(); 2]; 4];
+            for q in 0..nq {
+                let qb = tile.as_ptr().add((q0 + q) * qs + f0);
+                let wq = wp.as_ptr().add(q * taps * CO * 4) as *const i32;
+                for t in 0..taps {
+                    // SAFETY (caller): off[t] + f0 + 15 < qs, inside quad q0 + q of `tile`; word t · CO + half + c
+                    // (c < 4) of quad q lies in `wp` (q < nq), read unaligned.
+                    let p = qb.add(*off.get_unchecked(t));
+                    let x0 = _mm256_loadu_si256(p as *const __m256i);
+                    let x1 = _mm256_loadu_si256(p.add(8) as *const __m256i);
+                    let wt = wq.add(t * CO + half);
+                    for (c, a) in acc.iter_mut().enumerate() {
+                        let wv = _mm256_set1_epi32(wt.add(c).read_unaligned());
+                        a[0] = _mm256_dpbusd_avx_epi32(a[0], x0, wv);
+                        a[1] = _mm256_dpbusd_avx_epi32(a[1], x1, wv);
+                    }
+                }
+            }
+            for (c, a) in acc.iter().enumerate() {
+                let cv = _mm256_set1_epi32(corr[half + c]);
+                // SAFETY: f0 + 15 < end <= FMAX.
+                let d = buf[half + c].as_mut_ptr().add(f0);
+                _mm256_storeu_si256(d as *mut __m256i, _mm256_sub_epi32(a[0], cv));
+                _mm256_storeu_si256(d.add(8) as *mut __m256i, _mm256_sub_epi32(a[1], cv));
+            }
+            f0 += 16;
+        }
+    }
+}
+
+/// [`store_i8_rows`] with the scalar epilogue ([`quant::ChannelEpilogue::store_i8`]), for tiers without AVX-512.
+#[allow(clippy::too_many_arguments)]
+unsafe fn store_i8_rows_scalar(
+    _p: &EpilogueParts<'_>,
+    ch: &quant::ChannelEpilogue<'_>,
+    p0: usize,
+    ow: usize,
+    wph: usize,
+    a: &[i32],
+    b: Option<&[i32]>,
+    out: &mut [i8],
+) {
+    let zeros = [0i32; PX];
+    for (dy, dst) in out.chunks_exact_mut(ow.max(1)).enumerate() {
+        let f = dy * wph;
+        let Some(ra) = a.get(f..f + ow) else { return };
+        let rb = b.and_then(|b| b.get(f..f + ow));
+        if b.is_some() && rb.is_none() {
+            return;
+        }
+        let mut k = 0;
+        while k < ow {
+            let e = (k + PX).min(ow);
+            let bb = rb.map_or(&zeros[..e - k], |b| &b[k..e]);
+            ch.store_i8(p0 + dy * ow + k, &ra[k..e], bb, &mut dst[k..e]);
+            k = e;
         }
     }
 }
