@@ -74,8 +74,13 @@ unsafe fn channel(ch: &GnChannel, x: &[i8], y: &mut [i8]) {
             let xs = _mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(idx));
             store16(ch, _mm512_cvtepi32_ps(xs), l);
         }
-        for (o, &v) in y.iter_mut().zip(x) {
-            *o = lut[v as u8 as usize];
+        if has_vbmi() {
+            // SAFETY: AVX-512 VBMI detected; `lut` is 256 bytes.
+            unsafe { lookup_vbmi(&lut, &x[..n], &mut y[..n]) };
+        } else {
+            for (o, &v) in y.iter_mut().zip(x) {
+                *o = lut[v as u8 as usize];
+            }
         }
         return;
     }
@@ -88,6 +93,52 @@ unsafe fn channel(ch: &GnChannel, x: &[i8], y: &mut [i8]) {
     }
     for (o, &v) in y[i..n].iter_mut().zip(&x[i..n]) {
         *o = ch.apply(v);
+    }
+}
+
+/// Whether the CPU has AVX-512 VBMI (`vpermt2b`): Ice Lake, Sapphire Rapids, Zen 4 and later.
+fn has_vbmi() -> bool {
+    #[cfg(feature = "std")]
+    {
+        std::is_x86_feature_detected!("avx512vbmi")
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        cfg!(target_feature = "avx512vbmi")
+    }
+}
+
+/// `y[i] = lut[x[i] as u8]` 64 bytes at a time: two `vpermt2b` look up the low and high halves of the table (7
+/// index bits each) and the index's top bit picks between them; the tail goes through a masked load and store.
+/// (The scalar loop was a third of the int8 group norm's time on 32×32 layers: 1 024 lookups per channel.)
+///
+/// # Safety
+/// AVX-512 F/BW and VBMI; `x` and `y` have the same length.
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+unsafe fn lookup_vbmi(lut: &[i8; 256], x: &[i8], y: &mut [i8]) {
+    let lp = lut.as_ptr() as *const __m512i;
+    // SAFETY: `lut` is 256 bytes: four unaligned 64-byte loads.
+    let t = [
+        _mm512_loadu_si512(lp),
+        _mm512_loadu_si512(lp.add(1)),
+        _mm512_loadu_si512(lp.add(2)),
+        _mm512_loadu_si512(lp.add(3)),
+    ];
+    let n = x.len().min(y.len());
+    let mut i = 0;
+    while i < n {
+        let m: __mmask64 = if n - i >= 64 {
+            !0
+        } else {
+            (1u64 << (n - i)) - 1
+        };
+        // SAFETY: lanes past `n - i` are masked off in the load and the store.
+        let idx = _mm512_maskz_loadu_epi8(m, x.as_ptr().add(i));
+        let lo = _mm512_permutex2var_epi8(t[0], idx, t[1]);
+        let hi = _mm512_permutex2var_epi8(t[2], idx, t[3]);
+        let v = _mm512_mask_blend_epi8(_mm512_movepi8_mask(idx), lo, hi);
+        _mm512_mask_storeu_epi8(y.as_mut_ptr().add(i), m, v);
+        i += 64;
     }
 }
 
