@@ -2,14 +2,24 @@
 //! an instruction-counting emulator (scripts/aarch64-icount.sh runs it under `qemu-aarch64` with a counting TCG
 //! plugin, twice with different `iters`, and divides the difference by the MACs).
 //!
-//! `conv_icount <tier> <i8|f32|f16> <cin> <cout> <h> <w> <k> <iters>`: a stride-1, "same"-padded `k × k`
-//! convolution of a `[cin, h, w]` input (`f16`: `f32` activations, `f16` weights); or
+//! `conv_icount <tier> <i8|i8p|f32|f16> <cin> <cout> <h> <w> <k> <iters>`: a stride-1, "same"-padded `k × k`
+//! convolution of a `[cin, h, w]` input (`f16`: `f32` activations, `f16` weights; `i8p`: int8 with the weights
+//! packed beforehand in the tier's offline layout, as a blob's PACKED section holds them); or
 //! `conv_icount <tier> linear16 <in> <out> 1 1 1 <iters>`: a linear layer with `f16` weights. Prints the tier, the MACs of one evaluation and a checksum of the output (so the work
 //! cannot be optimized away, and tiers can be compared).
 
 use ember_kernels::quant::{self, ActQ, QOut};
 use ember_kernels::registry::tier;
-use ember_kernels::{Conv2dGeom, Weights};
+use ember_kernels::{pack, Conv2dGeom, Weights};
+
+/// Bytes of the tier's packed int8 layout for `g` (0 for a tier without one).
+fn len_of_packed(t: &ember_kernels::registry::KernelTable, g: &Conv2dGeom, split: usize) -> usize {
+    match t.conv2d_i8_packed.map(|(f, _)| f) {
+        Some(pack::AARCH64_NEON) => pack::neon4_len(g, split),
+        Some(pack::X86_AVX512) => pack::vnni8_len(g, split),
+        _ => 0,
+    }
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -95,23 +105,66 @@ fn main() {
         let ws = vec![0.01f32; cout];
         let mut acc = vec![0i32; quant::conv2d_i8_scratch_len(&g)];
         let mut out = vec![0i8; len];
+        // `i8p`: the weights packed beforehand in the tier's offline layout (what `quantize-tool pack` stores),
+        // in 4-byte-aligned memory as in a loaded blob.
+        let packed: Option<(ember_kernels::registry::Conv2dI8PackedFn, Vec<u32>)> = (kind == "i8p")
+            .then(|| {
+                let (fam, f) = t.conv2d_i8_packed?;
+                let (len_of, pack_fn): (
+                    fn(&Conv2dGeom, usize) -> usize,
+                    fn(&Conv2dGeom, usize, &[i8], &mut [u8]) -> bool,
+                ) = match fam {
+                    pack::AARCH64_NEON => (pack::neon4_len, pack::neon4_pack),
+                    pack::X86_AVX512 => (pack::vnni8_len, pack::vnni8_pack),
+                    _ => return None,
+                };
+                let n = len_of(&g, cin);
+                let mut words = vec![0u32; n.div_ceil(4)];
+                let ok = pack_fn(&g, cin, &wt, &mut bytemuck::cast_slice_mut(&mut words)[..n]);
+                ok.then_some((f, words))
+            })
+            .flatten();
+        if kind == "i8p" && packed.is_none() {
+            eprintln!("tier {tname} reads no packed int8 layout");
+            std::process::exit(3);
+        }
         for _ in 0..iters {
-            (t.conv2d_i8)(
-                &g,
-                &x,
-                ActQ::single(0.02),
-                &wt,
-                &ws,
-                None,
-                None,
-                None,
-                1.0,
-                &mut acc,
-                QOut::I8 {
-                    data: &mut out,
-                    scale: 0.5,
-                },
-            );
+            let q = QOut::I8 {
+                data: &mut out,
+                scale: 0.5,
+            };
+            match &packed {
+                Some((f, words)) => {
+                    let bytes: &[u8] = bytemuck::cast_slice(words);
+                    f(
+                        &g,
+                        &x,
+                        ActQ::single(0.02),
+                        &wt,
+                        &bytes[..len_of_packed(t, &g, cin)],
+                        &ws,
+                        None,
+                        None,
+                        None,
+                        1.0,
+                        &mut acc,
+                        q,
+                    )
+                }
+                None => (t.conv2d_i8)(
+                    &g,
+                    &x,
+                    ActQ::single(0.02),
+                    &wt,
+                    &ws,
+                    None,
+                    None,
+                    None,
+                    1.0,
+                    &mut acc,
+                    q,
+                ),
+            }
         }
         for v in &out {
             sum += *v as f64;

@@ -97,8 +97,9 @@ pub fn neon4_pack_block(
     let Some(out) = out.get_mut(..neon4_block_words(g, split, qalign)) else {
         return false;
     };
-    neon4_block_with(g, split, qalign, w, co0, |i, v| {
-        if let Some(d) = out.get_mut(i) {
+    let mut it = out.iter_mut();
+    neon4_block_with(g, split, qalign, w, co0, |v| {
+        if let Some(d) = it.next() {
             *d = v;
         }
     })
@@ -107,16 +108,17 @@ pub fn neon4_pack_block(
 /// Zeros standing in for an absent channel's taps (at least `k²` long for every kernel side the layout takes).
 static ZEROS: [i8; 2048] = [0; 2048];
 
-/// The words of the 4-channel block at `co0` (see [`neon4_pack_block`]) handed to `put(index, word)`, channel by
-/// channel and quad by quad (each quad's 4 source rows read contiguously). False if `w` is short or `k²` is
-/// beyond the layout's range.
+/// The words of the 4-channel block at `co0` (see [`neon4_pack_block`]) handed to `put` in layout order (quad,
+/// then tap, then channel: sequential writes; each quad's 16 source rows are looked up once). False if `w` is
+/// short or `k²` is beyond the layout's range.
+#[inline]
 fn neon4_block_with(
     g: &Conv2dGeom,
     split: usize,
     qalign: usize,
     w: &[i8],
     co0: usize,
-    mut put: impl FnMut(usize, u32),
+    mut put: impl FnMut(u32),
 ) -> bool {
     let split = split.min(g.cin);
     let (qa, quads) = neon4_quads(g.cin, split, qalign);
@@ -124,27 +126,21 @@ fn neon4_block_with(
     if w.len() < g.cout * g.cin * kk || kk > ZEROS.len() {
         return false;
     }
-    for c in 0..NEON4_CO {
-        let co = co0 + c;
-        for q in 0..quads {
-            let src: [&[i8]; 4] = core::array::from_fn(|j| {
+    for q in 0..quads {
+        // src[c][j]: the taps of output channel co0 + c for input channel byte j of this quad.
+        let src: [[&[i8]; 4]; NEON4_CO] = core::array::from_fn(|c| {
+            let co = co0 + c;
+            core::array::from_fn(|j| {
                 neon4_channel(q, j, qa, split, g.cin)
                     .filter(|_| co < g.cout)
                     .and_then(|ci| w.get((co * g.cin + ci) * kk..(co * g.cin + ci + 1) * kk))
-                    .unwrap_or(&ZEROS)
-            });
-            for (t, (((&a, &b), &x), &d)) in src[0]
-                .iter()
-                .zip(src[1])
-                .zip(src[2])
-                .zip(src[3])
-                .take(kk)
-                .enumerate()
-            {
-                put(
-                    (q * kk + t) * NEON4_CO + c,
-                    u32::from_le_bytes([a as u8, b as u8, x as u8, d as u8]),
-                );
+                    .unwrap_or(&ZEROS[..kk])
+            })
+        });
+        for t in 0..kk {
+            for s in &src {
+                let b = |j: usize| s[j].get(t).map_or(0, |&v| v as u8);
+                put(u32::from_le_bytes([b(0), b(1), b(2), b(3)]));
             }
         }
     }
@@ -161,8 +157,9 @@ pub fn neon4_pack(g: &Conv2dGeom, split: usize, w: &[i8], out: &mut [u8]) -> boo
         .take(g.cout.div_ceil(NEON4_CO))
         .enumerate()
         .all(|(b, blk)| {
-            neon4_block_with(g, split, NEON4_QALIGN, w, b * NEON4_CO, |i, v| {
-                if let Some(d) = blk.get_mut(4 * i..4 * i + 4) {
+            let mut it = blk.chunks_exact_mut(4);
+            neon4_block_with(g, split, NEON4_QALIGN, w, b * NEON4_CO, |v| {
+                if let Some(d) = it.next() {
                     d.copy_from_slice(&v.to_le_bytes());
                 }
             })
