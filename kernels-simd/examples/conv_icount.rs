@@ -12,6 +12,11 @@ use ember_kernels::quant::{self, ActQ, QOut};
 use ember_kernels::registry::tier;
 use ember_kernels::{pack, Conv2dGeom, Weights};
 
+/// A packed layout's length for a layer and split.
+type LenFn = fn(&Conv2dGeom, usize) -> usize;
+/// A packed layout's packer (layer, split, canonical weights, output bytes).
+type PackFn = fn(&Conv2dGeom, usize, &[i8], &mut [u8]) -> bool;
+
 /// Bytes of the tier's packed int8 layout for `g` (0 for a tier without one).
 fn len_of_packed(t: &ember_kernels::registry::KernelTable, g: &Conv2dGeom, split: usize) -> usize {
     match t.conv2d_i8_packed.map(|(f, _)| f) {
@@ -110,10 +115,7 @@ fn main() {
         let packed: Option<(ember_kernels::registry::Conv2dI8PackedFn, Vec<u32>)> = (kind == "i8p")
             .then(|| {
                 let (fam, f) = t.conv2d_i8_packed?;
-                let (len_of, pack_fn): (
-                    fn(&Conv2dGeom, usize) -> usize,
-                    fn(&Conv2dGeom, usize, &[i8], &mut [u8]) -> bool,
-                ) = match fam {
+                let (len_of, pack_fn): (LenFn, PackFn) = match fam {
                     pack::AARCH64_NEON => (pack::neon4_len, pack::neon4_pack),
                     pack::X86_AVX512 => (pack::vnni8_len, pack::vnni8_pack),
                     _ => return None,
