@@ -175,7 +175,7 @@ def chart(results: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for label, pick, style in [("student (distilled, 1 pass/step)", lambda r: r["name"].startswith("student"), "o-"),
                                ("teacher DDIM, guidance 2 (2 passes/step)", lambda r: r["name"].startswith("teacher DDIM"), "s-"),
-                               ("teacher DPM-Solver++ 2M", lambda r: "DPM" in r["name"], "^"),
+                               ("teacher DPM-Solver++ 2M", lambda r: "DPM-Solver" in r["name"], "^"),
                                ("teacher DDPM", lambda r: "DDPM" in r["name"], "v")]:
         pts = sorted((r["steps"], r["fid"]) for r in rows if pick(r))
         if pts:
