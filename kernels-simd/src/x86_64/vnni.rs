@@ -544,7 +544,8 @@ unsafe fn gemm_avx(
     }
 }
 
-/// [`store_i8_rows`] with the scalar epilogue ([`quant::ChannelEpilogue::store_i8`]), for tiers without AVX-512.
+/// [`store_i8_rows`] with the scalar epilogue ([`quant::ChannelEpilogue::store_i8`]): for tiers without AVX-512, and
+/// for the AVX-512 one when a shift is below 2.
 #[allow(clippy::too_many_arguments)]
 unsafe fn store_i8_rows_scalar(
     _p: &EpilogueParts<'_>,
@@ -611,7 +612,9 @@ unsafe fn store_i8_rows(
     let vector_ok = p.ma.shift >= 2
         && (b.is_none() || p.mb.shift >= 2)
         && (!has_r || (p.mr.shift >= 2 && p.rplane.len() >= p0 + rows * ow));
-    let zeros = [0i32; PX];
+    if !vector_ok {
+        return store_i8_rows_scalar(p, ch, p0, ow, wph, a, b, out);
+    }
     for dy in 0..rows {
         let f = dy * wph;
         let (Some(ra), Some(dst)) = (a.get(f..f + ow), out.get_mut(dy * ow..(dy + 1) * ow)) else {
@@ -625,16 +628,6 @@ unsafe fn store_i8_rows(
             None => None,
         };
         let q0 = p0 + dy * ow;
-        if !vector_ok {
-            let mut k = 0;
-            while k < ow {
-                let e = (k + PX).min(ow);
-                let bb = rb.map_or(&zeros[..e - k], |b| &b[k..e]);
-                ch.store_i8(q0 + k, &ra[k..e], bb, &mut dst[k..e]);
-                k = e;
-            }
-            continue;
-        }
         let bias = _mm512_set1_epi64(p.bias_q);
         let mut j = 0;
         while j < ow {
