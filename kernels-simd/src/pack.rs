@@ -13,9 +13,14 @@
 
 use crate::Conv2dGeom;
 
-/// Family: the x86_64 AVX-512 tier (F + BW + VNNI). int8 convolutions in the [`vnni8_pack`] layout (`vpdpbusd`,
-/// `x86_64/vnni.rs`), float convolutions in the [`fma8_pack`] layout (`vfmadd231ps`, `x86_64/gemm512.rs`).
+/// Family: the x86_64 AVX-512 tier (F + BW + VNNI), int8 convolutions in the [`vnni8_pack`] layout (`vpdpbusd`,
+/// `x86_64/vnni.rs`). (Blobs written before family [`X86_AVX512_F32`] existed also carry float convolutions under
+/// this code, in the [`fma8_pack`] layout; the runtime no longer reads those and packs per call instead.)
 pub const X86_AVX512: u32 = 1;
+
+/// Family: the x86_64 AVX-512 tier's float convolutions, in the [`fma16_pack`] layout (output channels in the
+/// lanes, `x86_64/direct512.rs`). `quantize-tool`'s `x86_64-avx512` writes both this and [`X86_AVX512`].
+pub const X86_AVX512_F32: u32 = 3;
 
 /// The int8 layout's family (the AVX-512 tier's).
 pub const VNNI8: u32 = X86_AVX512;
@@ -39,6 +44,7 @@ pub const NEON4_QALIGN: usize = 2;
 pub const FAMILIES: &[(u32, &str)] = &[
     (X86_AVX512, "x86_64-avx512"),
     (AARCH64_NEON, "aarch64-neon"),
+    (X86_AVX512_F32, "x86_64-avx512-f32"),
 ];
 
 /// Output channels per block of family `f`'s layout (a split of a layer's channels must fall on a block
@@ -47,6 +53,7 @@ pub fn block_channels(f: u32) -> usize {
     match f {
         X86_AVX512 => VNNI8_CO,
         AARCH64_NEON => NEON4_CO,
+        X86_AVX512_F32 => FMA16_CO,
         _ => 1,
     }
 }
@@ -338,4 +345,66 @@ pub fn fma8_pack(g: &Conv2dGeom, w: crate::Weights<'_>, out: &mut [u8]) -> bool 
             .take(g.cout.div_ceil(VNNI8_CO))
             .enumerate()
             .all(|(b, blk)| fma8_pack_block(g, w, b * VNNI8_CO, blk))
+}
+
+/// Output channels per block of the [`fma16_pack`] layout (one `zmm` of `f32`).
+pub const FMA16_CO: usize = 16;
+
+/// Whether family `fam` packs this float convolution, and its packed length in bytes (`None`: the family has no
+/// float layout, or its kernel does not take the layer, so packing it would only grow the blob).
+pub fn float_len(fam: u32, g: &Conv2dGeom) -> Option<usize> {
+    let ok = fam == X86_AVX512_F32
+        && g.cout > 0
+        && g.cout.is_multiple_of(FMA16_CO)
+        && (1..=2).contains(&g.stride)
+        && (1..=7).contains(&g.k);
+    ok.then(|| fma16_len(g))
+}
+
+/// Pack a float convolution's weights for family `fam` into `out` ([`float_len`] bytes); false where
+/// [`float_len`] is `None` or a length is short.
+pub fn float_pack(fam: u32, g: &Conv2dGeom, w: crate::Weights<'_>, out: &mut [u8]) -> bool {
+    float_len(fam, g).is_some() && fma16_pack(g, w, out)
+}
+
+/// Bytes of a whole float layer in the [`fma16_pack`] layout.
+pub fn fma16_len(g: &Conv2dGeom) -> usize {
+    g.cout.div_ceil(FMA16_CO) * g.cin * g.k * g.k * FMA16_CO * 4
+}
+
+/// Pack a float convolution's weights (`[cout][cin][k][k]`, f32 or f16) for the channels-in-lanes AVX-512 kernel
+/// (`x86_64/direct512.rs`): per block of 16 output channels, `cin · k² · 16` little-endian `f32`
+/// `[cin][tap][channel]` (0 past `cout`), so one (input channel, tap) of a block is one 64-byte vector. False if a
+/// length is short or the weights are int8.
+pub fn fma16_pack(g: &Conv2dGeom, w: crate::Weights<'_>, out: &mut [u8]) -> bool {
+    let per = g.cin * g.k * g.k;
+    let Some(out) = out.get_mut(..fma16_len(g)) else {
+        return false;
+    };
+    if w.len() < g.cout * per || matches!(w, crate::Weights::I8 { .. }) {
+        return false;
+    }
+    out.fill(0);
+    let mut row = [0f32; 256];
+    for co in 0..g.cout {
+        let (b, c) = (co / FMA16_CO, co % FMA16_CO);
+        for i0 in (0..per).step_by(256) {
+            let n = (per - i0).min(256);
+            match w {
+                crate::Weights::F32(all) => {
+                    row[..n].copy_from_slice(&all[co * per + i0..co * per + i0 + n])
+                }
+                crate::Weights::F16(all) => crate::generic::f16_to_f32(
+                    &all[co * per + i0..co * per + i0 + n],
+                    &mut row[..n],
+                ),
+                crate::Weights::I8 { .. } => return false,
+            }
+            for (j, &v) in row[..n].iter().enumerate() {
+                let at = ((b * per + i0 + j) * FMA16_CO + c) * 4;
+                out[at..at + 4].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+    true
 }

@@ -89,6 +89,53 @@ fn shapes(rng: &mut Lcg) -> Vec<Conv2dGeom> {
     v
 }
 
+/// Float layers with output channels in multiples of 16, which the AVX-512 float packing family takes: every group
+/// width of the channels-in-lanes kernel (64, 32, 16 and their sums), rows split into tiles of every size, input
+/// channels off its chunk of 8, bands capped by its 1 024 parked positions, strides 1 and 2, kernel sides 1, 3, 5,
+/// and pointwise layers past one column chunk (the column path).
+fn packed_shapes(rng: &mut Lcg) -> Vec<Conv2dGeom> {
+    let mk = |cin, h: usize, w: usize, cout, k: usize, stride, pad: usize| Conv2dGeom {
+        cin,
+        h,
+        w,
+        cout,
+        k,
+        stride,
+        pad_t: pad,
+        pad_l: pad,
+        oh: (h + 2 * pad - k) / stride + 1,
+        ow: (w + 2 * pad - k) / stride + 1,
+    };
+    let mut v = vec![
+        mk(13, 9, 9, 64, 3, 1, 1),
+        mk(20, 8, 8, 48, 3, 1, 1),
+        mk(9, 5, 7, 112, 3, 1, 1),
+        mk(17, 16, 16, 16, 3, 1, 1),
+        mk(8, 4, 4, 80, 3, 1, 1),
+        mk(24, 17, 17, 32, 3, 2, 1),
+        mk(6, 12, 11, 32, 5, 1, 2),
+        mk(16, 16, 16, 64, 1, 1, 0),
+        mk(200, 32, 32, 48, 1, 1, 0),
+        mk(128, 64, 40, 16, 3, 1, 1),
+        mk(256, 32, 32, 64, 3, 1, 1),
+        mk(3, 1, 1, 16, 1, 1, 0),
+    ];
+    for _ in 0..20 {
+        let k: usize = [1, 3, 5][rng.below(3)];
+        let pad = rng.below(k.div_ceil(2) + 1).min(k - 1);
+        v.push(mk(
+            1 + rng.below(40),
+            1 + rng.below(20) + k,
+            1 + rng.below(40) + k,
+            16 * (1 + rng.below(7)),
+            k,
+            1 + rng.below(2),
+            pad,
+        ));
+    }
+    v
+}
+
 fn check_f32(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
     let mut n = 0;
     for g in shapes(rng) {
@@ -423,11 +470,14 @@ fn check_f32_packed(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
     let Some((fam, conv)) = t.conv2d_packed else {
         return Ok(0);
     };
-    if fam != pack::X86_AVX512 {
+    if fam != pack::X86_AVX512_F32 {
         return Err(format!("unknown family {fam}"));
     }
     let (mut n, mut read) = (0, 0);
-    for g in shapes(rng) {
+    for g in shapes(rng).into_iter().chain(packed_shapes(rng)) {
+        let Some(plen) = pack::float_len(fam, &g) else {
+            continue;
+        };
         let x: Vec<f32> = (0..g.cin * g.h * g.w).map(|_| rng.f()).collect();
         let wf: Vec<f32> = (0..g.cout * g.cin * g.k * g.k)
             .map(|_| rng.f() * 0.1)
@@ -436,9 +486,9 @@ fn check_f32_packed(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
         let b: Vec<f32> = (0..g.cout).map(|_| rng.f()).collect();
         let len = g.cout * g.oh * g.ow;
         for w in [Weights::F32(&wf), Weights::F16(&wh)] {
-            let mut p = vec![0u8; pack::fma8_len(&g) + 1];
+            let mut p = vec![0u8; plen + 1];
             let p = &mut p[1..]; // unaligned on purpose
-            if !pack::fma8_pack(&g, w, p) {
+            if !pack::float_pack(fam, &g, w, p) {
                 return Err(format!("{g:?}: pack refused"));
             }
             let (mut a, mut c, mut d) = (vec![0f32; len], vec![0f32; len], vec![0f32; len]);
@@ -564,6 +614,16 @@ fn check_stack(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
             let w: Vec<f32> = (0..g.cout * g.cin * g.k * g.k).map(|_| rng.f()).collect();
             let mut out = vec![0f32; g.cout * g.oh * g.ow];
             (t.conv2d)(&g, &x, Weights::F32(&w), None, &mut out);
+            // The packed float kernel too (its own stack scratch), where the tier has one.
+            if let Some((fam, f)) = t.conv2d_packed {
+                if let Some(len) = pack::float_len(fam, &g) {
+                    let mut p = vec![0u8; len];
+                    if pack::float_pack(fam, &g, Weights::F32(&w), &mut p) {
+                        f(&g, &x, Weights::F32(&w), &p, None, &mut out);
+                        n += 1;
+                    }
+                }
+            }
             let xq: Vec<i8> = (0..g.cin * g.h * g.w).map(|_| rng.i8()).collect();
             let wq: Vec<i8> = (0..g.cout * g.cin * g.k * g.k).map(|_| rng.i8()).collect();
             let ws = vec![0.01f32; g.cout];

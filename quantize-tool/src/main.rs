@@ -85,7 +85,8 @@ enum Cmd {
         #[arg(long)]
         self_test: bool,
         /// Also store every convolution's weights packed offline for these kernel families (comma-separated:
-        /// `x86_64-avx512` (int8 and float convolutions), `aarch64-neon` (int8 convolutions)), so the SIMD kernels skip packing them per call. The canonical weights stay, so the
+        /// `x86_64-avx512` (int8 convolutions, and float ones as its part `x86_64-avx512-f32`), `aarch64-neon` (int8
+        /// convolutions)), so the SIMD kernels skip packing them per call. The canonical weights stay, so the
         /// blob still runs everywhere; it grows by about the weights' size per family (f16 weights are packed as
         /// f32, twice their size).
         #[arg(long, value_delimiter = ',')]
@@ -115,7 +116,8 @@ enum Cmd {
         /// Output blob.
         #[arg(short, long)]
         output: PathBuf,
-        /// Kernel families, comma-separated (`x86_64-avx512`, `aarch64-neon`).
+        /// Kernel families, comma-separated (`x86_64-avx512` (int8 and float), `x86_64-avx512-f32` (float only),
+        /// `aarch64-neon`).
         #[arg(long, value_delimiter = ',', required = true)]
         family: Vec<String>,
     },
@@ -595,15 +597,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// Kernel family codes from their names (`ember_kernels::pack::FAMILIES`).
+/// Kernel family codes from their names (`ember_kernels::pack::FAMILIES`). `x86_64-avx512` names the whole
+/// AVX-512 tier: its int8 layout and its float one (`x86_64-avx512-f32`).
 fn families(names: &[String]) -> Result<Vec<u32>, String> {
-    names
-        .iter()
-        .map(|n| {
-            ember_kernels::pack::family_code(n.trim()).ok_or_else(|| {
-                let known: Vec<&str> = ember_kernels::pack::FAMILIES.iter().map(|f| f.1).collect();
-                format!("unknown kernel family `{n}` (known: {})", known.join(", "))
-            })
-        })
-        .collect()
+    let mut out = Vec::new();
+    for n in names {
+        let code = ember_kernels::pack::family_code(n.trim()).ok_or_else(|| {
+            let known: Vec<&str> = ember_kernels::pack::FAMILIES.iter().map(|f| f.1).collect();
+            format!("unknown kernel family `{n}` (known: {})", known.join(", "))
+        })?;
+        out.push(code);
+        if code == ember_kernels::pack::X86_AVX512 {
+            out.push(ember_kernels::pack::X86_AVX512_F32);
+        }
+    }
+    Ok(out)
 }

@@ -71,10 +71,13 @@ pub fn section(m: &Model<'_>, families: &[u32]) -> Result<Option<Vec<u8>>, Conve
                     }
                     b
                 }
-                // Float convolution (f32 or f16 weights, f32 math).
-                (pack::X86_AVX512, Weights::F32(_) | Weights::F16(_)) if scratch == NONE => {
-                    let mut b = vec![0u8; pack::fma8_len(&g)];
-                    if !pack::fma8_pack(&g, wt, &mut b) {
+                // Float convolution (f32 or f16 weights, f32 math), where the family's kernel takes it.
+                (_, Weights::F32(_) | Weights::F16(_)) if scratch == NONE => {
+                    let Some(len) = pack::float_len(fam, &g) else {
+                        continue;
+                    };
+                    let mut b = vec![0u8; len];
+                    if !pack::float_pack(fam, &g, wt, &mut b) {
                         return Err(short());
                     }
                     b

@@ -16,7 +16,7 @@ fn read(p: &str) -> AlignedBytes {
 
 fn packed(b: &AlignedBytes) -> AlignedBytes {
     let m = Model::parse(b.as_slice()).unwrap();
-    let sec = quantize_tool::pack::section(&m, &[ember_kernels::pack::X86_AVX512])
+    let sec = quantize_tool::pack::section(&m, &[ember_kernels::pack::X86_AVX512_F32])
         .unwrap()
         .expect("a U-Net has convolutions to pack");
     AlignedBytes::new(

@@ -101,10 +101,9 @@ fn main() {
                 continue;
             };
             // Weights packed offline (as `quantize-tool pack` writes them) where the tier reads a packed layout.
-            let fp = t.conv2d_packed.map(|(_, f)| {
-                let mut p = vec![0u8; ember_kernels::pack::fma8_len(g)];
-                ember_kernels::pack::fma8_pack(g, Weights::F32(&w), &mut p);
-                (f, p)
+            let fp = t.conv2d_packed.and_then(|(fam, f)| {
+                let mut p = vec![0u8; ember_kernels::pack::float_len(fam, g)?];
+                ember_kernels::pack::float_pack(fam, g, Weights::F32(&w), &mut p).then_some((f, p))
             });
             let qp = t.conv2d_i8_packed.map(|(_, f)| {
                 let mut p = vec![0u8; ember_kernels::pack::vnni8_len(g, g.cin)];

@@ -177,8 +177,10 @@ pub(crate) fn conv2d(
     }
 }
 
-/// [`conv2d`] with the layer's weights also packed offline ([`crate::pack::fma8_pack`]; used when the implicit GEMM
-/// takes the layer and `packed` has its length, otherwise as [`conv2d`]).
+/// [`conv2d`] with the layer's weights also packed offline for family `x86_64-avx512-f32`
+/// ([`crate::pack::fma16_pack`]): the channels-in-lanes kernel (`direct512.rs`) where it takes the layer and
+/// `packed` has its length, the implicit GEMM's column path on the same bytes for pointwise and 4×4 layers
+/// (`gemm512::cols_first`), otherwise [`conv2d`] (which packs per call).
 pub(crate) fn conv2d_packed(
     g: &Conv2dGeom,
     input: &[f32],
@@ -187,9 +189,13 @@ pub(crate) fn conv2d_packed(
     bias: Option<Weights<'_>>,
     out: &mut [f32],
 ) {
-    if super::gemm512::fits(g, input.len(), w.len(), out.len()) {
-        // SAFETY: reachable only through the AVX-512 table (avx512f detected).
-        unsafe { super::gemm512::conv2d_packed(g, input, w, packed, bias, out) };
+    // SAFETY (both): reachable only through the AVX-512 table (avx512f detected); the kernels check every length.
+    if super::gemm512::cols_first(g)
+        && unsafe { super::gemm512::conv2d_cols16(g, input, w, packed, bias, out) }
+    {
+        return;
+    }
+    if unsafe { super::direct512::conv2d_packed(g, input, packed, bias, out) } {
         return;
     }
     conv2d(g, input, w, bias, out)

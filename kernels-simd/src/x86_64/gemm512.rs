@@ -1,13 +1,15 @@
 //! AVX-512 f32 convolution as an implicit GEMM on the banded layout of [`super::bands`] (shared with the VNNI int8
-//! kernel), with one `f32` per word. A band of output rows is laid out on the stack per input channel (zero-padded; split
-//! into 4 phase planes for stride 2), so every output position reads its taps at fixed offsets from its flat index
-//! `oy · Wph + ox`; the register tile is 32 consecutive positions (2 `zmm`) × 8 output channels (broadcast
-//! weights): 16 independent FMA chains. Small images waste few lanes (a 16×16 layer computes 16 · 18 positions, not
-//! 16 rows of 32). Sums are reordered and fused against generic, so results agree within the f32 tolerance of the
-//! tier tests, not bitwise. Weights are read in the [`crate::pack::fma8_pack`] layout: packed offline when the blob
-//! carries the AVX-512 family ([`conv2d_packed`]), otherwise packed here per 8-channel block (same values, so the
-//! two paths give the same bits). Small outputs (4×4, 8×8: at most 64 positions, a multiple of 16) take an
-//! explicit im2col instead, whose 16-position tiles waste no lanes.
+//! kernel), with one `f32` per word: the AVX-512 tier's float path on **canonical** weights (a blob without the
+//! `x86_64-avx512-f32` packs), and its pointwise path on packed ones. A band of output rows is laid out on the stack
+//! per input channel (zero-padded; split into 4 phase planes for stride 2), so every output position reads its taps
+//! at fixed offsets from its flat index `oy · Wph + ox`; the register tile is 48 (or 32) consecutive positions × 8
+//! output channels (broadcast weights). Sums are reordered and fused against generic, so results agree within the
+//! f32 tolerance of the tier tests, not bitwise; every output's sum is the same FMA chain (input channel, then tap)
+//! as in the channels-in-lanes kernel (`direct512.rs`), so a packed and an unpacked blob give the same bits.
+//! Weights are packed here per 8-channel block ([`crate::pack::fma8_pack_block`]). Small outputs (4×4, 8×8: at most
+//! 64 positions, a multiple of 16) and pointwise layers take an explicit, tile-major im2col instead
+//! ([`conv_cols`]), whose 16-position tiles waste no lanes; that path also reads the offline
+//! [`crate::pack::fma16_pack`] layout ([`conv2d_cols16`]).
 
 use core::arch::x86_64::*;
 
@@ -42,31 +44,27 @@ fn layout(g: &Conv2dGeom) -> Option<Bands> {
 const SP: usize = 16;
 /// Largest output plane (`oh · ow`) the small-output path takes (above 64 only for 128+ output channels).
 const SMALL_MAX: usize = 256;
-/// Accumulator buffer of the small-output path, in floats (`cout · oh · ow`; 128 KiB).
-const SACC: usize = 64 * 1024;
-
-/// Input channels per im2col chunk of the small-output path, or `None` where the layer is not small: output
-/// planes of 16, 32, 48 or 64 positions (4×4, 8×8 ...), and up to 256 (16×16) with at least 128 output channels.
-/// There the band layout computes its padding columns (a 4×4 output with a 3×3 kernel fills 22 of 32 lanes with
-/// 16 useful positions; 16×16 computes 18 columns per row), and an explicit im2col `col[ci][tap][position]` uses
-/// every lane. The im2col copies each input value k² times, which pays for itself over many output channels
-/// (measured: cifar's 256-channel 16×16 layers gain 5 %, the student's 64-channel ones lose 8 %).
-fn small(g: &Conv2dGeom) -> Option<usize> {
+/// Whether the column path ([`conv_cols`]) takes this 3×3-style layer: output planes of 16, 32, 48 or 64
+/// positions (4×4, 8×8 ...), and up to 256 (16×16) with at least 128 output channels. There the band layout
+/// computes its padding columns (a 4×4 output with a 3×3 kernel fills 22 of 32 lanes with 16 useful positions;
+/// 16×16 computes 18 columns per row), and an explicit im2col uses every lane. The im2col copies each input value
+/// k² times, which pays for itself over many output channels (measured: cifar's 256-channel 16×16 layers gain 5 %,
+/// the student's 64-channel ones lose 8 %).
+fn small(g: &Conv2dGeom) -> bool {
     let (kk, p) = (g.k * g.k, g.oh * g.ow);
-    let ok = p > 0
+    p > 0
         && p.is_multiple_of(SP)
         && (p <= 64 || (p <= SMALL_MAX && g.cout >= 128))
         && (1..=super::bands::KMAX).contains(&g.k)
         && (1..=2).contains(&g.stride)
         && g.cin > 0
-        && g.cout * p <= SACC
-        && g.cin * kk * CO <= WP_W;
-    ok.then(|| (TILE_W / (kk * p)).min(g.cin))
+        && kk * p <= TILE_W
+        && g.cin * kk * CO <= WP_W
 }
 
 /// Whether [`conv2d`] takes this layer with these slice lengths.
 pub(super) fn fits(g: &Conv2dGeom, input: usize, w: usize, out: usize) -> bool {
-    (layout(g).is_some() || small(g).is_some() || pointwise(g))
+    (layout(g).is_some() || small(g) || pointwise(g))
         && input >= g.cin * g.h * g.w
         && w >= g.cout * g.cin * g.k * g.k
         && out >= g.cout * g.oh * g.ow
@@ -84,25 +82,31 @@ pub(super) unsafe fn conv2d(
     bias: Option<Weights<'_>>,
     out: &mut [f32],
 ) {
-    conv(g, input, w, None, bias, out)
+    conv(g, input, w, bias, out)
 }
 
-/// [`conv2d`] on weights packed offline ([`crate::pack::fma8_pack`] of the whole layer); a length that does not
-/// match falls back to packing `w`.
+/// The column path ([`pointwise`] and [`small`] layers) on weights packed offline in the
+/// [`crate::pack::fma16_pack`] layout; false (nothing written) for other layers or lengths.
 ///
 /// # Safety
 /// The CPU must have AVX-512 F.
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn conv2d_packed(
+pub(super) unsafe fn conv2d_cols16(
     g: &Conv2dGeom,
     input: &[f32],
     w: Weights<'_>,
     packed: &[u8],
     bias: Option<Weights<'_>>,
     out: &mut [f32],
-) {
-    let ok = packed.len() == crate::pack::fma8_len(g);
-    conv(g, input, w, ok.then_some(packed), bias, out)
+) -> bool {
+    let ok = (pointwise(g) || small(g))
+        && g.cout.is_multiple_of(crate::pack::FMA16_CO)
+        && packed.len() == crate::pack::fma16_len(g)
+        && fits(g, input.len(), w.len(), out.len());
+    if ok {
+        conv_cols(g, input, w, Some(packed), bias, out);
+    }
+    ok
 }
 
 #[target_feature(enable = "avx512f")]
@@ -110,21 +114,17 @@ unsafe fn conv(
     g: &Conv2dGeom,
     input: &[f32],
     w: Weights<'_>,
-    pre: Option<&[u8]>,
     bias: Option<Weights<'_>>,
     out: &mut [f32],
 ) {
     if !fits(g, input.len(), w.len(), out.len()) {
         return;
     }
-    if pointwise(g) {
-        return conv_pointwise(g, input, w, pre, bias, out);
-    }
-    if let Some(cc) = small(g) {
-        return conv_small(g, input, w, pre, bias, out, cc);
+    if pointwise(g) || small(g) {
+        return conv_cols(g, input, w, None, bias, out);
     }
     if let Some(l) = layout(g) {
-        conv_bands(g, &l, input, w, pre, bias, out);
+        conv_bands(g, &l, input, w, bias, out);
     }
 }
 
@@ -140,7 +140,6 @@ unsafe fn conv_bands(
     l: &Bands,
     input: &[f32],
     w: Weights<'_>,
-    pre: Option<&[u8]>,
     bias: Option<Weights<'_>>,
     out: &mut [f32],
 ) {
@@ -154,7 +153,7 @@ unsafe fn conv_bands(
     let tile = zeroed_prefix(&mut tile_m, g.cin * cs);
     let bl = crate::pack::fma8_block_len(g);
     let mut wp_m = MaybeUninit::<[u8; WP_W * 4]>::uninit();
-    let wp = zeroed_prefix(&mut wp_m, if pre.is_some() { 0 } else { bl });
+    let wp = zeroed_prefix(&mut wp_m, bl);
     let mut buf = [[0f32; FMAX]; CO];
     let mut oy0 = 0;
     while oy0 < g.oh {
@@ -162,13 +161,11 @@ unsafe fn conv_bands(
         let fpad = l.fpad(r, g.ow);
         fill_tile(g, &l, input, oy0, tile);
         for co0 in (0..g.cout).step_by(CO) {
-            // Packed weights [ci][tap][CO]; channels past cout are zero.
-            let blk = match pre {
-                Some(p) => p.get(co0 / CO * bl..co0 / CO * bl + bl),
-                None => crate::pack::fma8_pack_block_with(g, w, co0, wp, super::avx2::f16_to_f32)
-                    .then_some(&*wp),
-            };
-            let Some(blk) = blk else { return };
+            // Weights packed per block, [ci][tap][CO]; channels past cout are zero.
+            if !crate::pack::fma8_pack_block_with(g, w, co0, wp, super::avx2::f16_to_f32) {
+                return;
+            }
+            let blk = &*wp;
             // SAFETY: AVX-512 F per this function's contract; `tile` holds cin · cs laid-out values, every tap
             // offset plus a position below `fpad` stays below `cs`; `fpad <= FMAX`; `blk` holds cin · kk · CO values.
             gemm(tile, cs, g.cin, off, blk, fpad, &mut buf);
@@ -192,105 +189,87 @@ unsafe fn conv_bands(
     }
 }
 
-/// The small-output path (see [`small`]): input channels in chunks of `cc`, each laid out as
-/// `col[ci][tap][position]` (zero where a tap falls in the padding); per block of 8 output channels and 16
-/// positions, 8 accumulators run over the chunk's `ci · k² + tap` rows and are kept in `acc` between chunks (a
-/// spill and reload: the same sums as one pass, so the chunking does not change the bits).
+/// The column paths ([`small`] and [`pointwise`] layers): input channels in chunks as large as the column buffer
+/// holds (rows `ci · k² + tap`, whole channels; all of them for 4×4 and 8×8 outputs, so each weight block is read
+/// as one long sequential stream, which matters when a whole U-Net's weights come from DRAM), each laid out
+/// **tile-major**, `col[tile][row][16]` for 16-position tiles
+/// (zero where a tap falls in the padding; a 1×1 layer's input copied, not expanded), so a tile's column is one
+/// contiguous run. (Row-major `[row][position]` put rows 256 or 1 024 floats apart, a stride that maps a column
+/// onto 4 or 1 of L1's 64 sets: the column could never stay in L1.) Per pair of 8-channel blocks and tile, 16
+/// accumulators run over the chunk's rows and are parked in `out` between chunks (a spill and reload: the same sums
+/// as one pass, so the chunking does not change the bits); the bias is added at the end.
 ///
 /// # Safety
-/// AVX-512 F; the layer passed [`fits`] and `cc` is [`small`]'s.
+/// AVX-512 F; the layer passed [`fits`] and is [`small`] or [`pointwise`].
 #[inline(never)]
 #[target_feature(enable = "avx512f")]
-unsafe fn conv_small(
+unsafe fn conv_cols(
     g: &Conv2dGeom,
     input: &[f32],
     w: Weights<'_>,
     pre: Option<&[u8]>,
     bias: Option<Weights<'_>>,
     out: &mut [f32],
-    cc: usize,
 ) {
     let (kk, p) = (g.k * g.k, g.oh * g.ow);
     let plane_in = g.h * g.w;
+    // Whole channels per chunk, and no more rows than the column buffer holds.
+    let cc = (TILE_W / (kk * p)).clamp(1, g.cin);
     let mut col_m = MaybeUninit::<[f32; TILE_W]>::uninit();
     let col = zeroed_prefix(&mut col_m, cc * kk * p);
-    let mut acc_m = MaybeUninit::<[f32; SACC]>::uninit();
-    let acc = zeroed_prefix(&mut acc_m, g.cout * p);
     let bl = crate::pack::fma8_block_len(g);
     let mut wp_m = MaybeUninit::<[u8; WP_W * 4]>::uninit();
     let wp = zeroed_prefix(&mut wp_m, if pre.is_some() { 0 } else { bl });
-    if col.len() < cc * kk * p || acc.len() < g.cout * p {
+    let Some(acc) = out.get_mut(..g.cout * p) else {
+        return;
+    };
+    if col.len() < cc * kk * p || kk * p > TILE_W {
         return;
     }
     for ci0 in (0..g.cin).step_by(cc) {
         let ci1 = (ci0 + cc).min(g.cin);
-        // im2col of channels ci0..ci1.
-        for ci in ci0..ci1 {
-            let src = input.get(ci * plane_in..(ci + 1) * plane_in).unwrap_or(&[]);
-            for t in 0..kk {
-                let (ky, kx) = (t / g.k, t % g.k);
-                let row0 = ((ci - ci0) * kk + t) * p;
-                for oy in 0..g.oh {
-                    let iy = (oy * g.stride + ky).wrapping_sub(g.pad_t);
-                    for ox in 0..g.ow {
-                        let ix = (ox * g.stride + kx).wrapping_sub(g.pad_l);
-                        let v = if iy < g.h && ix < g.w {
-                            src.get(iy * g.w + ix).copied().unwrap_or(0.0)
-                        } else {
-                            0.0
+        let rows = (ci1 - ci0) * kk;
+        let col = &mut col[..rows * p];
+        if kk == 1 && g.stride == 1 {
+            // Pointwise: row ci of tile qt is input[ci][16 qt ..].
+            for (r, ci) in (ci0..ci1).enumerate() {
+                let src = input.get(ci * plane_in..(ci + 1) * plane_in).unwrap_or(&[]);
+                for (qt, run) in src.chunks_exact(SP).enumerate() {
+                    if let Some(d) = col.get_mut((qt * rows + r) * SP..(qt * rows + r + 1) * SP) {
+                        d.copy_from_slice(run);
+                    }
+                }
+            }
+        } else {
+            col.fill(0.0);
+            for ci in ci0..ci1 {
+                let src = input.get(ci * plane_in..(ci + 1) * plane_in).unwrap_or(&[]);
+                for t in 0..kk {
+                    let (ky, kx) = (t / g.k, t % g.k);
+                    let r = (ci - ci0) * kk + t;
+                    for oy in 0..g.oh {
+                        let iy = (oy * g.stride + ky).wrapping_sub(g.pad_t);
+                        let Some(row) = src.get(iy * g.w..(iy + 1) * g.w).filter(|_| iy < g.h)
+                        else {
+                            continue;
                         };
-                        if let Some(d) = col.get_mut(row0 + oy * g.ow + ox) {
-                            *d = v;
+                        for ox in 0..g.ow {
+                            let ix = (ox * g.stride + kx).wrapping_sub(g.pad_l);
+                            if let (Some(&v), true) = (row.get(ix), ix < g.w) {
+                                let q = oy * g.ow + ox;
+                                if let Some(d) = col.get_mut((q / SP * rows + r) * SP + q % SP) {
+                                    *d = v;
+                                }
+                            }
                         }
                     }
                 }
             }
         }
-        let rows = (ci1 - ci0) * kk;
-        let wr = ci0 * kk * CO * 4..ci1 * kk * CO * 4;
-        // SAFETY: AVX-512 F (caller); `col` holds `rows` rows of p positions, `acc` cout · p floats.
-        if !blocks(g, w, pre, wp, col, rows, p, wr, acc, ci0 == 0) {
+        // SAFETY: AVX-512 F (caller); `col` holds p / 16 tiles of `rows` rows of 16 floats, `acc` cout · p floats.
+        if !blocks(g, w, pre, wp, col, rows, p, ci0 * kk, acc, ci0 == 0) {
             return;
         }
-    }
-    for co in 0..g.cout {
-        let b = bias.map_or(0.0, |b| b.get(co));
-        if let (Some(dst), Some(src)) = (
-            out.get_mut(co * p..(co + 1) * p),
-            acc.get(co * p..(co + 1) * p),
-        ) {
-            for (o, &a) in dst.iter_mut().zip(src) {
-                *o = a + b;
-            }
-        }
-    }
-}
-
-/// Pointwise layers (1×1, stride 1, no padding, `h · w` a multiple of 16): the input already is the im2col
-/// matrix `[ci][position]`, so the 16-position tiles read it in place and accumulate straight into `out`.
-///
-/// # Safety
-/// AVX-512 F; the layer passed [`fits`] and [`pointwise`].
-#[inline(never)]
-#[target_feature(enable = "avx512f")]
-unsafe fn conv_pointwise(
-    g: &Conv2dGeom,
-    input: &[f32],
-    w: Weights<'_>,
-    pre: Option<&[u8]>,
-    bias: Option<Weights<'_>>,
-    out: &mut [f32],
-) {
-    let p = g.h * g.w;
-    let (Some(col), Some(acc)) = (input.get(..g.cin * p), out.get_mut(..g.cout * p)) else {
-        return;
-    };
-    let bl = crate::pack::fma8_block_len(g);
-    let mut wp_m = MaybeUninit::<[u8; WP_W * 4]>::uninit();
-    let wp = zeroed_prefix(&mut wp_m, if pre.is_some() { 0 } else { bl });
-    // SAFETY: AVX-512 F (caller); `col` holds cin rows of p positions, `acc` cout · p floats.
-    if !blocks(g, w, pre, wp, col, g.cin, p, 0..bl, acc, true) {
-        return;
     }
     if let Some(b) = bias {
         for (co, oc) in acc.chunks_exact_mut(p).enumerate() {
@@ -300,7 +279,14 @@ unsafe fn conv_pointwise(
     }
 }
 
-/// Whether [`conv_pointwise`] takes this layer.
+/// Whether the column path beats the channels-in-lanes kernel (`direct512.rs`) on this layer with packed weights:
+/// pointwise layers, whose input already is the column matrix (measured in the cifar U-Net: its 1×1 layers at
+/// 16×16 take 8.8 ms this way, 10.7 ms in the channels-in-lanes kernel; at 4×4 and 8×8 3×3 layers the latter wins).
+pub(super) fn cols_first(g: &Conv2dGeom) -> bool {
+    pointwise(g)
+}
+
+/// Whether [`conv_cols`] takes this layer as a pointwise one.
 fn pointwise(g: &Conv2dGeom) -> bool {
     g.k == 1
         && g.stride == 1
@@ -311,16 +297,18 @@ fn pointwise(g: &Conv2dGeom) -> bool {
         && (g.h * g.w).is_multiple_of(SP)
         && g.cin > 0
         && g.cin * CO <= WP_W
+        && g.h * g.w <= TILE_W
 }
 
-/// `acc[co][q] (+)= Σ_r w[co][r] · col[r][q]` for every output channel and position, `r` over the `rows` rows of
-/// `col` (`[r][p]`) and the bytes `wr` of each packed 8-channel block (offline in `pre`, else packed per block into
-/// `wp`). Two blocks per pass when packed offline ([`gemm16x2`]), else one ([`gemm16`]). `first` starts from zero,
-/// otherwise from `acc`. False if a block cannot be packed or read.
+/// `acc[co][q] (+)= Σ_r w[co][r0 + r] · col[r][q]` for every output channel and position, `r` over the `rows`
+/// rows of the tile-major `col` (`[q / 16][r][q % 16]`), weight rows `r0 ..` (`ci · k² + tap`) read from the
+/// offline [`crate::pack::fma16_pack`] layout `pre` (two 8-channel blocks per pass, [`gemm16x2`]) or packed per
+/// 8-channel block into `wp` ([`gemm16`]). `first` starts from zero, otherwise from `acc`. False if a block cannot
+/// be packed or a length is short.
 ///
 /// # Safety
-/// AVX-512 F; `col` holds `rows · p` floats, `p` is a multiple of 16, `wr` spans `rows · CO` floats of a block,
-/// `acc` holds `cout · p` floats.
+/// AVX-512 F; `col` holds `rows · p` floats, `p` is a multiple of 16, `acc` holds `cout · p` floats; `pre`, if
+/// any, is a whole layer in the fma16 layout (and then `cout` is a multiple of 16).
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
 unsafe fn blocks(
@@ -331,53 +319,63 @@ unsafe fn blocks(
     col: &[f32],
     rows: usize,
     p: usize,
-    wr: core::ops::Range<usize>,
+    r0: usize,
     acc: &mut [f32],
     first: bool,
 ) -> bool {
-    let bl = crate::pack::fma8_block_len(g);
-    if col.len() < rows * p || acc.len() < g.cout * p || wr.len() < rows * CO * 4 {
+    let per = g.cin * g.k * g.k;
+    if col.len() < rows * p || acc.len() < g.cout * p || r0 + rows > per {
         return false;
     }
-    let mut co0 = 0;
-    while co0 < g.cout {
-        let blk = match pre {
-            Some(pk) => pk.get(co0 / CO * bl..co0 / CO * bl + bl),
-            None => crate::pack::fma8_pack_block_with(g, w, co0, wp, super::avx2::f16_to_f32)
-                .then_some(&*wp),
-        };
-        let Some(wsub) = blk.and_then(|b| b.get(wr.clone())) else {
-            return false;
-        };
-        // Two blocks of 8 channels per pass when the weights are packed offline (each position row then feeds
-        // 16 FMAs); per-call packing has one block's buffer.
-        let second = pre
-            .filter(|_| co0 + 2 * CO <= g.cout)
-            .and_then(|pk| pk.get((co0 / CO + 1) * bl..(co0 / CO + 2) * bl))
-            .and_then(|b| b.get(wr.clone()));
-        if let Some(wsub2) = second {
-            for q0 in (0..p).step_by(SP) {
-                // SAFETY: q0 + 16 <= p; both blocks hold `rows · CO` floats; co0 + 16 <= cout.
-                gemm16x2(col, rows, p, q0, [wsub, wsub2], acc, co0, first);
+    match pre {
+        Some(pk) => {
+            if pk.len() != crate::pack::fma16_len(g) || !g.cout.is_multiple_of(2 * CO) {
+                return false;
             }
-            co0 += 2 * CO;
-        } else {
-            let nco = CO.min(g.cout - co0);
-            for q0 in (0..p).step_by(SP) {
-                // SAFETY: q0 + 16 <= p; the block holds `rows · CO` floats; co0 + nco <= cout.
-                gemm16(col, rows, p, q0, wsub, acc, co0, nco, first);
+            for co0 in (0..g.cout).step_by(2 * CO) {
+                // Block co0 / 16: row r is 16 consecutive floats.
+                let w0 = (pk.as_ptr() as *const f32).add((co0 / (2 * CO) * per + r0) * 2 * CO);
+                // The next block's rows (one 64-byte line each), fetched a share per tile: in a whole U-Net the
+                // weights come from DRAM, and the block's first tile would otherwise wait on every line.
+                let share = rows.div_ceil(p / SP);
+                let next = w0.wrapping_add(per * 2 * CO) as *const i8;
+                for (ti, q0) in (0..p).step_by(SP).enumerate() {
+                    if co0 + 2 * CO < g.cout {
+                        for l in ti * share..((ti + 1) * share).min(rows) {
+                            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(l * 64));
+                        }
+                    }
+                    // SAFETY: q0 + 16 <= p, tile q0 / 16 holds `rows` rows; block co0 / 16 (per · 16 floats)
+                    // holds rows r0 .. r0 + rows <= per; co0 + 16 <= cout.
+                    gemm16x2(col, rows, p, q0, w0, 2 * CO, acc, co0, first);
+                }
             }
-            co0 += CO;
+        }
+        None => {
+            for co0 in (0..g.cout).step_by(CO) {
+                if !crate::pack::fma8_pack_block_with(g, w, co0, wp, super::avx2::f16_to_f32) {
+                    return false;
+                }
+                let Some(blk) = wp.get(r0 * CO * 4..(r0 + rows) * CO * 4) else {
+                    return false;
+                };
+                let nco = CO.min(g.cout - co0);
+                for q0 in (0..p).step_by(SP) {
+                    // SAFETY: q0 + 16 <= p, tile q0 / 16 holds `rows` rows; the block slice holds `rows · CO`
+                    // floats; co0 + nco <= cout.
+                    gemm16(col, rows, p, q0, blk, acc, co0, nco, first);
+                }
+            }
         }
     }
     true
 }
 
-/// `acc[co0 + c][q0 .. q0 + 16] (+)= Σ_r wp[r][c] · col[r][q0 .. q0 + 16]` over `rows` rows, `c < nco` (8 FMA
+/// `acc[co0 + c][q0 .. q0 + 16] (+)= Σ_r wp[r][c] · col[tile q0 / 16][r]` over `rows` rows, `c < nco` (8 FMA
 /// chains; `first` starts them at zero, otherwise from `acc`).
 ///
 /// # Safety
-/// AVX-512 F; `col` holds `rows · p` floats, `q0 + 16 <= p`, `wp` holds `rows · CO` floats (bytes, read
+/// AVX-512 F; `col` holds `rows · p` floats tile-major, `q0 + 16 <= p`, `wp` holds `rows · CO` floats (bytes, read
 /// unaligned), `acc` holds `(co0 + nco) · p` floats, `nco <= CO`.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
@@ -399,9 +397,9 @@ unsafe fn gemm16(
             *v = _mm512_loadu_ps(ap.add((co0 + c) * p + q0));
         }
     }
-    let (cp, wpp) = (col.as_ptr().add(q0), wp.as_ptr() as *const f32);
+    let (cp, wpp) = (col.as_ptr().add(q0 * rows), wp.as_ptr() as *const f32);
     for r in 0..rows {
-        let x = _mm512_loadu_ps(cp.add(r * p));
+        let x = _mm512_loadu_ps(cp.add(r * SP));
         let wr = wpp.add(r * CO);
         for (c, v) in a.iter_mut().enumerate() {
             *v = _mm512_fmadd_ps(_mm512_set1_ps(wr.add(c).read_unaligned()), x, *v);
@@ -412,11 +410,11 @@ unsafe fn gemm16(
     }
 }
 
-/// [`gemm16`] for two whole blocks of 8 channels (`co0 .. co0 + 16`), weights `wp[0]`, `wp[1]`: 16 chains, one
-/// position load per 16 FMAs.
+/// [`gemm16`] for 16 channels `co0 .. co0 + 16` whose weights are row `r` at `w + r · ws` (16 consecutive floats,
+/// the offline fma16 layout): 16 chains, one position load per 16 FMAs.
 ///
 /// # Safety
-/// As [`gemm16`] with `nco = 16`, each `wp[i]` holding `rows · CO` floats.
+/// AVX-512 F; as [`gemm16`] with `nco = 16`, and `w + r · ws + c` readable for `r < rows`, `c < 16`.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
 unsafe fn gemm16x2(
@@ -424,7 +422,8 @@ unsafe fn gemm16x2(
     rows: usize,
     p: usize,
     q0: usize,
-    wp: [&[u8]; 2],
+    w: *const f32,
+    ws: usize,
     acc: &mut [f32],
     co0: usize,
     first: bool,
@@ -436,14 +435,12 @@ unsafe fn gemm16x2(
             *v = _mm512_loadu_ps(ap.add((co0 + c) * p + q0));
         }
     }
-    let cp = col.as_ptr().add(q0);
-    let (w0, w1) = (wp[0].as_ptr() as *const f32, wp[1].as_ptr() as *const f32);
+    let cp = col.as_ptr().add(q0 * rows);
     for r in 0..rows {
-        let x = _mm512_loadu_ps(cp.add(r * p));
-        let (wa, wb) = (w0.add(r * CO), w1.add(r * CO));
-        for c in 0..CO {
-            a[c] = _mm512_fmadd_ps(_mm512_set1_ps(wa.add(c).read_unaligned()), x, a[c]);
-            a[CO + c] = _mm512_fmadd_ps(_mm512_set1_ps(wb.add(c).read_unaligned()), x, a[CO + c]);
+        let x = _mm512_loadu_ps(cp.add(r * SP));
+        let wr = w.add(r * ws);
+        for (c, v) in a.iter_mut().enumerate() {
+            *v = _mm512_fmadd_ps(_mm512_set1_ps(wr.add(c).read_unaligned()), x, *v);
         }
     }
     for (c, v) in a.iter().enumerate() {
@@ -452,7 +449,7 @@ unsafe fn gemm16x2(
 }
 
 /// Lay out output rows `oy0..` of the input: `tile[ci · cs + phase plane + row · wph + col]`, zero padding.
-fn fill_tile(g: &Conv2dGeom, l: &Bands, input: &[f32], oy0: usize, tile: &mut [f32]) {
+pub(super) fn fill_tile(g: &Conv2dGeom, l: &Bands, input: &[f32], oy0: usize, tile: &mut [f32]) {
     let cs = l.stride();
     let plane_in = g.h * g.w;
     tile.fill(0.0);

@@ -8,6 +8,7 @@ pub mod avx2;
 pub mod avx512;
 mod avxvnni;
 mod bands;
+mod direct512;
 mod gemm512;
 mod gn512;
 mod lin512;
@@ -70,7 +71,7 @@ static AVX512: KernelTable = KernelTable {
     name: "avx512",
     conv2d: avx512::conv2d,
     conv2d_i8: avx512::conv2d_i8,
-    conv2d_packed: Some((crate::pack::X86_AVX512, avx512::conv2d_packed)),
+    conv2d_packed: Some((crate::pack::X86_AVX512_F32, avx512::conv2d_packed)),
     conv2d_i8_packed: Some((crate::pack::X86_AVX512, avx512::conv2d_i8_packed)),
     attention: attnf512::attention,
     attention_i8: attn512::attention_i8,

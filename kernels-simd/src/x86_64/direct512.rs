@@ -1,0 +1,265 @@
+//! AVX-512 f32 convolution with **output channels in the vector lanes** (the layout oneDNN and ONNX Runtime's
+//! NCHWc kernels use), on weights packed offline in the [`crate::pack::fma16_pack`] layout.
+//!
+//! The input is laid out per band exactly as for the implicit GEMM ([`super::bands`]: zero-padded rows, phase
+//! planes for stride 2), so output position `f = dy · wph + ox` reads tap `t` at the fixed offset `off[t]`. A
+//! register tile is `NV` vectors of 16 output channels × `NP` consecutive output positions of one row
+//! (4 × 6 = 24 accumulators for 64-channel groups): per (input channel, tap) it loads `NV` weight vectors and
+//! broadcasts `NP` input values, 10 loads per 24 FMAs, and no lane is ever spent on a padding column, whatever
+//! the image width (the position-in-lanes GEMM computes `wph − ow` extra columns per row and rounds bands up to 32
+//! positions: 20 % waste at 8×8, 45 % at 4×4).
+//!
+//! Loop order, for the cache: per band, per group of output channels, per chunk of [`CC`] input channels (whose
+//! weights, `CC · k² · 64` floats = 18 KiB, stay in L1), every row and position tile of the band; partial sums are
+//! parked per position (`acc[position][channel]`) between chunks, and transposed into the `[channel][position]`
+//! output with the bias at the end. Every output's sum is the same chain of FMAs in the same order (input channel,
+//! then tap) as [`super::gemm512`]'s, so the two kernels give the same bits.
+
+use core::arch::x86_64::*;
+
+use core::mem::MaybeUninit;
+
+use super::bands::{Bands, KMAX};
+use super::zeroed_prefix;
+use crate::pack::{fma16_len, FMA16_CO};
+use crate::{Conv2dGeom, Weights};
+
+/// Input channels per chunk at 3×3 (weights of a 64-channel group: `CC · 9 · 64 · 4` bytes = 18 KiB).
+const CC: usize = 8;
+/// Input tile budget in floats (as [`super::gemm512`]: 512 KiB of stack, host tiers only).
+const TILE_W: usize = 128 * 1024;
+/// Flat positions per band (as [`super::gemm512`]).
+const FMAX: usize = 2048;
+/// Output positions of a band whose partial sums are parked (`ACC_P · 64` floats = 256 KiB).
+const ACC_P: usize = 1024;
+/// Channels of the widest group.
+const GROUP: usize = 4 * FMA16_CO;
+
+/// Whether [`conv2d_packed`] takes this layer (with weights packed as [`fma16_pack`](crate::pack::fma16_pack)):
+/// output channels a multiple of 16, stride 1–2, kernel side ≤ 7, a band of at least one row that fits.
+pub(super) fn takes(g: &Conv2dGeom) -> bool {
+    g.cout > 0 && g.cout.is_multiple_of(FMA16_CO) && g.ow <= ACC_P && layout(g).is_some()
+}
+
+/// The band layout (input channels as units), rows capped so a band's positions fit the parking buffer.
+fn layout(g: &Conv2dGeom) -> Option<Bands> {
+    if !(1..=2).contains(&g.stride) || !(1..=KMAX).contains(&g.k) || g.ow == 0 {
+        return None;
+    }
+    let l = Bands::fit(g, g.cin, TILE_W, FMAX)?;
+    let rows = l.rows.min(ACC_P / g.ow);
+    (rows > 0).then_some(Bands { rows, ..l })
+}
+
+/// f32 convolution on offline-packed weights; false (and `out` untouched) if the layer or a length does not fit,
+/// in which case the caller runs another kernel.
+///
+/// # Safety
+/// The CPU must have AVX-512 F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn conv2d_packed(
+    g: &Conv2dGeom,
+    input: &[f32],
+    packed: &[u8],
+    bias: Option<Weights<'_>>,
+    out: &mut [f32],
+) -> bool {
+    let Some(l) = layout(g) else { return false };
+    if !takes(g)
+        || packed.len() != fma16_len(g)
+        || input.len() < g.cin * g.h * g.w
+        || out.len() < g.cout * g.oh * g.ow
+        || bias.is_some_and(|b| b.len() < g.cout)
+    {
+        return false;
+    }
+    conv(g, &l, input, packed, bias, out);
+    true
+}
+
+/// The body of [`conv2d_packed`] (its own never-inlined frame: about 768 KiB of stack scratch).
+///
+/// # Safety
+/// AVX-512 F; the layer passed [`takes`], `l` is its [`layout`], and every length was checked.
+#[inline(never)]
+#[target_feature(enable = "avx512f")]
+unsafe fn conv(
+    g: &Conv2dGeom,
+    l: &Bands,
+    input: &[f32],
+    packed: &[u8],
+    bias: Option<Weights<'_>>,
+    out: &mut [f32],
+) {
+    let l = *l;
+    let kk = g.k * g.k;
+    let plane = g.oh * g.ow;
+    let offs = l.offsets();
+    let off = &offs[..kk];
+    let cs = l.stride();
+    let per = g.cin * kk;
+    let mut tile_m = MaybeUninit::<[f32; TILE_W]>::uninit();
+    let tile = zeroed_prefix(&mut tile_m, g.cin * cs);
+    let mut acc_m = MaybeUninit::<[f32; ACC_P * GROUP]>::uninit();
+    let acc = zeroed_prefix(&mut acc_m, ACC_P * GROUP);
+    if tile.len() < g.cin * cs {
+        return;
+    }
+    let wbase = packed.as_ptr() as *const f32;
+    // Input channels per chunk: CC at 3×3, more for smaller kernels (a 1×1 chunk of 8 would reload its
+    // accumulators every 8 FMAs per vector), keeping a chunk's weights near CC · 9 vectors per group.
+    let ccs = (CC * 9 / kk).max(CC);
+    let mut oy0 = 0;
+    while oy0 < g.oh {
+        let r = l.rows.min(g.oh - oy0);
+        super::gemm512::fill_tile(g, &l, input, oy0, tile);
+        let mut co0 = 0;
+        while co0 < g.cout {
+            // 64-channel groups while 64 remain, then 32, then 16.
+            let nv = match (g.cout - co0) / FMA16_CO {
+                1 => 1,
+                2 | 3 => 2,
+                _ => 4,
+            };
+            let width = nv * FMA16_CO;
+            let np_max = if nv == 4 { 6 } else { 12 };
+            for ci0 in (0..g.cin).step_by(ccs) {
+                let cc = ccs.min(g.cin - ci0);
+                let first = ci0 == 0;
+                // Weight vectors of the group's blocks at input channel ci0.
+                let mut w = [wbase; 4];
+                for (v, wv) in w.iter_mut().enumerate().take(nv) {
+                    *wv = wbase.add(((co0 / FMA16_CO + v) * per + ci0 * kk) * FMA16_CO);
+                }
+                // The next chunk's weight vectors (nv streams of `lines` 64-byte lines), fetched a few per tile
+                // while this chunk computes: in a whole U-Net every layer's weights come from DRAM, and a chunk
+                // would otherwise open with a few hundred misses in a row.
+                let tiles = g.ow.div_ceil(np_max);
+                let lines = ccs.min(g.cin.saturating_sub(ci0 + cc)) * kk;
+                let per_call = (nv * lines).div_ceil(r * tiles);
+                let (mut pf, mut pv, mut pl) = (0, 0, 0);
+                for dy in 0..r {
+                    // The row's positions in near-equal tiles of at most np_max.
+                    let mut ox = 0;
+                    for i in 0..tiles {
+                        for _ in 0..per_call.min(nv * lines - pf) {
+                            // Stream pv, line pl (counters, not a division per prefetch).
+                            let at = w[pv].wrapping_add((cc * kk + pl) * FMA16_CO) as *const i8;
+                            _mm_prefetch::<_MM_HINT_T0>(at);
+                            pf += 1;
+                            pl += 1;
+                            if pl == lines {
+                                (pv, pl) = (pv + 1, 0);
+                            }
+                        }
+                        let np = (g.ow - ox) / (tiles - i);
+                        let x = tile.as_ptr().add(ci0 * cs + dy * l.wph + ox);
+                        let a = acc.as_mut_ptr().add((dy * g.ow + ox) * width);
+                        // SAFETY: AVX-512 F (caller). Channels ci0 .. ci0 + cc lie in `tile` (cin · cs floats);
+                        // position dy · wph + ox + j (j < np, ox + j < ow) plus any tap offset stays inside its
+                        // channel's region ([`Bands`]); block co0 / 16 + v < cout / 16 holds per · 16 floats, read
+                        // from (ci0 + cc) · kk · 16 on; `a` has np · width of the ACC_P · 64 floats (r · ow ≤ ACC_P).
+                        match (nv, np) {
+                            (4, 6) => tile_acc::<4, 6>(x, cs, cc, off, w, a, first),
+                            (4, 5) => tile_acc::<4, 5>(x, cs, cc, off, w, a, first),
+                            (4, 4) => tile_acc::<4, 4>(x, cs, cc, off, w, a, first),
+                            (4, 3) => tile_acc::<4, 3>(x, cs, cc, off, w, a, first),
+                            (4, 2) => tile_acc::<4, 2>(x, cs, cc, off, w, a, first),
+                            (4, _) => tile_acc::<4, 1>(x, cs, cc, off, w, a, first),
+                            (2, 12) => tile_acc::<2, 12>(x, cs, cc, off, w, a, first),
+                            (2, 11) => tile_acc::<2, 11>(x, cs, cc, off, w, a, first),
+                            (2, 10) => tile_acc::<2, 10>(x, cs, cc, off, w, a, first),
+                            (2, 9) => tile_acc::<2, 9>(x, cs, cc, off, w, a, first),
+                            (2, 8) => tile_acc::<2, 8>(x, cs, cc, off, w, a, first),
+                            (2, 7) => tile_acc::<2, 7>(x, cs, cc, off, w, a, first),
+                            (2, 6) => tile_acc::<2, 6>(x, cs, cc, off, w, a, first),
+                            (2, 5) => tile_acc::<2, 5>(x, cs, cc, off, w, a, first),
+                            (2, 4) => tile_acc::<2, 4>(x, cs, cc, off, w, a, first),
+                            (2, 3) => tile_acc::<2, 3>(x, cs, cc, off, w, a, first),
+                            (2, 2) => tile_acc::<2, 2>(x, cs, cc, off, w, a, first),
+                            (2, _) => tile_acc::<2, 1>(x, cs, cc, off, w, a, first),
+                            (_, 12) => tile_acc::<1, 12>(x, cs, cc, off, w, a, first),
+                            (_, 11) => tile_acc::<1, 11>(x, cs, cc, off, w, a, first),
+                            (_, 10) => tile_acc::<1, 10>(x, cs, cc, off, w, a, first),
+                            (_, 9) => tile_acc::<1, 9>(x, cs, cc, off, w, a, first),
+                            (_, 8) => tile_acc::<1, 8>(x, cs, cc, off, w, a, first),
+                            (_, 7) => tile_acc::<1, 7>(x, cs, cc, off, w, a, first),
+                            (_, 6) => tile_acc::<1, 6>(x, cs, cc, off, w, a, first),
+                            (_, 5) => tile_acc::<1, 5>(x, cs, cc, off, w, a, first),
+                            (_, 4) => tile_acc::<1, 4>(x, cs, cc, off, w, a, first),
+                            (_, 3) => tile_acc::<1, 3>(x, cs, cc, off, w, a, first),
+                            (_, 2) => tile_acc::<1, 2>(x, cs, cc, off, w, a, first),
+                            (_, _) => tile_acc::<1, 1>(x, cs, cc, off, w, a, first),
+                        }
+                        ox += np;
+                    }
+                }
+            }
+            // Transpose the parked sums into the [channel][position] output, adding the bias.
+            let n = r * g.ow;
+            for c in 0..width {
+                let co = co0 + c;
+                let bv = bias.map_or(0.0, |b| b.get(co));
+                let base = co * plane + oy0 * g.ow;
+                if let (Some(dst), Some(src)) = (out.get_mut(base..base + n), acc.get(c..)) {
+                    for (o, s) in dst.iter_mut().zip(src.iter().step_by(width)) {
+                        *o = s + bv;
+                    }
+                }
+            }
+            co0 += width;
+        }
+        oy0 += r;
+    }
+}
+
+/// One register tile: `NV` vectors of 16 output channels × `NP` positions `x[0 .. NP]`, over `cc` input channels
+/// (`cs` floats apart) and every tap, starting from zero (`first`) or from the parked sums `a[j · 16 NV + 16 v]`,
+/// which it leaves there.
+///
+/// # Safety
+/// AVX-512 F; for every channel `ci < cc`, tap `t` and `j < NP`, `x + ci · cs + off[t] + j` is readable; `w[v]`
+/// (v < NV) points at `cc · taps` vectors of 16 floats; `a` at `NP · 16 NV` floats.
+#[inline(always)]
+unsafe fn tile_acc<const NV: usize, const NP: usize>(
+    x: *const f32,
+    cs: usize,
+    cc: usize,
+    off: &[usize],
+    w: [*const f32; 4],
+    a: *mut f32,
+    first: bool,
+) {
+    let taps = off.len();
+    let width = NV * FMA16_CO;
+    let mut acc = [[_mm512_setzero_ps(); NV]; NP];
+    if !first {
+        for (j, aj) in acc.iter_mut().enumerate() {
+            for (v, av) in aj.iter_mut().enumerate() {
+                *av = _mm512_loadu_ps(a.add(j * width + v * FMA16_CO));
+            }
+        }
+    }
+    for ci in 0..cc {
+        let xc = x.add(ci * cs);
+        for (t, &o) in off.iter().enumerate() {
+            let xt = xc.add(o);
+            let wo = (ci * taps + t) * FMA16_CO;
+            let mut wv = [_mm512_setzero_ps(); NV];
+            for (v, wvv) in wv.iter_mut().enumerate() {
+                *wvv = _mm512_loadu_ps(w[v].add(wo));
+            }
+            for (j, aj) in acc.iter_mut().enumerate() {
+                let xv = _mm512_set1_ps(*xt.add(j));
+                for (av, wvv) in aj.iter_mut().zip(&wv) {
+                    *av = _mm512_fmadd_ps(xv, *wvv, *av);
+                }
+            }
+        }
+    }
+    for (j, aj) in acc.iter().enumerate() {
+        for (v, av) in aj.iter().enumerate() {
+            _mm512_storeu_ps(a.add(j * width + v * FMA16_CO), *av);
+        }
+    }
+}
