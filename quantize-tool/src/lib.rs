@@ -27,9 +27,12 @@ pub use error::ConvertError;
 pub use source::{RandomSource, SafetensorsSource, TensorSource};
 pub use write::WeightDtype;
 
-/// A byte buffer whose start is 16-byte aligned (blobs must be, to be read in place).
-#[derive(Clone, Debug)]
+/// A byte buffer whose start is 64-byte aligned: blobs must be 16-aligned to be read in place, and at 64 the
+/// offline-packed weight vectors of the PACKED section (64-aligned in the file) sit on cache-line boundaries, where
+/// a 64-byte SIMD load touches one line instead of two (measured: the AVX-512 float kernel 8–10 % faster).
+#[derive(Debug)]
 pub struct AlignedBytes {
+    /// Storage with room to start the bytes at the first 64-byte boundary.
     words: Vec<u128>,
     len: usize,
 }
@@ -37,31 +40,42 @@ pub struct AlignedBytes {
 impl AlignedBytes {
     /// Copy `b` into aligned storage.
     pub fn new(b: &[u8]) -> AlignedBytes {
-        let mut words = vec![0u128; b.len().div_ceil(16)];
-        bytemuck::cast_slice_mut::<u128, u8>(&mut words)[..b.len()].copy_from_slice(b);
-        AlignedBytes {
-            words,
-            len: b.len(),
-        }
+        let mut a = AlignedBytes::zeroed(b.len());
+        a.as_mut_slice().copy_from_slice(b);
+        a
     }
     /// Zeroed aligned storage of `n` bytes (an arena).
     pub fn zeroed(n: usize) -> AlignedBytes {
         AlignedBytes {
-            words: vec![0u128; n.div_ceil(16)],
+            // Three spare words: a `u128` allocation is 16-aligned, so a 64-byte boundary is at most 48 bytes in.
+            words: vec![0u128; n.div_ceil(16) + 3],
             len: n,
         }
     }
+    /// Bytes from the storage's start to its first 64-byte boundary.
+    fn lead(&self) -> usize {
+        (64 - self.words.as_ptr() as usize % 64) % 64
+    }
     /// The bytes.
     pub fn as_slice(&self) -> &[u8] {
-        &bytemuck::cast_slice::<u128, u8>(&self.words)[..self.len]
+        let at = self.lead();
+        &bytemuck::cast_slice::<u128, u8>(&self.words)[at..at + self.len]
     }
     /// The bytes, mutably.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut bytemuck::cast_slice_mut::<u128, u8>(&mut self.words)[..self.len]
+        let at = self.lead();
+        &mut bytemuck::cast_slice_mut::<u128, u8>(&mut self.words)[at..at + self.len]
     }
     /// Read a file into aligned storage.
     pub fn read(path: &Path) -> std::io::Result<AlignedBytes> {
         Ok(AlignedBytes::new(&std::fs::read(path)?))
+    }
+}
+
+impl Clone for AlignedBytes {
+    /// A copy whose bytes start at its own storage's 64-byte boundary.
+    fn clone(&self) -> AlignedBytes {
+        AlignedBytes::new(self.as_slice())
     }
 }
 

@@ -5,12 +5,16 @@
 //! The section is built from the finished blob as the runtime parses it, so the geometry and the input split
 //! each entry records are exactly what the runtime will see; the kernel checks both before it uses the bytes.
 
-use ember_core::format::{ALIGN, NONE, PACKED_ENTRY_WORDS};
+use ember_core::format::{NONE, PACKED_ENTRY_WORDS};
 use ember_core::op::Op;
 use ember_core::Model;
 use ember_kernels::{pack, Weights};
 
 use crate::error::ConvertError;
+
+/// Alignment of the PACKED section and of every entry in it (the format asks for 16): a cache line, so the packed
+/// weights' 64-byte vectors never straddle two lines when the blob itself is loaded 64-aligned.
+pub const PACK_ALIGN: usize = 64;
 
 /// The PACKED section payload for `families` (deduplicated), or `None` if the model has no convolution to pack.
 pub fn section(m: &Model<'_>, families: &[u32]) -> Result<Option<Vec<u8>>, ConvertError> {
@@ -91,8 +95,9 @@ pub fn section(m: &Model<'_>, families: &[u32]) -> Result<Option<Vec<u8>>, Conve
         return Ok(None);
     }
     let table_end = 4 + packs.len() * PACKED_ENTRY_WORDS * 4;
-    let mut off = table_end.next_multiple_of(ALIGN);
-    let mut out = Vec::with_capacity(off + packs.iter().map(|p| p.3.len() + ALIGN).sum::<usize>());
+    let mut off = table_end.next_multiple_of(PACK_ALIGN);
+    let mut out =
+        Vec::with_capacity(off + packs.iter().map(|p| p.3.len() + PACK_ALIGN).sum::<usize>());
     out.extend_from_slice(&(packs.len() as u32).to_le_bytes());
     for (fam, op, split, bytes) in &packs {
         let len = u32::try_from(bytes.len()).map_err(|_| ConvertError::TooLarge {
@@ -104,10 +109,10 @@ pub fn section(m: &Model<'_>, families: &[u32]) -> Result<Option<Vec<u8>>, Conve
         for wd in [*fam, *op, *split, o, len, 0] {
             out.extend_from_slice(&wd.to_le_bytes());
         }
-        off = (off + bytes.len()).next_multiple_of(ALIGN);
+        off = (off + bytes.len()).next_multiple_of(PACK_ALIGN);
     }
     for (_, _, _, bytes) in &packs {
-        out.resize(out.len().next_multiple_of(ALIGN), 0);
+        out.resize(out.len().next_multiple_of(PACK_ALIGN), 0);
         out.extend_from_slice(bytes);
     }
     Ok(Some(out))

@@ -155,7 +155,7 @@ pub fn to_blob(g: &Graph, p: &Plan, meta: &BlobMeta<'_>) -> Result<Vec<u8>, Conv
     place(section::OPS, ops.len(), 4);
     place(section::STRINGS, strings.len(), 4);
     if let Some(p) = meta.packed {
-        place(section::PACKED, p.len(), ALIGN);
+        place(section::PACKED, p.len(), crate::pack::PACK_ALIGN);
     }
     let data_start = body_off.div_ceil(ALIGN) * ALIGN;
     // Tensor data.
@@ -276,7 +276,8 @@ pub fn add_section(
         return Err(invalid("the blob already has this section"));
     }
     let mut out = blob.to_vec();
-    out.resize(out.len().next_multiple_of(ALIGN), 0);
+    // 64, not the format's 16: a PACKED payload's entries are 64-aligned from its start ([`crate::pack::PACK_ALIGN`]).
+    out.resize(out.len().next_multiple_of(crate::pack::PACK_ALIGN), 0);
     let at = out.len();
     out.extend_from_slice(payload);
     out.resize(out.len().next_multiple_of(ALIGN), 0);

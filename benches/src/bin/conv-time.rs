@@ -72,7 +72,10 @@ fn main() {
     let mut yq = vec![0i8; g.cout * g.oh * g.ow];
     let mut acc = vec![0i32; quant::conv2d_i8_scratch_len(&g)];
     // Packed weights at a 64-byte boundary plus ALIGN_OFF bytes (an experiment knob; 0 by default).
-    let off: usize = std::env::var("ALIGN_OFF").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let off: usize = std::env::var("ALIGN_OFF")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let mut fstore = vec![0u8; 0];
     let fp = t.conv2d_packed.and_then(|(fam, f)| {
         let len = ember_kernels::pack::float_len(fam, &g)?;
