@@ -101,8 +101,9 @@ unsafe fn conv(
     let mut tile_m = MaybeUninit::<[f32; TILE_W]>::uninit();
     let tile = zeroed_prefix(&mut tile_m, g.cin * cs);
     let mut acc_m = MaybeUninit::<[f32; ACC_P * GROUP]>::uninit();
-    let acc = zeroed_prefix(&mut acc_m, ACC_P * GROUP);
-    if tile.len() < g.cin * cs {
+    // Parked sums of a band (written before they are read: the first chunk starts from zero).
+    let acc = zeroed_prefix(&mut acc_m, l.rows * g.ow * GROUP);
+    if tile.len() < g.cin * cs || acc.len() < l.rows * g.ow * GROUP {
         return;
     }
     let wbase = packed.as_ptr() as *const f32;
