@@ -76,6 +76,35 @@ fn conv(c: &mut Criterion) {
     }
     grp.finish();
 
+    // The same layer on weights packed offline in the tier's float family (`quantize-tool pack`), where it has one.
+    let mut grp = config(c, "conv2d_3x3_64to64_32x32_f32_packed");
+    grp.throughput(Throughput::Elements(g.macs()));
+    for t in tiers() {
+        let Some((fam, f)) = t.conv2d_packed else {
+            continue;
+        };
+        let Some(len) = ember_kernels::pack::float_len(fam, &g) else {
+            continue;
+        };
+        let mut p = vec![0u8; len];
+        if !ember_kernels::pack::float_pack(fam, &g, Weights::F32(&w), &mut p) {
+            continue;
+        }
+        grp.bench_function(t.name, |bn| {
+            bn.iter(|| {
+                f(
+                    &g,
+                    black_box(&x),
+                    Weights::F32(&w),
+                    &p,
+                    Some(Weights::F32(&b)),
+                    black_box(&mut y),
+                )
+            })
+        });
+    }
+    grp.finish();
+
     let xq: Vec<i8> = x.iter().map(|v| (v * 100.0) as i8).collect();
     let wq: Vec<i8> = w.iter().map(|v| (v * 100.0) as i8).collect();
     let ws = vec![0.01f32; g.cout];
