@@ -11,6 +11,7 @@ mod bands;
 mod direct512;
 mod gemm512;
 mod gn512;
+mod gnf512;
 mod lin512;
 pub mod peak;
 mod vnni;
@@ -75,6 +76,7 @@ static AVX512: KernelTable = KernelTable {
     conv2d_i8_packed: Some((crate::pack::X86_AVX512, avx512::conv2d_i8_packed)),
     attention: attnf512::attention,
     attention_i8: attn512::attention_i8,
+    group_norm: gnf512::group_norm,
     group_norm_i8: gn512::group_norm_i8,
     linear: lin512::linear,
     ..AVX2
