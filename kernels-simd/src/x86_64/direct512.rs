@@ -196,17 +196,25 @@ unsafe fn conv(
                     }
                 }
             }
-            // Transpose the parked sums into the [channel][position] output, adding the bias.
+            // Transpose the parked sums into the [channel][position] output, adding the bias, 16 × 16 at a time.
             let n = r * g.ow;
-            for c in 0..width {
-                let co = co0 + c;
-                let bv = bias.map_or(0.0, |b| b.get(co));
-                let base = co * plane + oy0 * g.ow;
-                if let (Some(dst), Some(src)) = (out.get_mut(base..base + n), acc.get(c..)) {
-                    for (o, s) in dst.iter_mut().zip(src.iter().step_by(width)) {
-                        *o = s + bv;
-                    }
+            for v in 0..nv {
+                let c0 = co0 + v * FMA16_CO;
+                let mut bv = [0f32; FMA16_CO];
+                for (i, b) in bv.iter_mut().enumerate() {
+                    *b = bias.map_or(0.0, |bw| bw.get(c0 + i));
                 }
+                let base = c0 * plane + oy0 * g.ow;
+                // SAFETY: channels c0 .. c0 + 16 <= cout of `out` (cout · plane floats, checked by the caller)
+                // hold positions oy0 · ow .. + n <= plane; `acc` holds n · width floats, read at column v · 16.
+                transpose_out(
+                    acc.as_ptr().add(v * FMA16_CO),
+                    width,
+                    n,
+                    &bv,
+                    out.as_mut_ptr().add(base),
+                    plane,
+                );
             }
             co0 += width;
         }
@@ -262,5 +270,64 @@ unsafe fn tile_acc<const NV: usize, const NP: usize>(
         for (v, av) in aj.iter().enumerate() {
             _mm512_storeu_ps(a.add(j * width + v * FMA16_CO), *av);
         }
+    }
+}
+
+/// `out[i · plane + j] = src[j · width + i] + bias[i]` for channels `i < 16` and positions `j < n`: 16 positions
+/// at a time, their 16-channel rows transposed in registers by 4 stages of `vpermt2ps` (rows `i` and `i + b`
+/// exchange blocks of `b` lanes, `b` = 8, 4, 2, 1), then one add and one (masked) store per channel. The same single
+/// `s + bias` per output as a scalar loop, so the same bits.
+///
+/// # Safety
+/// AVX-512 F; `src + j · width + i` readable and `out + i · plane + j` writable for `i < 16`, `j < n`.
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_out(
+    src: *const f32,
+    width: usize,
+    n: usize,
+    bias: &[f32; FMA16_CO],
+    out: *mut f32,
+    plane: usize,
+) {
+    // Lane indices of each stage: `lo` takes lane l from row i (< 16) or row i + b (16 +), `hi` for row i + b.
+    let mut idx = [[[0i32; 16]; 2]; 4];
+    for (ix, b) in idx.iter_mut().zip([8usize, 4, 2, 1]) {
+        let [ilo, ihi] = ix;
+        for (l, (lo, hi)) in ilo.iter_mut().zip(ihi.iter_mut()).enumerate() {
+            let (base, m) = (l - l % (2 * b), l % (2 * b));
+            (*lo, *hi) = if m < b {
+                ((base + m) as i32, (base + b + m) as i32)
+            } else {
+                ((16 + base + m - b) as i32, (16 + base + m) as i32)
+            };
+        }
+    }
+    let iv: [[__m512i; 2]; 4] = core::array::from_fn(|st| {
+        core::array::from_fn(|h| _mm512_loadu_si512(idx[st][h].as_ptr() as *const __m512i))
+    });
+    let bv = _mm512_loadu_ps(bias.as_ptr());
+    let mut j0 = 0;
+    while j0 < n {
+        let m = (n - j0).min(16);
+        let mut rows = [_mm512_setzero_ps(); 16];
+        for (j, row) in rows.iter_mut().enumerate().take(m) {
+            *row = _mm512_loadu_ps(src.add((j0 + j) * width));
+        }
+        for (st, b) in [8usize, 4, 2, 1].into_iter().enumerate() {
+            for i in 0..16 {
+                if (i / b) % 2 == 0 {
+                    let (a, c) = (rows[i], rows[i + b]);
+                    rows[i] = _mm512_permutex2var_ps(a, iv[st][0], c);
+                    rows[i + b] = _mm512_permutex2var_ps(a, iv[st][1], c);
+                }
+            }
+        }
+        // Row i is channel i now; its bias is lane i of `bv`.
+        let mask = ((1u32 << m) - 1) as __mmask16;
+        for (i, row) in rows.iter().enumerate() {
+            let bi = _mm512_permutexvar_ps(_mm512_set1_epi32(i as i32), bv);
+            _mm512_mask_storeu_ps(out.add(i * plane + j0), mask, _mm512_add_ps(*row, bi));
+        }
+        j0 += 16;
     }
 }
