@@ -475,27 +475,39 @@ unsafe fn gemm8xn<const N: usize>(
 pub(super) fn fill_tile(g: &Conv2dGeom, l: &Bands, input: &[f32], oy0: usize, tile: &mut [f32]) {
     let cs = l.stride();
     let plane_in = g.h * g.w;
+    if l.s == 1 {
+        // One phase plane: row r of a channel's region is input row oy0 + r − pad_t at columns lo .. hi (as
+        // `visit_rows` has them), zeros elsewhere; each float is written once, the padding only with zeros.
+        let lo = g.pad_l.min(l.wph);
+        let hi = (g.pad_l + g.w).min(l.wph).max(lo);
+        for (ci, region) in tile.chunks_exact_mut(cs).take(g.cin).enumerate() {
+            let src = input.get(ci * plane_in..(ci + 1) * plane_in).unwrap_or(&[]);
+            let (rows, slack) = region.split_at_mut((l.rph() * l.wph).min(cs));
+            for (r, d) in rows.chunks_exact_mut(l.wph).enumerate() {
+                let iy = (oy0 + r).wrapping_sub(g.pad_t);
+                match src.get(iy * g.w..iy * g.w + (hi - lo)).filter(|_| iy < g.h) {
+                    Some(s) => {
+                        d[..lo].fill(0.0);
+                        d[lo..hi].copy_from_slice(s);
+                        d[hi..].fill(0.0);
+                    }
+                    None => d.fill(0.0),
+                }
+            }
+            slack.fill(0.0);
+        }
+        return;
+    }
     tile.fill(0.0);
     for ci in 0..g.cin {
         let src = input.get(ci * plane_in..(ci + 1) * plane_in).unwrap_or(&[]);
         l.visit_rows(g, oy0, |base, iy, b, cols| {
             let row = src.get(iy * g.w..(iy + 1) * g.w).unwrap_or(&[]);
             let base = ci * cs + base;
-            if l.s == 1 {
-                // ix = col - pad_l runs over one contiguous stretch: one copy.
-                let n = cols.len();
-                if let (Some(d), Some(s)) = (
-                    tile.get_mut(base + cols.start..base + cols.end),
-                    row.get(..n),
-                ) {
-                    d.copy_from_slice(s);
-                }
-            } else {
-                for col in cols {
-                    let ix = col * l.s + b - g.pad_l;
-                    if let (Some(&v), Some(d)) = (row.get(ix), tile.get_mut(base + col)) {
-                        *d = v;
-                    }
+            for col in cols {
+                let ix = col * l.s + b - g.pad_l;
+                if let (Some(&v), Some(d)) = (row.get(ix), tile.get_mut(base + col)) {
+                    *d = v;
                 }
             }
         });
