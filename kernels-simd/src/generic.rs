@@ -219,6 +219,54 @@ pub struct GroupNormArgs<'a> {
     pub silu: bool,
 }
 
+impl GroupNormArgs<'_> {
+    /// Whether a vector tier may take these arguments: a non-empty `[c, hw]` in whole groups, and both slices
+    /// holding `c · hw` elements. Every tier falls back to [`group_norm`] otherwise.
+    pub(crate) fn vector_ok(&self, input: &[f32], out: &[f32]) -> bool {
+        let n = self.c * self.hw;
+        self.groups != 0
+            && self.hw != 0
+            && self.c != 0
+            && self.c.is_multiple_of(self.groups)
+            && input.len() >= n
+            && out.len() >= n
+    }
+
+    /// Channel `c`'s affine map `y = x · mul + add` from its group's `mean` and `rstd`, with gamma, beta and
+    /// FiLM folded in (every tier computes it this way, so they differ only in how the statistics are summed).
+    #[inline]
+    pub(crate) fn channel_affine(&self, c: usize, mean: f32, rstd: f32) -> (f32, f32) {
+        let mul = self.gamma.get(c) * rstd;
+        film(
+            self.scale_shift,
+            self.c,
+            c,
+            mul,
+            self.beta.get(c) - mean * mul,
+        )
+    }
+}
+
+/// FiLM modulation of channel `c`'s affine map: `(mul · s, add · s + t)` with `s = 1 + ss[c]`, `t = ss[channels + c]`
+/// (a short `ss` reads as zeros); unchanged without `ss`.
+#[inline]
+pub(crate) fn film(
+    ss: Option<&[f32]>,
+    channels: usize,
+    c: usize,
+    mul: f32,
+    add: f32,
+) -> (f32, f32) {
+    match ss {
+        Some(ss) => {
+            let s = 1.0 + ss.get(c).copied().unwrap_or(0.0);
+            let t = ss.get(channels + c).copied().unwrap_or(0.0);
+            (mul * s, add * s + t)
+        }
+        None => (mul, add),
+    }
+}
+
 /// Group normalization over `[c, hw]` (biased variance, two passes in `f32`, as PyTorch computes it), with optional
 /// FiLM modulation and fused SiLU.
 pub fn group_norm(a: &GroupNormArgs<'_>, input: &[f32], out: &mut [f32]) {
@@ -245,15 +293,7 @@ pub fn group_norm(a: &GroupNormArgs<'_>, input: &[f32], out: &mut [f32]) {
             .zip(yout.chunks_exact_mut(a.hw))
             .enumerate()
         {
-            let c = g * cpg + j;
-            let mut mul = a.gamma.get(c) * rstd;
-            let mut add = a.beta.get(c) - mean * mul;
-            if let Some(ss) = a.scale_shift {
-                let s = 1.0 + ss.get(c).copied().unwrap_or(0.0);
-                let t = ss.get(a.c + c).copied().unwrap_or(0.0);
-                mul *= s;
-                add = add * s + t;
-            }
+            let (mul, add) = a.channel_affine(g * cpg + j, mean, rstd);
             if a.silu {
                 for (y, &x) in yc.iter_mut().zip(xc) {
                     *y = silu(x * mul + add);

@@ -569,14 +569,13 @@ pub(crate) fn group_norm_i8_by(
             let c = g * cpg + j;
             let s_c = a.in_q.at(c) as f64;
             let gm = a.gamma.get(c) as f64;
-            let mut mul = (s_c * inv * gm) as f32;
-            let mut add = (a.beta.get(c) as f64 - mean * inv * gm) as f32;
-            if let Some(ss) = a.scale_shift {
-                let s = 1.0 + ss.get(c).copied().unwrap_or(0.0);
-                let t = ss.get(a.c + c).copied().unwrap_or(0.0);
-                mul *= s;
-                add = add * s + t;
-            }
+            let (mul, add) = crate::generic::film(
+                a.scale_shift,
+                a.c,
+                c,
+                (s_c * inv * gm) as f32,
+                (a.beta.get(c) as f64 - mean * inv * gm) as f32,
+            );
             let ch = GnChannel {
                 mul,
                 add,

@@ -352,16 +352,10 @@ unsafe fn sum_sq_dev(x: &[f32], m: f32) -> f32 {
 /// Group norm (+ FiLM, + SiLU) with 8-lane sums and [`exp4`] for SiLU; the statistics are summed in a different
 /// order than [`crate::generic::group_norm`], so results agree within `1e-5` (tested), not bit for bit.
 pub(crate) fn group_norm(a: &crate::generic::GroupNormArgs<'_>, input: &[f32], out: &mut [f32]) {
-    let n = a.c * a.hw;
-    if a.groups == 0
-        || a.hw == 0
-        || a.c == 0
-        || !a.c.is_multiple_of(a.groups)
-        || input.len() < n
-        || out.len() < n
-    {
+    if !a.vector_ok(input, out) {
         return crate::generic::group_norm(a, input, out);
     }
+    let n = a.c * a.hw;
     // SAFETY: NEON table only (see `conv2d`); the kernel reads and writes through bounds-checked slices.
     unsafe { group_norm_neon(a, &input[..n], &mut out[..n]) }
 }
@@ -383,14 +377,7 @@ unsafe fn group_norm_neon(a: &crate::generic::GroupNormArgs<'_>, input: &[f32], 
             .zip(y.chunks_exact_mut(a.hw))
             .enumerate()
         {
-            let c = g * cpg + jc;
-            let mut mul = a.gamma.get(c) * rstd;
-            let mut add = a.beta.get(c) - mean * mul;
-            if let Some(ss) = a.scale_shift {
-                let sc = 1.0 + ss.get(c).copied().unwrap_or(0.0);
-                mul *= sc;
-                add = add * sc + ss.get(a.c + c).copied().unwrap_or(0.0);
-            }
+            let (mul, add) = a.channel_affine(g * cpg + jc, mean, rstd);
             let (mv, av, one) = (vdupq_n_f32(mul), vdupq_n_f32(add), vdupq_n_f32(1.0));
             let mut xs = xc.chunks_exact(4);
             let mut ys = yc.chunks_exact_mut(4);

@@ -619,16 +619,10 @@ unsafe fn attention_avx2(
 /// Group norm (+ FiLM, + SiLU) with 8-lane sums and the polynomial `exp` for SiLU; the statistics are summed in a
 /// different order than [`generic::group_norm`], so results agree within `1e-5` (tested), not bit for bit.
 pub(crate) fn group_norm(a: &generic::GroupNormArgs<'_>, input: &[f32], out: &mut [f32]) {
-    let n = a.c * a.hw;
-    if a.groups == 0
-        || a.hw == 0
-        || !a.c.is_multiple_of(a.groups)
-        || input.len() < n
-        || out.len() < n
-    {
+    if !a.vector_ok(input, out) {
         return generic::group_norm(a, input, out);
     }
-    // SAFETY: AVX2 table only; `input` and `out` hold `c · hw` elements (checked above).
+    // SAFETY: AVX2 table only; `input` and `out` hold `c · hw` elements (`vector_ok`).
     unsafe { group_norm_avx2(a, input, out) }
 }
 
@@ -666,14 +660,7 @@ unsafe fn group_norm_avx2(a: &generic::GroupNormArgs<'_>, input: &[f32], out: &m
         }
         let rstd = 1.0 / libm::sqrtf(var / glen as f32 + a.eps);
         for jc in 0..cpg {
-            let c = g * cpg + jc;
-            let mut mul = a.gamma.get(c) * rstd;
-            let mut add = a.beta.get(c) - mean * mul;
-            if let Some(ss) = a.scale_shift {
-                let sc = 1.0 + ss.get(c).copied().unwrap_or(0.0);
-                mul *= sc;
-                add = add * sc + ss.get(a.c + c).copied().unwrap_or(0.0);
-            }
+            let (mul, add) = a.channel_affine(g * cpg + jc, mean, rstd);
             let xc = x.add(jc * a.hw);
             let yc = out.as_mut_ptr().add(g * glen + jc * a.hw);
             let (m8, a8, one) = (

@@ -10,17 +10,11 @@ use crate::generic;
 
 /// Group norm with the layout and arguments of [`generic::group_norm`]; slices too short for `c · hw` go to it.
 pub(crate) fn group_norm(a: &generic::GroupNormArgs<'_>, input: &[f32], out: &mut [f32]) {
-    let n = a.c * a.hw;
-    if a.groups == 0
-        || a.hw == 0
-        || !a.c.is_multiple_of(a.groups)
-        || input.len() < n
-        || out.len() < n
-    {
+    if !a.vector_ok(input, out) {
         return generic::group_norm(a, input, out);
     }
     // SAFETY: this table is only selected when the CPU has AVX-512 F (`super::has_avx512`); `input` and `out` hold
-    // `c · hw` elements (checked above).
+    // `c · hw` elements (`vector_ok`).
     unsafe { group_norm_512(a, input, out) }
 }
 
@@ -98,14 +92,7 @@ unsafe fn group_norm_512(a: &generic::GroupNormArgs<'_>, input: &[f32], out: &mu
         }) / glen as f32;
         let rstd = 1.0 / libm::sqrtf(var + a.eps);
         for jc in 0..cpg {
-            let c = g * cpg + jc;
-            let mut mul = a.gamma.get(c) * rstd;
-            let mut add = a.beta.get(c) - mean * mul;
-            if let Some(ss) = a.scale_shift {
-                let sc = 1.0 + ss.get(c).copied().unwrap_or(0.0);
-                mul *= sc;
-                add = add * sc + ss.get(a.c + c).copied().unwrap_or(0.0);
-            }
+            let (mul, add) = a.channel_affine(g * cpg + jc, mean, rstd);
             let xc = x.add(jc * a.hw);
             let yc = out.as_mut_ptr().add(g * glen + jc * a.hw);
             let (m16, a16) = (_mm512_set1_ps(mul), _mm512_set1_ps(add));
