@@ -6,32 +6,16 @@
 //! `cargo run --release -p ember-benches --bin kernel-report` (add `-- --json` for one JSON object per row).
 
 use std::hint::black_box;
-use std::time::Instant;
 
-use ember_benches::pseudo_random;
+use ember_benches::{pseudo_random, timed_runs, ConvCase};
 use ember_core::Model;
-use ember_kernels::quant::{self, ActQ, QOut};
 use ember_kernels::registry::{all_tiers, tier};
-use ember_kernels::{Conv2dGeom, Weights};
+use ember_kernels::Conv2dGeom;
 use quantize_tool::AlignedBytes;
 
-/// Median seconds of `f` over `reps` timed runs of at least ~20 ms each (after a warm-up).
-fn time(mut f: impl FnMut(), reps: usize) -> f64 {
-    f();
-    let t0 = Instant::now();
-    f();
-    let one = t0.elapsed().as_secs_f64().max(1e-7);
-    let inner = ((0.02 / one) as usize).clamp(1, 10_000);
-    let mut v: Vec<f64> = (0..reps)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..inner {
-                f();
-            }
-            t.elapsed().as_secs_f64() / inner as f64
-        })
-        .collect();
-    v.sort_by(f64::total_cmp);
+/// Median seconds per call of `f` over `reps` timed runs.
+fn time(f: impl FnMut(), reps: usize) -> f64 {
+    let v = timed_runs(f, reps);
     v[v.len() / 2]
 }
 
@@ -168,50 +152,13 @@ fn report_shape(
     fma_peak: Option<f64>,
     vnni_peak: Option<f64>,
 ) {
-    let x = pseudo_random(g.cin * g.h * g.w, 1);
-    let w = pseudo_random(g.cout * g.cin * g.k * g.k, 2);
-    let b = pseudo_random(g.cout, 3);
-    let xq: Vec<i8> = x.iter().map(|v| (v * 100.0) as i8).collect();
-    let wq: Vec<i8> = w.iter().map(|v| (v * 100.0) as i8).collect();
-    let ws = vec![0.01f32; g.cout];
-    let mut y = vec![0f32; g.cout * g.oh * g.ow];
-    let mut yq = vec![0i8; g.cout * g.oh * g.ow];
-    let mut acc = vec![0i32; quant::conv2d_i8_scratch_len(g)];
+    let mut case = ConvCase::new(*g);
     for &name in names {
         let Some(t) = tier(name) else {
             continue;
         };
-        // Weights packed offline (as `quantize-tool pack` writes them) where the tier reads a packed layout.
-        let fp = t.conv2d_packed.and_then(|(fam, f)| {
-            let mut p = vec![0u8; ember_kernels::pack::float_len(fam, g)?];
-            ember_kernels::pack::float_pack(fam, g, Weights::F32(&w), &mut p).then_some((f, p))
-        });
-        let qp = t.conv2d_i8_packed.map(|(_, f)| {
-            let mut p = vec![0u8; ember_kernels::pack::vnni8_len(g, g.cin)];
-            ember_kernels::pack::vnni8_pack(g, g.cin, &wq, &mut p);
-            (f, p)
-        });
-        let tf = time(
-            || match &fp {
-                Some((f, p)) => f(g, &x, Weights::F32(&w), p, Some(Weights::F32(&b)), &mut y),
-                None => (t.conv2d)(g, &x, Weights::F32(&w), Some(Weights::F32(&b)), &mut y),
-            },
-            7,
-        );
-        let tq = time(
-            || {
-                let o = QOut::I8 {
-                    data: &mut yq,
-                    scale: 0.1,
-                };
-                let (aq, bias) = (ActQ::single(0.02), Some(Weights::F32(&b)));
-                match &qp {
-                    Some((f, p)) => f(g, &xq, aq, &wq, p, &ws, bias, None, None, 1.0, &mut acc, o),
-                    None => (t.conv2d_i8)(g, &xq, aq, &wq, &ws, bias, None, None, 1.0, &mut acc, o),
-                }
-            },
-            7,
-        );
+        let times = case.time(t, 7, 0);
+        let (tf, tq) = (times.f32[3], times.int8[3]);
         let macs = g.macs() as f64;
         let (gf, gq) = (macs / tf / 1e9, macs / tq / 1e9);
         let pct =
