@@ -18,9 +18,12 @@ use crate::Conv2dGeom;
 /// this code, in the [`fma8_pack`] layout; the runtime no longer reads those and packs per call instead.)
 pub const X86_AVX512: u32 = 1;
 
-/// Family: the x86_64 AVX-512 tier's float convolutions, in the [`fma16_pack`] layout (output channels in the
-/// lanes, `x86_64/direct512.rs`). `quantize-tool`'s `x86_64-avx512` writes both this and [`X86_AVX512`].
-pub const X86_AVX512_F32: u32 = 3;
+/// Family: the x86_64 AVX-512 tier's float convolutions: the 3×3 stride-1 layers that [`winograd`] picks as
+/// Winograd F(2×2, 3×3) transformed weights ([`wino16_pack`], `x86_64/wino512.rs`), every other layer in the
+/// [`fma16_pack`] layout (output channels in the lanes, `x86_64/direct512.rs`). `quantize-tool`'s `x86_64-avx512`
+/// writes both this and [`X86_AVX512`]. (Code 3, [`fma16_pack`] for every layer, was this family before the
+/// Winograd kernel; the runtime no longer reads it and packs per call instead.)
+pub const X86_AVX512_F32: u32 = 4;
 
 /// The int8 layout's family (the AVX-512 tier's).
 pub const VNNI8: u32 = X86_AVX512;
@@ -353,8 +356,13 @@ pub const FMA16_CO: usize = 16;
 /// Whether family `fam` packs this float convolution, and its packed length in bytes (`None`: the family has no
 /// float layout, or its kernel does not take the layer, so packing it would only grow the blob).
 pub fn float_len(fam: u32, g: &Conv2dGeom) -> Option<usize> {
-    let ok = fam == X86_AVX512_F32
-        && g.cout > 0
+    if fam != X86_AVX512_F32 {
+        return None;
+    }
+    if winograd(g) {
+        return Some(wino16_len(g));
+    }
+    let ok = g.cout > 0
         && g.cout.is_multiple_of(FMA16_CO)
         && (1..=2).contains(&g.stride)
         && (1..=7).contains(&g.k);
@@ -364,7 +372,99 @@ pub fn float_len(fam: u32, g: &Conv2dGeom) -> Option<usize> {
 /// Pack a float convolution's weights for family `fam` into `out` ([`float_len`] bytes); false where
 /// [`float_len`] is `None` or a length is short.
 pub fn float_pack(fam: u32, g: &Conv2dGeom, w: crate::Weights<'_>, out: &mut [u8]) -> bool {
-    float_len(fam, g).is_some() && fma16_pack(g, w, out)
+    float_len(fam, g).is_some()
+        && if winograd(g) {
+            wino16_pack(g, w, out)
+        } else {
+            fma16_pack(g, w, out)
+        }
+}
+
+/// Floats of the transformed input one band of the Winograd kernel may hold (`16 · cin` per 2×2 output tile;
+/// 512 KiB of stack scratch, host tiers only).
+pub const WINO_V: usize = 128 * 1024;
+
+/// Output tiles (2×2) per band of the Winograd kernel.
+pub const WINO_NT: usize = 32;
+
+/// Fewest input channels for which [`winograd`] picks the Winograd kernel.
+pub const WINO_MIN_CIN: usize = 16;
+
+/// Whether family [`X86_AVX512_F32`] runs this layer as Winograd F(2×2, 3×3) (and packs it with [`wino16_pack`]):
+/// 3×3, stride 1, output channels a multiple of 16, at least [`WINO_MIN_CIN`] input channels, padding ≤ 2, an
+/// output of at least 4×4, and one row of 2×2 tiles within the kernel's band ([`WINO_NT`], [`WINO_V`]). The
+/// multiplications per output drop from 9 · cin to 4 · cin; the transforms cost a few additions per input and
+/// output value.
+pub fn winograd(g: &Conv2dGeom) -> bool {
+    let tw = g.ow.div_ceil(2);
+    g.k == 3
+        && g.stride == 1
+        && g.cout > 0
+        && g.cout.is_multiple_of(FMA16_CO)
+        && g.cin >= WINO_MIN_CIN
+        && g.pad_t <= 2
+        && g.pad_l <= 2
+        && g.oh >= 4
+        && g.ow >= 4
+        && tw <= WINO_NT
+        && 16 * g.cin * tw <= WINO_V
+}
+
+/// Bytes of a whole layer in the [`wino16_pack`] layout: `16 · cin · 16` floats per block of 16 output channels.
+pub fn wino16_len(g: &Conv2dGeom) -> usize {
+    g.cout.div_ceil(FMA16_CO) * 16 * g.cin * FMA16_CO * 4
+}
+
+/// One 3×3 filter `f` (row-major) in the Winograd F(2×2, 3×3) domain: `U = G f Gᵀ` with
+/// `G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]`, computed in `f64` and rounded once; `U[4r + c]`.
+pub fn wino_filter(f: &[f32; 9]) -> [f32; 16] {
+    const G: [[f64; 3]; 4] = [
+        [1.0, 0.0, 0.0],
+        [0.5, 0.5, 0.5],
+        [0.5, -0.5, 0.5],
+        [0.0, 0.0, 1.0],
+    ];
+    core::array::from_fn(|xi| {
+        let (r, c) = (xi / 4, xi % 4);
+        let mut s = 0f64;
+        for (i, gr) in G[r].iter().enumerate() {
+            for (j, gc) in G[c].iter().enumerate() {
+                s += gr * f[3 * i + j] as f64 * gc;
+            }
+        }
+        s as f32
+    })
+}
+
+/// Pack a 3×3 float convolution's weights (`[cout][cin][3][3]`, f32 or f16) for the Winograd kernel
+/// (`x86_64/wino512.rs`): per block of 16 output channels, `16 · cin · 16` little-endian `f32`
+/// `[ξ][cin][channel]` of [`wino_filter`]'s 16 values `ξ` (0 past `cout`), so one (ξ, input channel) of a block is
+/// one 64-byte vector. False if the layer is not 3×3, a length is short or the weights are int8.
+pub fn wino16_pack(g: &Conv2dGeom, w: crate::Weights<'_>, out: &mut [u8]) -> bool {
+    let Some(out) = out.get_mut(..wino16_len(g)) else {
+        return false;
+    };
+    if g.k != 3 || w.len() < g.cout * g.cin * 9 || matches!(w, crate::Weights::I8 { .. }) {
+        return false;
+    }
+    out.fill(0);
+    let mut f = [0f32; 9];
+    for co in 0..g.cout {
+        let (b, c) = (co / FMA16_CO, co % FMA16_CO);
+        for ci in 0..g.cin {
+            let at = (co * g.cin + ci) * 9;
+            match w {
+                crate::Weights::F32(all) => f.copy_from_slice(&all[at..at + 9]),
+                crate::Weights::F16(all) => crate::generic::f16_to_f32(&all[at..at + 9], &mut f),
+                crate::Weights::I8 { .. } => return false,
+            }
+            for (xi, u) in wino_filter(&f).into_iter().enumerate() {
+                let o = (((b * 16 + xi) * g.cin + ci) * FMA16_CO + c) * 4;
+                out[o..o + 4].copy_from_slice(&u.to_le_bytes());
+            }
+        }
+    }
+    true
 }
 
 /// Bytes of a whole float layer in the [`fma16_pack`] layout.

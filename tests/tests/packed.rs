@@ -1,6 +1,6 @@
-//! Float blobs with weights packed offline (`quantize-tool pack`, PACKED section): the same forward, bit for bit,
-//! on every tier (the AVX-512 tier reads the packed layout, the others the canonical weights), for f32 and f16
-//! weights. The int8 side is in `int8.rs`.
+//! Float blobs with weights packed offline (`quantize-tool pack`, PACKED section): the same forward on every tier,
+//! for f32 and f16 weights: bit for bit where the tier reads the canonical weights, within 1e-5 of the output's peak
+//! on the AVX-512 tier, which reads the packed layout and runs 3x3 layers as Winograd F(2x2, 3x3). The int8 side is in `int8.rs`.
 
 use ember_core::format::{section, SECTION_OPTIONAL};
 use ember_core::Model;
@@ -54,12 +54,33 @@ fn packed_float_students_match_unpacked_on_every_tier() {
                 println!("{blob} tier {name}: SKIPPED (this CPU cannot run it)");
                 continue;
             };
-            assert_eq!(forward(&plain, t), forward(&p, t), "{blob} tier {name}");
-            let used = t.conv2d_packed.is_some();
-            println!(
-                "{blob} tier {name}: packed blob bit-identical (packed weights {})",
-                if used { "read" } else { "ignored" }
+            let (a, b) = (forward(&plain, t), forward(&p, t));
+            if t.conv2d_packed.is_none() {
+                assert_eq!(a, b, "{blob} tier {name}");
+                println!("{blob} tier {name}: packed blob bit-identical (packed weights ignored)");
+                continue;
+            }
+            // The tier reads the packed weights: Winograd F(2x2, 3x3) on the 3x3 layers sums in another order
+            // than the per-call kernels, so the forward is held to 1e-5 of the output's largest magnitude (the
+            // parity bound against diffusers is 1e-4), and must differ somewhere (the packed path is taken).
+            let (a, b): (Vec<f32>, Vec<f32>) = (
+                a.into_iter().map(f32::from_bits).collect(),
+                b.into_iter().map(f32::from_bits).collect(),
             );
+            let peak = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let worst = a
+                .iter()
+                .zip(&b)
+                .fold(0f32, |m, (u, v)| m.max((u - v).abs()));
+            assert!(
+                worst <= 1e-5 * peak,
+                "{blob} tier {name}: packed forward off by {worst} (peak {peak})"
+            );
+            assert!(
+                a != b,
+                "{blob} tier {name}: the packed weights were not read"
+            );
+            println!("{blob} tier {name}: packed blob within {:.1e} of the output's peak (packed weights read)", worst / peak);
         }
     }
 }

@@ -190,7 +190,7 @@ fn split_convolutions_are_bit_identical() {
             );
             let mut want_q = vec![0i8; n_out];
             let mut acc = vec![0i32; ember_kernels::quant::conv2d_i8_scratch_len(&g)];
-            // The float layer packed offline in the tier's family, if it reads one (same bits as packing per call).
+            // The float layer packed offline in the tier's family, if it reads one.
             let fpacked: Option<Vec<u8>> = t.conv2d_packed.and_then(|(fam, _)| {
                 assert_eq!(fam, ember_kernels::pack::X86_AVX512_F32);
                 let mut p = vec![0u8; ember_kernels::pack::float_len(fam, &g)?];
@@ -232,8 +232,22 @@ fn split_convolutions_are_bit_identical() {
                 )
             };
             run_q(&Serial, None, &mut acc, &mut want_q);
+            // Packed weights may take another kernel (Winograd for 3x3 layers): their one-call result is the
+            // reference for their splits.
+            let mut want_p = vec![0f32; n_out];
+            parallel::conv2d(
+                t,
+                &Serial,
+                &g,
+                &x,
+                Weights::F32(&wt),
+                fpacked.as_deref(),
+                Some(Weights::F32(&bias)),
+                &mut want_p,
+            );
             for par in hooks {
                 for pw in [None, fpacked.as_deref()] {
+                    let want = if pw.is_some() { &want_p } else { &want };
                     let mut got = vec![f32::NAN; n_out];
                     parallel::conv2d(
                         t,

@@ -177,8 +177,9 @@ pub(crate) fn conv2d(
     }
 }
 
-/// [`conv2d`] with the layer's weights also packed offline for family `x86_64-avx512-f32`
-/// ([`crate::pack::fma16_pack`]): the channels-in-lanes kernel (`direct512.rs`) where it takes the layer and
+/// [`conv2d`] with the layer's weights also packed offline for family `x86_64-avx512-f32`: Winograd F(2×2, 3×3)
+/// (`wino512.rs`) on the 3×3 layers [`crate::pack::winograd`] picks (weights in [`crate::pack::wino16_pack`]'s
+/// layout); on the others ([`crate::pack::fma16_pack`]) the channels-in-lanes kernel (`direct512.rs`) where it takes the layer and
 /// `packed` has its length, the implicit GEMM's column path on the same bytes for pointwise and 4×4 layers
 /// (`gemm512::cols_first`), otherwise [`conv2d`] (which packs per call).
 pub(crate) fn conv2d_packed(
@@ -189,7 +190,14 @@ pub(crate) fn conv2d_packed(
     bias: Option<Weights<'_>>,
     out: &mut [f32],
 ) {
-    // SAFETY (both): reachable only through the AVX-512 table (avx512f detected); the kernels check every length.
+    // SAFETY (all): reachable only through the AVX-512 table (avx512f detected); the kernels check every length.
+    // The family packs the layers `winograd` picks in the Winograd layout, every other one in `fma16_pack`'s.
+    if crate::pack::winograd(g) {
+        if !unsafe { super::wino512::conv2d_packed(g, input, packed, bias, out) } {
+            conv2d(g, input, w, bias, out)
+        }
+        return;
+    }
     if super::gemm512::cols_first(g)
         && unsafe { super::gemm512::conv2d_cols16(g, input, w, packed, bias, out) }
     {

@@ -281,7 +281,7 @@ unsafe fn tile_acc<const NV: usize, const NP: usize>(
 /// # Safety
 /// AVX-512 F; `src + j · width + i` readable and `out + i · plane + j` writable for `i < 16`, `j < n`.
 #[target_feature(enable = "avx512f")]
-unsafe fn transpose_out(
+pub(super) unsafe fn transpose_out(
     src: *const f32,
     width: usize,
     n: usize,

@@ -15,6 +15,7 @@ mod gnf512;
 mod lin512;
 pub mod peak;
 mod vnni;
+mod wino512;
 
 use core::mem::MaybeUninit;
 

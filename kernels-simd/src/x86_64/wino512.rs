@@ -1,0 +1,370 @@
+//! AVX-512 f32 3×3 stride-1 convolution by Winograd F(2×2, 3×3) (Lavin & Gray, 2016), on weights transformed
+//! offline ([`crate::pack::wino16_pack`]): each 2×2 output tile of each output channel is `Aᵀ [Σ_ci U ⊙ V] A`
+//! with `V = Bᵀ d B` the 4×4 input tile `d` transformed, so 16 multiplications per input channel give 4 outputs
+//! instead of 36. The 16 element-wise products summed over input channels are 16 independent GEMMs
+//! `M[ξ] (tiles × cout) = V[ξ] (tiles × cin) · U[ξ] (cin × cout)`, run with **output channels in the lanes** as in
+//! [`super::direct512`]: a register tile is `NV` vectors of 16 channels × `NP` tiles (4 × 6 = 24 accumulators), one
+//! weight vector load per channel block and one broadcast per tile for each input channel.
+//!
+//! Per band of tile rows: every input channel's rows are copied into a zero-padded strip and transformed 16 tiles
+//! at a time (the 4×4 tiles' columns gathered by `vpermt2ps` from two overlapping row loads) into `V[ξ][ci][tile]`;
+//! then per group of output channels the 16 GEMMs park `M[ξ][tile][channel]`, the output transform turns each tile's
+//! 16 vectors into 4 output positions, and [`super::direct512::transpose_out`] writes the `[channel][position]`
+//! output with the bias. The transforms use only additions and subtractions (the ½ of `G` is applied offline, in
+//! `f64`), so the result differs from a direct convolution's by a few rounding steps: the tier tests hold it to the
+//! same `1e-5 · Σ|w·x|` bound as every float convolution.
+
+use core::arch::x86_64::*;
+use core::mem::MaybeUninit;
+
+use super::zeroed_prefix;
+use crate::pack::{wino16_len, winograd, FMA16_CO, WINO_NT, WINO_V};
+use crate::{Conv2dGeom, Weights};
+
+/// Channels of the widest group (4 vectors).
+const GROUP: usize = 4 * FMA16_CO;
+/// Parked GEMM results of a band: `16 · WINO_NT · GROUP` floats (128 KiB).
+const PARK: usize = 16 * WINO_NT * GROUP;
+/// Output positions of a band (`4 · WINO_NT`) × GROUP channels (32 KiB).
+const STAGE: usize = 4 * WINO_NT * GROUP;
+/// A channel's zero-padded input rows of a band (16 KiB).
+const STRIP: usize = 4096;
+
+/// The band geometry: tiles per row, tile rows per band, strip row length.
+#[derive(Clone, Copy)]
+struct Plan {
+    tw: usize,
+    th: usize,
+    rows: usize,
+    sw: usize,
+}
+
+fn plan(g: &Conv2dGeom) -> Option<Plan> {
+    if !winograd(g) {
+        return None;
+    }
+    let (tw, th) = (g.ow.div_ceil(2), g.oh.div_ceil(2));
+    let rows = (WINO_NT / tw).min(WINO_V / (16 * g.cin * tw)).min(th);
+    let sw = 2 * tw.next_multiple_of(16) + 4;
+    (rows > 0 && (2 * rows + 2) * sw <= STRIP && g.pad_l + 1 < sw).then_some(Plan {
+        tw,
+        th,
+        rows,
+        sw,
+    })
+}
+
+/// f32 Winograd convolution on weights packed by [`wino16_pack`](crate::pack::wino16_pack); false (and `out`
+/// untouched) if [`winograd`] does not pick the layer or a length does not fit, in which case the caller runs
+/// another kernel.
+///
+/// # Safety
+/// The CPU must have AVX-512 F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn conv2d_packed(
+    g: &Conv2dGeom,
+    input: &[f32],
+    packed: &[u8],
+    bias: Option<Weights<'_>>,
+    out: &mut [f32],
+) -> bool {
+    let Some(p) = plan(g) else { return false };
+    if packed.len() != wino16_len(g)
+        || input.len() < g.cin * g.h * g.w
+        || out.len() < g.cout * g.oh * g.ow
+        || bias.is_some_and(|b| b.len() < g.cout)
+    {
+        return false;
+    }
+    conv(g, p, input, packed, bias, out);
+    true
+}
+
+/// The body of [`conv2d_packed`] (its own never-inlined frame: about 690 KiB of stack scratch).
+///
+/// # Safety
+/// AVX-512 F; `p` is the layer's [`plan`], and every length was checked.
+#[inline(never)]
+#[target_feature(enable = "avx512f")]
+unsafe fn conv(
+    g: &Conv2dGeom,
+    p: Plan,
+    input: &[f32],
+    packed: &[u8],
+    bias: Option<Weights<'_>>,
+    out: &mut [f32],
+) {
+    let plane = g.oh * g.ow;
+    let nt_max = p.rows * p.tw;
+    let mut v_m = MaybeUninit::<[f32; WINO_V]>::uninit();
+    let vbuf = zeroed_prefix(&mut v_m, 16 * g.cin * nt_max);
+    let mut park_m = MaybeUninit::<[f32; PARK]>::uninit();
+    let park = zeroed_prefix(&mut park_m, 16 * nt_max * GROUP);
+    let mut stage_m = MaybeUninit::<[f32; STAGE]>::uninit();
+    let stage = zeroed_prefix(&mut stage_m, 2 * p.rows * g.ow * GROUP);
+    let mut strip_m = MaybeUninit::<[f32; STRIP]>::uninit();
+    let strip = zeroed_prefix(&mut strip_m, (2 * p.rows + 2) * p.sw);
+    if vbuf.len() < 16 * g.cin * nt_max
+        || park.len() < 16 * nt_max * GROUP
+        || stage.len() < 2 * p.rows * g.ow * GROUP
+        || strip.len() < (2 * p.rows + 2) * p.sw
+    {
+        return;
+    }
+    let ubase = packed.as_ptr() as *const f32;
+    let mut ty0 = 0;
+    while ty0 < p.th {
+        let rows = p.rows.min(p.th - ty0);
+        let nt = rows * p.tw;
+        // 1. Input transform of every channel into V[ξ][ci][t] (t = row · tw + tx).
+        for ci in 0..g.cin {
+            fill_strip(g, &p, input, ci, ty0, rows, strip);
+            for r in 0..rows {
+                let mut tx0 = 0;
+                while tx0 < p.tw {
+                    let n = (p.tw - tx0).min(16);
+                    // SAFETY: AVX-512 F (caller). The strip holds (2 rows + 2) · sw floats and row 2r + i < 2 rows + 2
+                    // is read at 2 tx0 .. 2 tx0 + 34 <= 2 · tw rounded up to 16 + 2 < sw; V holds 16 · cin · nt floats
+                    // and (ξ · cin + ci) · nt + r · tw + tx0 + n <= that.
+                    input_tile16(
+                        strip.as_ptr().add(2 * r * p.sw + 2 * tx0),
+                        p.sw,
+                        vbuf.as_mut_ptr().add(ci * nt + r * p.tw + tx0),
+                        g.cin * nt,
+                        n,
+                    );
+                    tx0 += 16;
+                }
+            }
+        }
+        // 2. Per group of output channels: 16 GEMMs, output transform, transposed store.
+        let mut co0 = 0;
+        while co0 < g.cout {
+            let nv = match (g.cout - co0) / FMA16_CO {
+                1 => 1,
+                2 | 3 => 2,
+                _ => 4,
+            };
+            let width = nv * FMA16_CO;
+            for xi in 0..16 {
+                let mut w = [ubase; 4];
+                for (v, wv) in w.iter_mut().enumerate().take(nv) {
+                    *wv = ubase.add(((co0 / FMA16_CO + v) * 16 + xi) * g.cin * FMA16_CO);
+                }
+                let mut t0 = 0;
+                while t0 < nt {
+                    let np = (nt - t0).min(6);
+                    let x = vbuf.as_ptr().add(xi * g.cin * nt + t0);
+                    let a = park.as_mut_ptr().add((xi * nt + t0) * width);
+                    // SAFETY: AVX-512 F. V[ξ][ci][t0 + j] (ci < cin, j < np, t0 + np <= nt) lies in `vbuf`; block
+                    // co0 / 16 + v < cout / 16 holds 16 · cin vectors, read at ξ · cin + ci; the park holds
+                    // 16 · nt · width floats and (ξ · nt + t0 + j) · width + 16 v + 16 <= that.
+                    match (nv, np) {
+                        (4, 6) => gemm_tile::<4, 6>(x, nt, g.cin, w, a),
+                        (4, 5) => gemm_tile::<4, 5>(x, nt, g.cin, w, a),
+                        (4, 4) => gemm_tile::<4, 4>(x, nt, g.cin, w, a),
+                        (4, 3) => gemm_tile::<4, 3>(x, nt, g.cin, w, a),
+                        (4, 2) => gemm_tile::<4, 2>(x, nt, g.cin, w, a),
+                        (4, _) => gemm_tile::<4, 1>(x, nt, g.cin, w, a),
+                        (2, 6) => gemm_tile::<2, 6>(x, nt, g.cin, w, a),
+                        (2, 5) => gemm_tile::<2, 5>(x, nt, g.cin, w, a),
+                        (2, 4) => gemm_tile::<2, 4>(x, nt, g.cin, w, a),
+                        (2, 3) => gemm_tile::<2, 3>(x, nt, g.cin, w, a),
+                        (2, 2) => gemm_tile::<2, 2>(x, nt, g.cin, w, a),
+                        (2, _) => gemm_tile::<2, 1>(x, nt, g.cin, w, a),
+                        (_, 6) => gemm_tile::<1, 6>(x, nt, g.cin, w, a),
+                        (_, 5) => gemm_tile::<1, 5>(x, nt, g.cin, w, a),
+                        (_, 4) => gemm_tile::<1, 4>(x, nt, g.cin, w, a),
+                        (_, 3) => gemm_tile::<1, 3>(x, nt, g.cin, w, a),
+                        (_, 2) => gemm_tile::<1, 2>(x, nt, g.cin, w, a),
+                        (_, _) => gemm_tile::<1, 1>(x, nt, g.cin, w, a),
+                    }
+                    t0 += np;
+                }
+            }
+            // Output transform: tile t's 16 vectors per channel block into its (up to) 4 output positions.
+            let oy0 = 2 * ty0;
+            let orows = (2 * rows).min(g.oh - oy0);
+            for t in 0..nt {
+                let (r, tx) = (t / p.tw, t % p.tw);
+                for v in 0..nv {
+                    // SAFETY: AVX-512 F. The park holds (ξ · nt + t) · width + 16 v + 16 floats for ξ < 16; the
+                    // stage holds 2 · rows · ow · width floats, written at positions (2r + a) · ow + 2 tx + b that
+                    // are inside the output (checked in `output_tile`).
+                    output_tile(
+                        park.as_ptr().add(t * width + v * FMA16_CO),
+                        nt * width,
+                        stage.as_mut_ptr().add(v * FMA16_CO),
+                        width,
+                        g.ow,
+                        (2 * r, 2 * tx),
+                        (orows, g.ow),
+                    );
+                }
+            }
+            let n = orows * g.ow;
+            for v in 0..nv {
+                let c0 = co0 + v * FMA16_CO;
+                let mut bv = [0f32; FMA16_CO];
+                for (i, b) in bv.iter_mut().enumerate() {
+                    *b = bias.map_or(0.0, |bw| bw.get(c0 + i));
+                }
+                // SAFETY: channels c0 .. c0 + 16 <= cout of `out` (cout · plane floats, checked by the caller) hold
+                // positions oy0 · ow .. + n <= plane; the stage holds n · width floats, read at column 16 v.
+                super::direct512::transpose_out(
+                    stage.as_ptr().add(v * FMA16_CO),
+                    width,
+                    n,
+                    &bv,
+                    out.as_mut_ptr().add(c0 * plane + oy0 * g.ow),
+                    plane,
+                );
+            }
+            co0 += width;
+        }
+        ty0 += rows;
+    }
+}
+
+/// Channel `ci`'s input rows of the band at tile row `ty0` into `strip` (`2 rows + 2` rows of `sw` floats): strip
+/// `(sr, sc)` is input `(2 ty0 + sr − pad_t, sc − pad_l)`, zero outside the image.
+fn fill_strip(
+    g: &Conv2dGeom,
+    p: &Plan,
+    input: &[f32],
+    ci: usize,
+    ty0: usize,
+    rows: usize,
+    strip: &mut [f32],
+) {
+    let cols = g.w.min(p.sw - g.pad_l);
+    for (sr, srow) in strip.chunks_exact_mut(p.sw).take(2 * rows + 2).enumerate() {
+        srow.fill(0.0);
+        let iy = (2 * ty0 + sr).wrapping_sub(g.pad_t);
+        if iy < g.h {
+            let at = (ci * g.h + iy) * g.w;
+            if let (Some(dst), Some(src)) = (
+                srow.get_mut(g.pad_l..g.pad_l + cols),
+                input.get(at..at + cols),
+            ) {
+                dst.copy_from_slice(src);
+            }
+        }
+    }
+}
+
+/// Transform 16 horizontally adjacent 4×4 input tiles (`n` of them kept) whose top-left corners are `s + 2j`
+/// (rows `sw` apart) into `V = Bᵀ d B`, `Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]`: value `ξ`
+/// of tile `j` goes to `v + ξ · vs + j`.
+///
+/// # Safety
+/// AVX-512 F; `s + i · sw + c` readable for `i < 4`, `c < 34`; `v + ξ · vs + j` writable for `ξ < 16`, `j < n`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn input_tile16(s: *const f32, sw: usize, v: *mut f32, vs: usize, n: usize) {
+    let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    let odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    // d[i][c]: row i, column c of each of the 16 tiles (tile j's column c is strip column 2j + c).
+    let d: [[__m512; 4]; 4] = core::array::from_fn(|i| {
+        let row = s.add(i * sw);
+        let (a, b) = (_mm512_loadu_ps(row), _mm512_loadu_ps(row.add(16)));
+        let (a2, b2) = (_mm512_loadu_ps(row.add(2)), _mm512_loadu_ps(row.add(18)));
+        [
+            _mm512_permutex2var_ps(a, even, b),
+            _mm512_permutex2var_ps(a, odd, b),
+            _mm512_permutex2var_ps(a2, even, b2),
+            _mm512_permutex2var_ps(a2, odd, b2),
+        ]
+    });
+    // Bᵀ d (rows), then (Bᵀ d) B (columns).
+    let t: [[__m512; 4]; 4] = [
+        core::array::from_fn(|c| _mm512_sub_ps(d[0][c], d[2][c])),
+        core::array::from_fn(|c| _mm512_add_ps(d[1][c], d[2][c])),
+        core::array::from_fn(|c| _mm512_sub_ps(d[2][c], d[1][c])),
+        core::array::from_fn(|c| _mm512_sub_ps(d[1][c], d[3][c])),
+    ];
+    let m = ((1u32 << n.min(16)) - 1) as __mmask16;
+    for (r, tr) in t.iter().enumerate() {
+        let vr = [
+            _mm512_sub_ps(tr[0], tr[2]),
+            _mm512_add_ps(tr[1], tr[2]),
+            _mm512_sub_ps(tr[2], tr[1]),
+            _mm512_sub_ps(tr[1], tr[3]),
+        ];
+        for (c, x) in vr.into_iter().enumerate() {
+            _mm512_mask_storeu_ps(v.add((4 * r + c) * vs), m, x);
+        }
+    }
+}
+
+/// One register tile of a GEMM `M[ξ]`: `NV` vectors of 16 output channels × `NP` tiles, summed over `cin` input
+/// channels: `a[j · 16 NV + 16 v] = Σ_ci x[ci · xs + j] · w[v][16 ci ..]`.
+///
+/// # Safety
+/// AVX-512 F; `x + ci · xs + j` readable for `ci < cin`, `j < NP`; `w[v]` (v < NV) points at `cin` vectors of 16
+/// floats; `a` at `NP · 16 NV` writable floats.
+#[inline(always)]
+unsafe fn gemm_tile<const NV: usize, const NP: usize>(
+    x: *const f32,
+    xs: usize,
+    cin: usize,
+    w: [*const f32; 4],
+    a: *mut f32,
+) {
+    let mut acc = [[_mm512_setzero_ps(); NV]; NP];
+    for ci in 0..cin {
+        let xc = x.add(ci * xs);
+        let mut wv = [_mm512_setzero_ps(); NV];
+        for (v, wvv) in wv.iter_mut().enumerate() {
+            *wvv = _mm512_loadu_ps(w[v].add(ci * FMA16_CO));
+        }
+        for (j, aj) in acc.iter_mut().enumerate() {
+            let xv = _mm512_set1_ps(*xc.add(j));
+            for (av, wvv) in aj.iter_mut().zip(&wv) {
+                *av = _mm512_fmadd_ps(xv, *wvv, *av);
+            }
+        }
+    }
+    let width = NV * FMA16_CO;
+    for (j, aj) in acc.iter().enumerate() {
+        for (v, av) in aj.iter().enumerate() {
+            _mm512_storeu_ps(a.add(j * width + v * FMA16_CO), *av);
+        }
+    }
+}
+
+/// The output transform of one tile for 16 channels: `Y = Aᵀ M A`, `Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]`, with
+/// `M[ξ]` at `m + ξ · ms`; output `(y0 + a, x0 + b)` goes to `stage + ((y0 + a) · ow + x0 + b) · width` when it lies
+/// inside `lim = (rows, ow)`.
+///
+/// # Safety
+/// AVX-512 F; `m + ξ · ms` readable (16 floats) for `ξ < 16`; the stage writable at every position inside `lim`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn output_tile(
+    m: *const f32,
+    ms: usize,
+    stage: *mut f32,
+    width: usize,
+    ow: usize,
+    (y0, x0): (usize, usize),
+    lim: (usize, usize),
+) {
+    let mv: [__m512; 16] = core::array::from_fn(|xi| _mm512_loadu_ps(m.add(xi * ms)));
+    // Aᵀ M: two rows of 4 columns.
+    let s0: [__m512; 4] =
+        core::array::from_fn(|c| _mm512_add_ps(_mm512_add_ps(mv[c], mv[4 + c]), mv[8 + c]));
+    let s1: [__m512; 4] =
+        core::array::from_fn(|c| _mm512_sub_ps(_mm512_sub_ps(mv[4 + c], mv[8 + c]), mv[12 + c]));
+    for (a, s) in [s0, s1].iter().enumerate() {
+        let y = [
+            _mm512_add_ps(_mm512_add_ps(s[0], s[1]), s[2]),
+            _mm512_sub_ps(_mm512_sub_ps(s[1], s[2]), s[3]),
+        ];
+        for (b, yv) in y.into_iter().enumerate() {
+            if y0 + a < lim.0 && x0 + b < lim.1 {
+                _mm512_storeu_ps(stage.add(((y0 + a) * ow + x0 + b) * width), yv);
+            }
+        }
+    }
+}
