@@ -121,11 +121,11 @@ fn packed_shapes(rng: &mut Lcg) -> Vec<Conv2dGeom> {
         mk(3, 1, 1, 16, 1, 1, 0),
         // Winograd layers (`pack::winograd`): odd sizes, padding 0 and 2, more than 16 tiles per row, bands of
         // several tile rows, channel groups of 64 + 32 + 16, the smallest output.
-        mk(24, 11, 13, 32, 3, 1, 1),
-        mk(40, 10, 12, 112, 3, 1, 0),
-        mk(16, 9, 9, 16, 3, 1, 2),
-        mk(32, 5, 33, 80, 3, 1, 1),
-        mk(64, 4, 4, 32, 3, 1, 1),
+        mk(24, 17, 17, 64, 3, 1, 1),
+        mk(40, 20, 18, 112, 3, 1, 0),
+        mk(16, 15, 15, 64, 3, 1, 2),
+        mk(32, 8, 33, 80, 3, 1, 1),
+        mk(128, 4, 4, 64, 3, 1, 1),
         mk(512, 16, 16, 64, 3, 1, 1),
     ];
     for _ in 0..20 {

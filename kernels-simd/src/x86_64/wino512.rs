@@ -29,6 +29,9 @@ const PARK: usize = 16 * WINO_NT * GROUP;
 const STAGE: usize = 4 * WINO_NT * GROUP;
 /// A channel's zero-padded input rows of a band (16 KiB).
 const STRIP: usize = 4096;
+/// Input channels per pass over a band's tiles: a group's weights of one ξ for them (`WCC · 64` floats, 16 KiB)
+/// stay in L1 while every tile of the band reads them; the partial sums are parked between passes.
+const WCC: usize = 64;
 
 /// The band geometry: tiles per row, tile rows per band, strip row length.
 #[derive(Clone, Copy)]
@@ -37,6 +40,16 @@ struct Plan {
     th: usize,
     rows: usize,
     sw: usize,
+}
+
+/// Vectors of 16 channels in the group starting with `rest` channels left: 64-channel groups while 64 remain,
+/// then 32, then 16.
+fn group_vectors(rest: usize) -> usize {
+    match rest / FMA16_CO {
+        0 | 1 => 1,
+        2 | 3 => 2,
+        _ => 4,
+    }
 }
 
 fn plan(g: &Conv2dGeom) -> Option<Plan> {
@@ -140,46 +153,61 @@ unsafe fn conv(
         // 2. Per group of output channels: 16 GEMMs, output transform, transposed store.
         let mut co0 = 0;
         while co0 < g.cout {
-            let nv = match (g.cout - co0) / FMA16_CO {
-                1 => 1,
-                2 | 3 => 2,
-                _ => 4,
-            };
+            let nv = group_vectors(g.cout - co0);
             let width = nv * FMA16_CO;
+            // Weight streams of a pass (group at c0, value ξ, input channels from ci0).
+            let streams = |c0: usize, xi: usize, ci0: usize| -> [*const f32; 4] {
+                core::array::from_fn(|v| {
+                    ubase.wrapping_add((((c0 / FMA16_CO + v) * 16 + xi) * g.cin + ci0) * FMA16_CO)
+                })
+            };
+            // Near-equal register tiles of at most 6 tiles (32 = 6 + 6 + 5 + 5 + 5 + 5, not ... + 2).
+            let blocks = nt.div_ceil(6);
             for xi in 0..16 {
-                let mut w = [ubase; 4];
-                for (v, wv) in w.iter_mut().enumerate().take(nv) {
-                    *wv = ubase.add(((co0 / FMA16_CO + v) * 16 + xi) * g.cin * FMA16_CO);
-                }
-                let mut t0 = 0;
-                while t0 < nt {
-                    let np = (nt - t0).min(6);
-                    let x = vbuf.as_ptr().add(xi * g.cin * nt + t0);
-                    let a = park.as_mut_ptr().add((xi * nt + t0) * width);
-                    // SAFETY: AVX-512 F. V[ξ][ci][t0 + j] (ci < cin, j < np, t0 + np <= nt) lies in `vbuf`; block
-                    // co0 / 16 + v < cout / 16 holds 16 · cin vectors, read at ξ · cin + ci; the park holds
-                    // 16 · nt · width floats and (ξ · nt + t0 + j) · width + 16 v + 16 <= that.
-                    match (nv, np) {
-                        (4, 6) => gemm_tile::<4, 6>(x, nt, g.cin, w, a),
-                        (4, 5) => gemm_tile::<4, 5>(x, nt, g.cin, w, a),
-                        (4, 4) => gemm_tile::<4, 4>(x, nt, g.cin, w, a),
-                        (4, 3) => gemm_tile::<4, 3>(x, nt, g.cin, w, a),
-                        (4, 2) => gemm_tile::<4, 2>(x, nt, g.cin, w, a),
-                        (4, _) => gemm_tile::<4, 1>(x, nt, g.cin, w, a),
-                        (2, 6) => gemm_tile::<2, 6>(x, nt, g.cin, w, a),
-                        (2, 5) => gemm_tile::<2, 5>(x, nt, g.cin, w, a),
-                        (2, 4) => gemm_tile::<2, 4>(x, nt, g.cin, w, a),
-                        (2, 3) => gemm_tile::<2, 3>(x, nt, g.cin, w, a),
-                        (2, 2) => gemm_tile::<2, 2>(x, nt, g.cin, w, a),
-                        (2, _) => gemm_tile::<2, 1>(x, nt, g.cin, w, a),
-                        (_, 6) => gemm_tile::<1, 6>(x, nt, g.cin, w, a),
-                        (_, 5) => gemm_tile::<1, 5>(x, nt, g.cin, w, a),
-                        (_, 4) => gemm_tile::<1, 4>(x, nt, g.cin, w, a),
-                        (_, 3) => gemm_tile::<1, 3>(x, nt, g.cin, w, a),
-                        (_, 2) => gemm_tile::<1, 2>(x, nt, g.cin, w, a),
-                        (_, _) => gemm_tile::<1, 1>(x, nt, g.cin, w, a),
+                for ci0 in (0..g.cin).step_by(WCC) {
+                    let (cc, first) = (WCC.min(g.cin - ci0), ci0 == 0);
+                    let w = streams(co0, xi, ci0);
+                    // The next pass's weights, fetched into L1 while this pass computes (one line per stream and
+                    // input channel in every register tile; after the first tile they are hits): the layer's
+                    // weights (16 · cin · cout floats) come from L3 or DRAM once per band, and a pass would
+                    // otherwise open with a few hundred misses in a row.
+                    let pf = if ci0 + WCC < g.cin {
+                        streams(co0, xi, ci0 + WCC)
+                    } else if xi < 15 {
+                        streams(co0, xi + 1, 0)
+                    } else {
+                        streams(co0 + width, 0, 0)
+                    };
+                    let mut t0 = 0;
+                    for b in 0..blocks {
+                        let np = (nt - t0) / (blocks - b);
+                        let x = vbuf.as_ptr().add((xi * g.cin + ci0) * nt + t0);
+                        let a = park.as_mut_ptr().add((xi * nt + t0) * width);
+                        // SAFETY: AVX-512 F. V[ξ][ci][t0 + j] (ci < cin, j < np, t0 + np <= nt) lies in `vbuf`; block
+                        // co0 / 16 + v < cout / 16 holds 16 · cin vectors, read at ξ · cin + ci; the park holds
+                        // 16 · nt · width floats and (ξ · nt + t0 + j) · width + 16 v + 16 <= that.
+                        match (nv, np) {
+                            (4, 6) => gemm_tile::<4, 6>(x, nt, cc, w, a, first, pf),
+                            (4, 5) => gemm_tile::<4, 5>(x, nt, cc, w, a, first, pf),
+                            (4, 4) => gemm_tile::<4, 4>(x, nt, cc, w, a, first, pf),
+                            (4, 3) => gemm_tile::<4, 3>(x, nt, cc, w, a, first, pf),
+                            (4, 2) => gemm_tile::<4, 2>(x, nt, cc, w, a, first, pf),
+                            (4, _) => gemm_tile::<4, 1>(x, nt, cc, w, a, first, pf),
+                            (2, 6) => gemm_tile::<2, 6>(x, nt, cc, w, a, first, pf),
+                            (2, 5) => gemm_tile::<2, 5>(x, nt, cc, w, a, first, pf),
+                            (2, 4) => gemm_tile::<2, 4>(x, nt, cc, w, a, first, pf),
+                            (2, 3) => gemm_tile::<2, 3>(x, nt, cc, w, a, first, pf),
+                            (2, 2) => gemm_tile::<2, 2>(x, nt, cc, w, a, first, pf),
+                            (2, _) => gemm_tile::<2, 1>(x, nt, cc, w, a, first, pf),
+                            (_, 6) => gemm_tile::<1, 6>(x, nt, cc, w, a, first, pf),
+                            (_, 5) => gemm_tile::<1, 5>(x, nt, cc, w, a, first, pf),
+                            (_, 4) => gemm_tile::<1, 4>(x, nt, cc, w, a, first, pf),
+                            (_, 3) => gemm_tile::<1, 3>(x, nt, cc, w, a, first, pf),
+                            (_, 2) => gemm_tile::<1, 2>(x, nt, cc, w, a, first, pf),
+                            (_, _) => gemm_tile::<1, 1>(x, nt, cc, w, a, first, pf),
+                        }
+                        t0 += np;
                     }
-                    t0 += np;
                 }
             }
             // Output transform: tile t's 16 vectors per channel block into its (up to) 4 output positions.
@@ -298,7 +326,8 @@ unsafe fn input_tile16(s: *const f32, sw: usize, v: *mut f32, vs: usize, n: usiz
 }
 
 /// One register tile of a GEMM `M[ξ]`: `NV` vectors of 16 output channels × `NP` tiles, summed over `cin` input
-/// channels: `a[j · 16 NV + 16 v] = Σ_ci x[ci · xs + j] · w[v][16 ci ..]`.
+/// channels: `a[j · 16 NV + 16 v] (+)= Σ_ci x[ci · xs + j] · w[v][16 ci ..]`, from zero when `first`, else onto
+/// the parked sums; prefetches `pf[v] + 16 ci` (any address: a prefetch never faults).
 ///
 /// # Safety
 /// AVX-512 F; `x + ci · xs + j` readable for `ci < cin`, `j < NP`; `w[v]` (v < NV) points at `cin` vectors of 16
@@ -310,9 +339,22 @@ unsafe fn gemm_tile<const NV: usize, const NP: usize>(
     cin: usize,
     w: [*const f32; 4],
     a: *mut f32,
+    first: bool,
+    pf: [*const f32; 4],
 ) {
+    let width = NV * FMA16_CO;
     let mut acc = [[_mm512_setzero_ps(); NV]; NP];
+    if !first {
+        for (j, aj) in acc.iter_mut().enumerate() {
+            for (v, av) in aj.iter_mut().enumerate() {
+                *av = _mm512_loadu_ps(a.add(j * width + v * FMA16_CO));
+            }
+        }
+    }
     for ci in 0..cin {
+        for p in pf.iter().take(NV) {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ci * FMA16_CO) as *const i8);
+        }
         let xc = x.add(ci * xs);
         let mut wv = [_mm512_setzero_ps(); NV];
         for (v, wvv) in wv.iter_mut().enumerate() {
@@ -325,7 +367,6 @@ unsafe fn gemm_tile<const NV: usize, const NP: usize>(
             }
         }
     }
-    let width = NV * FMA16_CO;
     for (j, aj) in acc.iter().enumerate() {
         for (v, av) in aj.iter().enumerate() {
             _mm512_storeu_ps(a.add(j * width + v * FMA16_CO), *av);
