@@ -108,7 +108,6 @@ enum Cmd {
         #[arg(long)]
         timesteps: Option<String>,
     },
-    /// Describe a .ember blob: layers, parameters, MACs, weight bytes, arena bytes vs the liveness lower bound.
     /// Add weights packed offline for kernel families to an existing blob (see `convert --pack`).
     Pack {
         /// The blob.
@@ -121,6 +120,7 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', required = true)]
         family: Vec<String>,
     },
+    /// Describe a .ember blob: layers, parameters, MACs, weight bytes, arena bytes vs the liveness lower bound.
     Inspect {
         /// The blob.
         model: PathBuf,
