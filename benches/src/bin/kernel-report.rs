@@ -1,6 +1,7 @@
 //! One-run kernel report: the measured multiply-accumulate peak of this core (AVX-512 FMA and VNNI probes), then
 //! the f32 and int8 convolution of every layer shape of the committed MNIST student on every tier this CPU runs,
-//! with GMAC/s and the fraction of the measured peak; the large 3×3 layers of ddpm-cifar10-32 on the best tier; then
+//! with GMAC/s and the fraction of the measured peak (for f32 layers run as Winograd, marked `(W)`, of the direct
+//! convolution's MACs, so above 100 % is possible); the large 3×3 layers of ddpm-cifar10-32 on the best tier; then
 //! the U-Net forward on 1 and 2 threads.
 //!
 //! `cargo run --release -p ember-benches --bin kernel-report` (add `-- --json` for one JSON object per row).
@@ -163,9 +164,18 @@ fn report_shape(
         let (gf, gq) = (macs / tf / 1e9, macs / tq / 1e9);
         let pct =
             |r: f64, p: Option<f64>| p.map_or("-".to_string(), |p| format!("{:.0}", 100.0 * r / p));
+        // A tier reading packed float weights runs the layers `pack::winograd` picks as Winograd F(2x2, 3x3): its
+        // f32 figures count the direct convolution's MACs (it executes 4/9 of them), marked "(W)".
+        let wino = t.conv2d_packed.is_some() && ember_kernels::pack::winograd(g);
         let shape = format!(
-            "{}->{} k{} s{} {}x{}",
-            g.cin, g.cout, g.k, g.stride, g.oh, g.ow
+            "{}->{} k{} s{} {}x{}{}",
+            g.cin,
+            g.cout,
+            g.k,
+            g.stride,
+            g.oh,
+            g.ow,
+            if wino { " (W)" } else { "" }
         );
         if json {
             println!(
