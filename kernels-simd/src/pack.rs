@@ -391,23 +391,23 @@ pub const WINO_NT: usize = 32;
 pub const WINO_MIN_CIN: usize = 16;
 
 /// Whether family [`X86_AVX512_F32`] runs this layer as Winograd F(2×2, 3×3) (and packs it with [`wino16_pack`]):
-/// 3×3, stride 1, output channels a multiple of 16 and at least 64, at least [`WINO_MIN_CIN`] input channels,
-/// padding ≤ 2, an output of at least 4×4, and one row of 2×2 tiles within the kernel's band ([`WINO_NT`],
-/// [`WINO_V`]), and not a small layer (under 256 output positions, Winograd only with 128 or more input and output
-/// channels). The multiplications per output drop from 9 · cin to 4 · cin; the transforms cost a few additions per
-/// input and output value, which is why small layers stay direct: measured on the Intel host (`conv-time`), the
-/// direct kernel wins 64→64 at 8×8 (0.034 vs 0.039 ms), 128→64 at 8×8 (0.064 vs 0.079 ms) and 64→32 at 32×32
-/// (0.25 vs 0.27 ms), Winograd wins 32→64 at 32×32 (0.21 vs 0.27 ms), 128→128 at 8×8 (0.10 vs 0.12 ms) and
-/// 256→256 at 8×8 (0.37 vs 0.50 ms).
+/// 3×3, stride 1, output channels a multiple of 16, at least [`WINO_MIN_CIN`] input channels, padding ≤ 2, an
+/// output of at least 4×4, one row of 2×2 tiles within the kernel's band ([`WINO_NT`], [`WINO_V`]), and not a small
+/// layer (under 256 output positions, Winograd only from 192 input channels on). The multiplications per output
+/// drop from 9 · cin to 4 · cin; the transforms cost a few additions per input and output value, which is why
+/// small layers stay direct: measured on the Intel host (`conv-time`), the direct kernel wins 64→64 at 8×8 (0.034
+/// vs 0.039 ms) and 128→64 at 8×8 (0.064 vs 0.079 ms), Winograd wins 32→64 at 32×32 (0.21 vs 0.27 ms), 192→128 at
+/// 8×8 (0.16 vs 0.18 ms) and 256→256 at 8×8 (0.37 vs 0.50 ms). The choice must not depend on `cout` beyond its
+/// multiple of 16: a layer split over threads by 16-channel blocks (`parallel::conv2d`) hands each part the
+/// packed bytes of its channels, which must be in the same layout.
 pub fn winograd(g: &Conv2dGeom) -> bool {
     let tw = g.ow.div_ceil(2);
     g.k == 3
         && g.stride == 1
         && g.cout > 0
         && g.cout.is_multiple_of(FMA16_CO)
-        && g.cout >= 64
         && g.cin >= WINO_MIN_CIN
-        && (g.oh * g.ow >= 256 || (g.cin >= 128 && g.cout >= 128))
+        && (g.oh * g.ow >= 256 || g.cin >= 192)
         && g.pad_t <= 2
         && g.pad_l <= 2
         && g.oh >= 4

@@ -6,8 +6,8 @@
 //! [`super::direct512`]: a register tile is `NV` vectors of 16 channels × `NP` tiles (4 × 6 = 24 accumulators), one
 //! weight vector load per channel block and one broadcast per tile for each input channel.
 //!
-//! Per band of tile rows: every input channel's rows are copied into a zero-padded strip and transformed 16 tiles
-//! at a time (the 4×4 tiles' columns gathered by `vpermt2ps` from two overlapping row loads) into `V[ξ][ci][tile]`;
+//! Per band of tile rows: every input channel's rows are transformed 16 tiles at a time (the 4×4 tiles' columns
+//! gathered by `vpermt2ps` from overlapping row loads, the padding masked off them) into `V[ξ][ci][tile]`;
 //! then per group of output channels the 16 GEMMs park `M[ξ][tile][channel]`, the output transform turns each tile's
 //! 16 vectors into 4 output positions, and [`super::direct512::transpose_out`] writes the `[channel][position]`
 //! output with the bias. The transforms use only additions and subtractions (the ½ of `G` is applied offline, in
@@ -27,19 +27,21 @@ const GROUP: usize = 4 * FMA16_CO;
 const PARK: usize = 16 * WINO_NT * GROUP;
 /// Output positions of a band (`4 · WINO_NT`) × GROUP channels (32 KiB).
 const STAGE: usize = 4 * WINO_NT * GROUP;
-/// A channel's zero-padded input rows of a band (16 KiB).
-const STRIP: usize = 4096;
+/// Channels ahead whose input rows the input transform prefetches (one channel's transform is shorter than a
+/// miss to L3).
+const PF_AHEAD: usize = 4;
+/// Floats added to the ξ strides of V and the park (one cache line).
+const SKEW: usize = 16;
 /// Input channels per pass over a band's tiles: a group's weights of one ξ for them (`WCC · 64` floats, 16 KiB)
 /// stay in L1 while every tile of the band reads them; the partial sums are parked between passes.
 const WCC: usize = 64;
 
-/// The band geometry: tiles per row, tile rows per band, strip row length.
+/// The band geometry: tiles per row, tile rows per band.
 #[derive(Clone, Copy)]
 struct Plan {
     tw: usize,
     th: usize,
     rows: usize,
-    sw: usize,
 }
 
 /// Vectors of 16 channels in the group starting with `rest` channels left: 64-channel groups while 64 remain,
@@ -58,13 +60,7 @@ fn plan(g: &Conv2dGeom) -> Option<Plan> {
     }
     let (tw, th) = (g.ow.div_ceil(2), g.oh.div_ceil(2));
     let rows = (WINO_NT / tw).min(WINO_V / (16 * g.cin * tw)).min(th);
-    let sw = 2 * tw.next_multiple_of(16) + 4;
-    (rows > 0 && (2 * rows + 2) * sw <= STRIP && g.pad_l + 1 < sw).then_some(Plan {
-        tw,
-        th,
-        rows,
-        sw,
-    })
+    (rows > 0).then_some(Plan { tw, th, rows })
 }
 
 /// f32 Winograd convolution on weights packed by [`wino16_pack`](crate::pack::wino16_pack); false (and `out`
@@ -109,18 +105,15 @@ unsafe fn conv(
 ) {
     let plane = g.oh * g.ow;
     let nt_max = p.rows * p.tw;
-    let mut v_m = MaybeUninit::<[f32; WINO_V]>::uninit();
-    let vbuf = zeroed_prefix(&mut v_m, 16 * g.cin * nt_max);
-    let mut park_m = MaybeUninit::<[f32; PARK]>::uninit();
-    let park = zeroed_prefix(&mut park_m, 16 * nt_max * GROUP);
+    let mut v_m = MaybeUninit::<[f32; WINO_V + 16 * SKEW]>::uninit();
+    let vbuf = zeroed_prefix(&mut v_m, 16 * (g.cin * nt_max + SKEW));
+    let mut park_m = MaybeUninit::<[f32; PARK + 16 * SKEW]>::uninit();
+    let park = zeroed_prefix(&mut park_m, 16 * (nt_max * GROUP + SKEW));
     let mut stage_m = MaybeUninit::<[f32; STAGE]>::uninit();
     let stage = zeroed_prefix(&mut stage_m, 2 * p.rows * g.ow * GROUP);
-    let mut strip_m = MaybeUninit::<[f32; STRIP]>::uninit();
-    let strip = zeroed_prefix(&mut strip_m, (2 * p.rows + 2) * p.sw);
-    if vbuf.len() < 16 * g.cin * nt_max
-        || park.len() < 16 * nt_max * GROUP
+    if vbuf.len() < 16 * (g.cin * nt_max + SKEW)
+        || park.len() < 16 * (nt_max * GROUP + SKEW)
         || stage.len() < 2 * p.rows * g.ow * GROUP
-        || strip.len() < (2 * p.rows + 2) * p.sw
     {
         return;
     }
@@ -129,21 +122,49 @@ unsafe fn conv(
     while ty0 < p.th {
         let rows = p.rows.min(p.th - ty0);
         let nt = rows * p.tw;
-        // 1. Input transform of every channel into V[ξ][ci][t] (t = row · tw + tx).
+        // Strides of ξ in V and in the park, skewed off multiples of 4 KiB: the input transform stores and the
+        // output transform loads 16 vectors one ξ apart, which would otherwise share an L1 set (and alias).
+        let (vs, ps) = (g.cin * nt + SKEW, nt * GROUP + SKEW);
+        // 1. Input transform of every channel into V[ξ][ci][t] (t = row · tw + tx), straight from the input: rows
+        // outside the image read as zeros, columns outside it are masked off the loads.
         for ci in 0..g.cin {
-            fill_strip(g, &p, input, ci, ty0, rows, strip);
+            let chan = input.as_ptr().add(ci * g.h * g.w);
+            // The rows of the band of the channel PF_AHEAD on, fetched while this one is transformed (each channel's
+            // rows lie a plane apart, a stride no hardware prefetcher follows, and come from L2 or L3 once per band).
+            if ci + PF_AHEAD < g.cin {
+                let next = chan.add(PF_AHEAD * g.h * g.w);
+                for sr in 0..2 * rows + 2 {
+                    let iy = (2 * ty0 + sr).wrapping_sub(g.pad_t);
+                    if iy < g.h {
+                        let row = next.add(iy * g.w);
+                        for c in (0..g.w).step_by(16) {
+                            _mm_prefetch::<_MM_HINT_T0>(row.add(c) as *const i8);
+                        }
+                        _mm_prefetch::<_MM_HINT_T0>(row.add(g.w - 1) as *const i8);
+                    }
+                }
+            }
             for r in 0..rows {
+                let rp: [*const f32; 4] = core::array::from_fn(|i| {
+                    let iy = (2 * (ty0 + r) + i).wrapping_sub(g.pad_t);
+                    if iy < g.h {
+                        chan.add(iy * g.w)
+                    } else {
+                        core::ptr::null()
+                    }
+                });
                 let mut tx0 = 0;
                 while tx0 < p.tw {
                     let n = (p.tw - tx0).min(16);
-                    // SAFETY: AVX-512 F (caller). The strip holds (2 rows + 2) · sw floats and row 2r + i < 2 rows + 2
-                    // is read at 2 tx0 .. 2 tx0 + 34 <= 2 · tw rounded up to 16 + 2 < sw; V holds 16 · cin · nt floats
-                    // and (ξ · cin + ci) · nt + r · tw + tx0 + n <= that.
+                    // SAFETY: AVX-512 F (caller). Each non-null `rp[i]` is the start of a row of `w` floats of
+                    // channel ci (iy < h, ci < cin; `input` holds cin · h · w floats); `input_tile16` reads only
+                    // columns 0 .. w of it. V holds 16 · vs floats and ξ · vs + ci · nt + r · tw + tx0 + n <= that.
                     input_tile16(
-                        strip.as_ptr().add(2 * r * p.sw + 2 * tx0),
-                        p.sw,
+                        &rp,
+                        (2 * tx0) as isize - g.pad_l as isize,
+                        g.w,
                         vbuf.as_mut_ptr().add(ci * nt + r * p.tw + tx0),
-                        g.cin * nt,
+                        vs,
                         n,
                     );
                     tx0 += 16;
@@ -167,8 +188,9 @@ unsafe fn conv(
                 for ci0 in (0..g.cin).step_by(WCC) {
                     let (cc, first) = (WCC.min(g.cin - ci0), ci0 == 0);
                     let w = streams(co0, xi, ci0);
-                    // The next pass's weights, fetched into L1 while this pass computes (one line per stream and
-                    // input channel in every register tile; after the first tile they are hits): the layer's
+                    // The next pass's weights, fetched into L1 while this pass computes: register tile b fetches
+                    // stream b, one line per input channel (one prefetch per 24 FMAs, spread so the line fill
+                    // buffers keep up; with fewer tiles than streams the last streams are not fetched). The layer's
                     // weights (16 · cin · cout floats) come from L3 or DRAM once per band, and a pass would
                     // otherwise open with a few hundred misses in a row.
                     let pf = if ci0 + WCC < g.cin {
@@ -181,8 +203,9 @@ unsafe fn conv(
                     let mut t0 = 0;
                     for b in 0..blocks {
                         let np = (nt - t0) / (blocks - b);
-                        let x = vbuf.as_ptr().add((xi * g.cin + ci0) * nt + t0);
-                        let a = park.as_mut_ptr().add((xi * nt + t0) * width);
+                        let x = vbuf.as_ptr().add(xi * vs + ci0 * nt + t0);
+                        let pf = if b < 4 { pf[b] } else { w[0] };
+                        let a = park.as_mut_ptr().add(xi * ps + t0 * width);
                         // SAFETY: AVX-512 F. V[ξ][ci][t0 + j] (ci < cin, j < np, t0 + np <= nt) lies in `vbuf`; block
                         // co0 / 16 + v < cout / 16 holds 16 · cin vectors, read at ξ · cin + ci; the park holds
                         // 16 · nt · width floats and (ξ · nt + t0 + j) · width + 16 v + 16 <= that.
@@ -221,7 +244,7 @@ unsafe fn conv(
                     // are inside the output (checked in `output_tile`).
                     output_tile(
                         park.as_ptr().add(t * width + v * FMA16_CO),
-                        nt * width,
+                        ps,
                         stage.as_mut_ptr().add(v * FMA16_CO),
                         width,
                         g.ow,
@@ -254,49 +277,44 @@ unsafe fn conv(
     }
 }
 
-/// Channel `ci`'s input rows of the band at tile row `ty0` into `strip` (`2 rows + 2` rows of `sw` floats): strip
-/// `(sr, sc)` is input `(2 ty0 + sr − pad_t, sc − pad_l)`, zero outside the image.
-fn fill_strip(
-    g: &Conv2dGeom,
-    p: &Plan,
-    input: &[f32],
-    ci: usize,
-    ty0: usize,
-    rows: usize,
-    strip: &mut [f32],
-) {
-    let cols = g.w.min(p.sw - g.pad_l);
-    for (sr, srow) in strip.chunks_exact_mut(p.sw).take(2 * rows + 2).enumerate() {
-        srow.fill(0.0);
-        let iy = (2 * ty0 + sr).wrapping_sub(g.pad_t);
-        if iy < g.h {
-            let at = (ci * g.h + iy) * g.w;
-            if let (Some(dst), Some(src)) = (
-                srow.get_mut(g.pad_l..g.pad_l + cols),
-                input.get(at..at + cols),
-            ) {
-                dst.copy_from_slice(src);
-            }
-        }
-    }
-}
-
-/// Transform 16 horizontally adjacent 4×4 input tiles (`n` of them kept) whose top-left corners are `s + 2j`
-/// (rows `sw` apart) into `V = Bᵀ d B`, `Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]`: value `ξ`
-/// of tile `j` goes to `v + ξ · vs + j`.
+/// Transform 16 horizontally adjacent 4×4 input tiles (`n` of them kept) into `V = Bᵀ d B`,
+/// `Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]`: tile `j`'s row `i` is row `rows[i]` (zeros
+/// when null) at columns `c0 + 2j .. c0 + 2j + 4`, zero outside `0 .. w`; value `ξ` of tile `j` goes to
+/// `v + ξ · vs + j`.
 ///
 /// # Safety
-/// AVX-512 F; `s + i · sw + c` readable for `i < 4`, `c < 34`; `v + ξ · vs + j` writable for `ξ < 16`, `j < n`.
+/// AVX-512 F; each non-null `rows[i] + c` readable for `0 <= c < w`; `v + ξ · vs + j` writable for `ξ < 16`,
+/// `j < n`.
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn input_tile16(s: *const f32, sw: usize, v: *mut f32, vs: usize, n: usize) {
+unsafe fn input_tile16(
+    rows: &[*const f32; 4],
+    c0: isize,
+    w: usize,
+    v: *mut f32,
+    vs: usize,
+    n: usize,
+) {
     let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
     let odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
-    // d[i][c]: row i, column c of each of the 16 tiles (tile j's column c is strip column 2j + c).
+    // Lanes of a 16-float load at column c that lie inside 0 .. w.
+    let mask = |c: isize| -> __mmask16 {
+        let lo = (-c).clamp(0, 16) as u32;
+        let hi = (w as isize - c).clamp(0, 16) as u32;
+        let upto = |k: u32| ((1u32 << k) - 1) as u16;
+        upto(hi) & !upto(lo)
+    };
+    let m: [__mmask16; 4] = [mask(c0), mask(c0 + 16), mask(c0 + 2), mask(c0 + 18)];
+    // d[i][c]: row i, column c of each of the 16 tiles (tile j's column c is column c0 + 2j + c).
     let d: [[__m512; 4]; 4] = core::array::from_fn(|i| {
-        let row = s.add(i * sw);
-        let (a, b) = (_mm512_loadu_ps(row), _mm512_loadu_ps(row.add(16)));
-        let (a2, b2) = (_mm512_loadu_ps(row.add(2)), _mm512_loadu_ps(row.add(18)));
+        let row = rows[i];
+        if row.is_null() {
+            return [_mm512_setzero_ps(); 4];
+        }
+        // SAFETY (the loads): masked-off lanes are never read (AVX-512 masked loads suppress their faults), and
+        // every unmasked lane is a column in 0 .. w of this row; the pointers are formed with wrapping arithmetic.
+        let ld = |k: usize, off: isize| _mm512_maskz_loadu_ps(m[k], row.wrapping_offset(c0 + off));
+        let (a, b, a2, b2) = (ld(0, 0), ld(1, 16), ld(2, 2), ld(3, 18));
         [
             _mm512_permutex2var_ps(a, even, b),
             _mm512_permutex2var_ps(a, odd, b),
@@ -327,7 +345,7 @@ unsafe fn input_tile16(s: *const f32, sw: usize, v: *mut f32, vs: usize, n: usiz
 
 /// One register tile of a GEMM `M[ξ]`: `NV` vectors of 16 output channels × `NP` tiles, summed over `cin` input
 /// channels: `a[j · 16 NV + 16 v] (+)= Σ_ci x[ci · xs + j] · w[v][16 ci ..]`, from zero when `first`, else onto
-/// the parked sums; prefetches `pf[v] + 16 ci` (any address: a prefetch never faults).
+/// the parked sums; prefetches `pf + 16 ci` (any address: a prefetch never faults).
 ///
 /// # Safety
 /// AVX-512 F; `x + ci · xs + j` readable for `ci < cin`, `j < NP`; `w[v]` (v < NV) points at `cin` vectors of 16
@@ -340,7 +358,7 @@ unsafe fn gemm_tile<const NV: usize, const NP: usize>(
     w: [*const f32; 4],
     a: *mut f32,
     first: bool,
-    pf: [*const f32; 4],
+    pf: *const f32,
 ) {
     let width = NV * FMA16_CO;
     let mut acc = [[_mm512_setzero_ps(); NV]; NP];
@@ -352,9 +370,7 @@ unsafe fn gemm_tile<const NV: usize, const NP: usize>(
         }
     }
     for ci in 0..cin {
-        for p in pf.iter().take(NV) {
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(ci * FMA16_CO) as *const i8);
-        }
+        _mm_prefetch::<_MM_HINT_T0>(pf.wrapping_add(ci * FMA16_CO) as *const i8);
         let xc = x.add(ci * xs);
         let mut wv = [_mm512_setzero_ps(); NV];
         for (v, wvv) in wv.iter_mut().enumerate() {
