@@ -222,6 +222,66 @@ unsafe fn conv(
     }
 }
 
+/// `NP` rows of `NV` accumulator vectors (16 output channels each) of a register tile.
+pub(super) type Acc<const NV: usize, const NP: usize> = [[__m512; NV]; NP];
+
+/// A register tile's accumulators: zero when `first`, else the parked sums `a[j · 16 NV + 16 v]`.
+///
+/// # Safety
+/// AVX-512 F; unless `first`, `a` points at `NP · 16 NV` readable floats.
+#[inline(always)]
+pub(super) unsafe fn park_load<const NV: usize, const NP: usize>(
+    a: *const f32,
+    first: bool,
+) -> Acc<NV, NP> {
+    let mut acc = [[_mm512_setzero_ps(); NV]; NP];
+    if !first {
+        for (j, aj) in acc.iter_mut().enumerate() {
+            for (v, av) in aj.iter_mut().enumerate() {
+                *av = _mm512_loadu_ps(a.add((j * NV + v) * FMA16_CO));
+            }
+        }
+    }
+    acc
+}
+
+/// Park a register tile's accumulators at `a[j · 16 NV + 16 v]`.
+///
+/// # Safety
+/// AVX-512 F; `a` points at `NP · 16 NV` writable floats.
+#[inline(always)]
+pub(super) unsafe fn park_store<const NV: usize, const NP: usize>(acc: &Acc<NV, NP>, a: *mut f32) {
+    for (j, aj) in acc.iter().enumerate() {
+        for (v, av) in aj.iter().enumerate() {
+            _mm512_storeu_ps(a.add((j * NV + v) * FMA16_CO), *av);
+        }
+    }
+}
+
+/// One step of a register tile: the weight vectors `w[v] + wo` (v < NV) times the broadcast inputs `x[j]`
+/// (j < NP), added to the accumulators: 24 FMAs for 4 loads and 6 broadcasts at 4 × 6.
+///
+/// # Safety
+/// AVX-512 F; `w[v] + wo .. + 16` readable for `v < NV`, `x + j` for `j < NP`.
+#[inline(always)]
+pub(super) unsafe fn fma_step<const NV: usize, const NP: usize>(
+    acc: &mut Acc<NV, NP>,
+    w: &[*const f32; 4],
+    wo: usize,
+    x: *const f32,
+) {
+    let mut wv = [_mm512_setzero_ps(); NV];
+    for (v, wvv) in wv.iter_mut().enumerate() {
+        *wvv = _mm512_loadu_ps(w[v].add(wo));
+    }
+    for (j, aj) in acc.iter_mut().enumerate() {
+        let xv = _mm512_set1_ps(*x.add(j));
+        for (av, wvv) in aj.iter_mut().zip(&wv) {
+            *av = _mm512_fmadd_ps(xv, *wvv, *av);
+        }
+    }
+}
+
 /// One register tile: `NV` vectors of 16 output channels × `NP` positions `x[0 .. NP]`, over `cc` input channels
 /// (`cs` floats apart) and every tap, starting from zero (`first`) or from the parked sums `a[j · 16 NV + 16 v]`,
 /// which it leaves there.
@@ -240,37 +300,14 @@ unsafe fn tile_acc<const NV: usize, const NP: usize>(
     first: bool,
 ) {
     let taps = off.len();
-    let width = NV * FMA16_CO;
-    let mut acc = [[_mm512_setzero_ps(); NV]; NP];
-    if !first {
-        for (j, aj) in acc.iter_mut().enumerate() {
-            for (v, av) in aj.iter_mut().enumerate() {
-                *av = _mm512_loadu_ps(a.add(j * width + v * FMA16_CO));
-            }
-        }
-    }
+    let mut acc = park_load::<NV, NP>(a, first);
     for ci in 0..cc {
         let xc = x.add(ci * cs);
         for (t, &o) in off.iter().enumerate() {
-            let xt = xc.add(o);
-            let wo = (ci * taps + t) * FMA16_CO;
-            let mut wv = [_mm512_setzero_ps(); NV];
-            for (v, wvv) in wv.iter_mut().enumerate() {
-                *wvv = _mm512_loadu_ps(w[v].add(wo));
-            }
-            for (j, aj) in acc.iter_mut().enumerate() {
-                let xv = _mm512_set1_ps(*xt.add(j));
-                for (av, wvv) in aj.iter_mut().zip(&wv) {
-                    *av = _mm512_fmadd_ps(xv, *wvv, *av);
-                }
-            }
+            fma_step(&mut acc, &w, (ci * taps + t) * FMA16_CO, xc.add(o));
         }
     }
-    for (j, aj) in acc.iter().enumerate() {
-        for (v, av) in aj.iter().enumerate() {
-            _mm512_storeu_ps(a.add(j * width + v * FMA16_CO), *av);
-        }
-    }
+    park_store(&acc, a);
 }
 
 /// `out[i · plane + j] = src[j · width + i] + bias[i]` for channels `i < 16` and positions `j < n`: 16 positions

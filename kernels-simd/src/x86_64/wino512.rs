@@ -17,6 +17,7 @@
 use core::arch::x86_64::*;
 use core::mem::MaybeUninit;
 
+use super::direct512::{fma_step, park_load, park_store};
 use super::zeroed_prefix;
 use crate::pack::{wino16_len, winograd, FMA16_CO, WINO_NT, WINO_V};
 use crate::{Conv2dGeom, Weights};
@@ -360,34 +361,12 @@ unsafe fn gemm_tile<const NV: usize, const NP: usize>(
     first: bool,
     pf: *const f32,
 ) {
-    let width = NV * FMA16_CO;
-    let mut acc = [[_mm512_setzero_ps(); NV]; NP];
-    if !first {
-        for (j, aj) in acc.iter_mut().enumerate() {
-            for (v, av) in aj.iter_mut().enumerate() {
-                *av = _mm512_loadu_ps(a.add(j * width + v * FMA16_CO));
-            }
-        }
-    }
+    let mut acc = park_load::<NV, NP>(a, first);
     for ci in 0..cin {
         _mm_prefetch::<_MM_HINT_T0>(pf.wrapping_add(ci * FMA16_CO) as *const i8);
-        let xc = x.add(ci * xs);
-        let mut wv = [_mm512_setzero_ps(); NV];
-        for (v, wvv) in wv.iter_mut().enumerate() {
-            *wvv = _mm512_loadu_ps(w[v].add(ci * FMA16_CO));
-        }
-        for (j, aj) in acc.iter_mut().enumerate() {
-            let xv = _mm512_set1_ps(*xc.add(j));
-            for (av, wvv) in aj.iter_mut().zip(&wv) {
-                *av = _mm512_fmadd_ps(xv, *wvv, *av);
-            }
-        }
+        fma_step(&mut acc, &w, ci * FMA16_CO, x.add(ci * xs));
     }
-    for (j, aj) in acc.iter().enumerate() {
-        for (v, av) in aj.iter().enumerate() {
-            _mm512_storeu_ps(a.add(j * width + v * FMA16_CO), *av);
-        }
-    }
+    park_store(&acc, a);
 }
 
 /// The output transform of one tile for 16 channels: `Y = Aᵀ M A`, `Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]`, with
