@@ -10,7 +10,8 @@ For every architecture in benches/configs/ this script
 3. checks numerically, on one seeded input, that ``ember forward`` matches PyTorch (max |ember - torch| / max |torch|)
    so that the timings below compare the same network;
 4. times ``ember bench --json`` on that blob and on a copy with the convolution weights packed offline for the
-   AVX-512 tier (``quantize-tool pack --family x86_64-avx512``; same bits), PyTorch (``torch.set_num_threads(1)``, ``no_grad``) and ONNX Runtime (opset 17,
+   AVX-512 tier (``quantize-tool pack --family x86_64-avx512``; its 3x3 layers then run as Winograd F(2x2, 3x3), so
+   its output is checked against PyTorch too), PyTorch (``torch.set_num_threads(1)``, ``no_grad``) and ONNX Runtime (opset 17,
    one intra-op and one inter-op thread, all graph optimizations), with the same warm-up and iteration counts, and
    reports medians.
 
