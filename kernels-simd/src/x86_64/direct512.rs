@@ -160,38 +160,16 @@ unsafe fn conv(
                         // position dy · wph + ox + j (j < np, ox + j < ow) plus any tap offset stays inside its
                         // channel's region ([`Bands`]); block co0 / 16 + v < cout / 16 holds per · 16 floats, read
                         // from (ci0 + cc) · kk · 16 on; `a` has np · width of the ACC_P · 64 floats (r · ow ≤ ACC_P).
-                        match (nv, np) {
-                            (4, 6) => tile_acc::<4, 6>(x, cs, cc, off, w, a, first),
-                            (4, 5) => tile_acc::<4, 5>(x, cs, cc, off, w, a, first),
-                            (4, 4) => tile_acc::<4, 4>(x, cs, cc, off, w, a, first),
-                            (4, 3) => tile_acc::<4, 3>(x, cs, cc, off, w, a, first),
-                            (4, 2) => tile_acc::<4, 2>(x, cs, cc, off, w, a, first),
-                            (4, _) => tile_acc::<4, 1>(x, cs, cc, off, w, a, first),
-                            (2, 12) => tile_acc::<2, 12>(x, cs, cc, off, w, a, first),
-                            (2, 11) => tile_acc::<2, 11>(x, cs, cc, off, w, a, first),
-                            (2, 10) => tile_acc::<2, 10>(x, cs, cc, off, w, a, first),
-                            (2, 9) => tile_acc::<2, 9>(x, cs, cc, off, w, a, first),
-                            (2, 8) => tile_acc::<2, 8>(x, cs, cc, off, w, a, first),
-                            (2, 7) => tile_acc::<2, 7>(x, cs, cc, off, w, a, first),
-                            (2, 6) => tile_acc::<2, 6>(x, cs, cc, off, w, a, first),
-                            (2, 5) => tile_acc::<2, 5>(x, cs, cc, off, w, a, first),
-                            (2, 4) => tile_acc::<2, 4>(x, cs, cc, off, w, a, first),
-                            (2, 3) => tile_acc::<2, 3>(x, cs, cc, off, w, a, first),
-                            (2, 2) => tile_acc::<2, 2>(x, cs, cc, off, w, a, first),
-                            (2, _) => tile_acc::<2, 1>(x, cs, cc, off, w, a, first),
-                            (_, 12) => tile_acc::<1, 12>(x, cs, cc, off, w, a, first),
-                            (_, 11) => tile_acc::<1, 11>(x, cs, cc, off, w, a, first),
-                            (_, 10) => tile_acc::<1, 10>(x, cs, cc, off, w, a, first),
-                            (_, 9) => tile_acc::<1, 9>(x, cs, cc, off, w, a, first),
-                            (_, 8) => tile_acc::<1, 8>(x, cs, cc, off, w, a, first),
-                            (_, 7) => tile_acc::<1, 7>(x, cs, cc, off, w, a, first),
-                            (_, 6) => tile_acc::<1, 6>(x, cs, cc, off, w, a, first),
-                            (_, 5) => tile_acc::<1, 5>(x, cs, cc, off, w, a, first),
-                            (_, 4) => tile_acc::<1, 4>(x, cs, cc, off, w, a, first),
-                            (_, 3) => tile_acc::<1, 3>(x, cs, cc, off, w, a, first),
-                            (_, 2) => tile_acc::<1, 2>(x, cs, cc, off, w, a, first),
-                            (_, _) => tile_acc::<1, 1>(x, cs, cc, off, w, a, first),
-                        }
+                        let t = DirectTile {
+                            x,
+                            cs,
+                            cc,
+                            off,
+                            w,
+                            a,
+                            first,
+                        };
+                        dispatch(&t, nv, np);
                         ox += np;
                     }
                 }
@@ -282,32 +260,85 @@ pub(super) unsafe fn fma_step<const NV: usize, const NP: usize>(
     }
 }
 
-/// One register tile: `NV` vectors of 16 output channels × `NP` positions `x[0 .. NP]`, over `cc` input channels
-/// (`cs` floats apart) and every tap, starting from zero (`first`) or from the parked sums `a[j · 16 NV + 16 v]`,
-/// which it leaves there.
+/// The body of one register tile, run by [`dispatch`] with the tile's shape as constants.
+pub(super) trait RegisterTile {
+    /// Run the tile with `NV` vectors of 16 output channels × `NP` positions.
+    ///
+    /// # Safety
+    /// AVX-512 F, and the implementor's own conditions for this shape.
+    unsafe fn run<const NV: usize, const NP: usize>(&self);
+}
+
+/// Run `t` as an `nv × np` register tile: `nv` of 4 (or more), 2 (or 3) or 1 vectors of 16 channels, `np`
+/// positions clamped to 1 ..= 6 at 4 vectors and 1 ..= 12 below (24 accumulators at most).
 ///
 /// # Safety
-/// AVX-512 F; for every channel `ci < cc`, tap `t` and `j < NP`, `x + ci · cs + off[t] + j` is readable; `w[v]`
-/// (v < NV) points at `cc · taps` vectors of 16 floats; `a` at `NP · 16 NV` floats.
+/// As [`RegisterTile::run`] for the shape it picks.
 #[inline(always)]
-unsafe fn tile_acc<const NV: usize, const NP: usize>(
+pub(super) unsafe fn dispatch<T: RegisterTile>(t: &T, nv: usize, np: usize) {
+    match (nv, np) {
+        (4.., 6..) => t.run::<4, 6>(),
+        (4.., 5) => t.run::<4, 5>(),
+        (4.., 4) => t.run::<4, 4>(),
+        (4.., 3) => t.run::<4, 3>(),
+        (4.., 2) => t.run::<4, 2>(),
+        (4.., _) => t.run::<4, 1>(),
+        (2 | 3, 12..) => t.run::<2, 12>(),
+        (2 | 3, 11) => t.run::<2, 11>(),
+        (2 | 3, 10) => t.run::<2, 10>(),
+        (2 | 3, 9) => t.run::<2, 9>(),
+        (2 | 3, 8) => t.run::<2, 8>(),
+        (2 | 3, 7) => t.run::<2, 7>(),
+        (2 | 3, 6) => t.run::<2, 6>(),
+        (2 | 3, 5) => t.run::<2, 5>(),
+        (2 | 3, 4) => t.run::<2, 4>(),
+        (2 | 3, 3) => t.run::<2, 3>(),
+        (2 | 3, 2) => t.run::<2, 2>(),
+        (2 | 3, _) => t.run::<2, 1>(),
+        (_, 12..) => t.run::<1, 12>(),
+        (_, 11) => t.run::<1, 11>(),
+        (_, 10) => t.run::<1, 10>(),
+        (_, 9) => t.run::<1, 9>(),
+        (_, 8) => t.run::<1, 8>(),
+        (_, 7) => t.run::<1, 7>(),
+        (_, 6) => t.run::<1, 6>(),
+        (_, 5) => t.run::<1, 5>(),
+        (_, 4) => t.run::<1, 4>(),
+        (_, 3) => t.run::<1, 3>(),
+        (_, 2) => t.run::<1, 2>(),
+        (_, _) => t.run::<1, 1>(),
+    }
+}
+
+/// One register tile of this kernel: `NV` vectors of 16 output channels × `NP` positions `x[0 .. NP]`, over `cc`
+/// input channels (`cs` floats apart) and every tap, starting from zero (`first`) or from the parked sums
+/// `a[j · 16 NV + 16 v]`, which it leaves there.
+///
+/// Safety of [`RegisterTile::run`]: for every channel `ci < cc`, tap `t` and `j < NP`, `x + ci · cs + off[t] + j`
+/// is readable; `w[v]` (v < NV) points at `cc · taps` vectors of 16 floats; `a` at `NP · 16 NV` floats.
+struct DirectTile<'a> {
     x: *const f32,
     cs: usize,
     cc: usize,
-    off: &[usize],
+    off: &'a [usize],
     w: [*const f32; 4],
     a: *mut f32,
     first: bool,
-) {
-    let taps = off.len();
-    let mut acc = park_load::<NV, NP>(a, first);
-    for ci in 0..cc {
-        let xc = x.add(ci * cs);
-        for (t, &o) in off.iter().enumerate() {
-            fma_step(&mut acc, &w, (ci * taps + t) * FMA16_CO, xc.add(o));
+}
+
+impl RegisterTile for DirectTile<'_> {
+    #[inline(always)]
+    unsafe fn run<const NV: usize, const NP: usize>(&self) {
+        let taps = self.off.len();
+        let mut acc = park_load::<NV, NP>(self.a, self.first);
+        for ci in 0..self.cc {
+            let xc = self.x.add(ci * self.cs);
+            for (t, &o) in self.off.iter().enumerate() {
+                fma_step(&mut acc, &self.w, (ci * taps + t) * FMA16_CO, xc.add(o));
+            }
         }
+        park_store(&acc, self.a);
     }
-    park_store(&acc, a);
 }
 
 /// `out[i · plane + j] = src[j · width + i] + bias[i]` for channels `i < 16` and positions `j < n`: 16 positions

@@ -17,7 +17,7 @@
 use core::arch::x86_64::*;
 use core::mem::MaybeUninit;
 
-use super::direct512::{fma_step, park_load, park_store};
+use super::direct512::{dispatch, fma_step, park_load, park_store, RegisterTile};
 use super::zeroed_prefix;
 use crate::pack::{wino16_len, winograd, FMA16_CO, WINO_NT, WINO_V};
 use crate::{Conv2dGeom, Weights};
@@ -210,26 +210,16 @@ unsafe fn conv(
                         // SAFETY: AVX-512 F. V[ξ][ci][t0 + j] (ci < cin, j < np, t0 + np <= nt) lies in `vbuf`; block
                         // co0 / 16 + v < cout / 16 holds 16 · cin vectors, read at ξ · cin + ci; the park holds
                         // 16 · nt · width floats and (ξ · nt + t0 + j) · width + 16 v + 16 <= that.
-                        match (nv, np) {
-                            (4, 6) => gemm_tile::<4, 6>(x, nt, cc, w, a, first, pf),
-                            (4, 5) => gemm_tile::<4, 5>(x, nt, cc, w, a, first, pf),
-                            (4, 4) => gemm_tile::<4, 4>(x, nt, cc, w, a, first, pf),
-                            (4, 3) => gemm_tile::<4, 3>(x, nt, cc, w, a, first, pf),
-                            (4, 2) => gemm_tile::<4, 2>(x, nt, cc, w, a, first, pf),
-                            (4, _) => gemm_tile::<4, 1>(x, nt, cc, w, a, first, pf),
-                            (2, 6) => gemm_tile::<2, 6>(x, nt, cc, w, a, first, pf),
-                            (2, 5) => gemm_tile::<2, 5>(x, nt, cc, w, a, first, pf),
-                            (2, 4) => gemm_tile::<2, 4>(x, nt, cc, w, a, first, pf),
-                            (2, 3) => gemm_tile::<2, 3>(x, nt, cc, w, a, first, pf),
-                            (2, 2) => gemm_tile::<2, 2>(x, nt, cc, w, a, first, pf),
-                            (2, _) => gemm_tile::<2, 1>(x, nt, cc, w, a, first, pf),
-                            (_, 6) => gemm_tile::<1, 6>(x, nt, cc, w, a, first, pf),
-                            (_, 5) => gemm_tile::<1, 5>(x, nt, cc, w, a, first, pf),
-                            (_, 4) => gemm_tile::<1, 4>(x, nt, cc, w, a, first, pf),
-                            (_, 3) => gemm_tile::<1, 3>(x, nt, cc, w, a, first, pf),
-                            (_, 2) => gemm_tile::<1, 2>(x, nt, cc, w, a, first, pf),
-                            (_, _) => gemm_tile::<1, 1>(x, nt, cc, w, a, first, pf),
-                        }
+                        let t = WinoTile {
+                            x,
+                            xs: nt,
+                            cin: cc,
+                            w,
+                            a,
+                            first,
+                            pf,
+                        };
+                        dispatch(&t, nv, np);
                         t0 += np;
                     }
                 }
@@ -348,11 +338,9 @@ unsafe fn input_tile16(
 /// channels: `a[j · 16 NV + 16 v] (+)= Σ_ci x[ci · xs + j] · w[v][16 ci ..]`, from zero when `first`, else onto
 /// the parked sums; prefetches `pf + 16 ci` (any address: a prefetch never faults).
 ///
-/// # Safety
-/// AVX-512 F; `x + ci · xs + j` readable for `ci < cin`, `j < NP`; `w[v]` (v < NV) points at `cin` vectors of 16
-/// floats; `a` at `NP · 16 NV` writable floats.
-#[inline(always)]
-unsafe fn gemm_tile<const NV: usize, const NP: usize>(
+/// Safety of [`RegisterTile::run`]: `x + ci · xs + j` readable for `ci < cin`, `j < NP`; `w[v]` (v < NV) points at
+/// `cin` vectors of 16 floats; `a` at `NP · 16 NV` writable floats.
+struct WinoTile {
     x: *const f32,
     xs: usize,
     cin: usize,
@@ -360,13 +348,18 @@ unsafe fn gemm_tile<const NV: usize, const NP: usize>(
     a: *mut f32,
     first: bool,
     pf: *const f32,
-) {
-    let mut acc = park_load::<NV, NP>(a, first);
-    for ci in 0..cin {
-        _mm_prefetch::<_MM_HINT_T0>(pf.wrapping_add(ci * FMA16_CO) as *const i8);
-        fma_step(&mut acc, &w, ci * FMA16_CO, x.add(ci * xs));
+}
+
+impl RegisterTile for WinoTile {
+    #[inline(always)]
+    unsafe fn run<const NV: usize, const NP: usize>(&self) {
+        let mut acc = park_load::<NV, NP>(self.a, self.first);
+        for ci in 0..self.cin {
+            _mm_prefetch::<_MM_HINT_T0>(self.pf.wrapping_add(ci * FMA16_CO) as *const i8);
+            fma_step(&mut acc, &self.w, ci * FMA16_CO, self.x.add(ci * self.xs));
+        }
+        park_store(&acc, self.a);
     }
-    park_store(&acc, a);
 }
 
 /// The output transform of one tile for 16 channels: `Y = Aᵀ M A`, `Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]`, with
