@@ -117,11 +117,7 @@ unsafe fn conv(
         let mut co0 = 0;
         while co0 < g.cout {
             // 64-channel groups while 64 remain, then 32, then 16.
-            let nv = match (g.cout - co0) / FMA16_CO {
-                1 => 1,
-                2 | 3 => 2,
-                _ => 4,
-            };
+            let nv = group_vectors(g.cout - co0);
             let width = nv * FMA16_CO;
             let np_max = if nv == 4 { 6 } else { 12 };
             for ci0 in (0..g.cin).step_by(ccs) {
@@ -257,6 +253,16 @@ pub(super) unsafe fn fma_step<const NV: usize, const NP: usize>(
         for (av, wvv) in aj.iter_mut().zip(&wv) {
             *av = _mm512_fmadd_ps(xv, *wvv, *av);
         }
+    }
+}
+
+/// Vectors of 16 channels in the group starting with `rest` channels left: 64-channel groups while 64 remain,
+/// then 32, then 16.
+pub(super) fn group_vectors(rest: usize) -> usize {
+    match rest / FMA16_CO {
+        0 | 1 => 1,
+        2 | 3 => 2,
+        _ => 4,
     }
 }
 

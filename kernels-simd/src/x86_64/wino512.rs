@@ -17,7 +17,7 @@
 use core::arch::x86_64::*;
 use core::mem::MaybeUninit;
 
-use super::direct512::{dispatch, fma_step, park_load, park_store, RegisterTile};
+use super::direct512::{dispatch, fma_step, group_vectors, park_load, park_store, RegisterTile};
 use super::zeroed_prefix;
 use crate::pack::{wino16_len, winograd, FMA16_CO, WINO_NT, WINO_V};
 use crate::{Conv2dGeom, Weights};
@@ -43,16 +43,6 @@ struct Plan {
     tw: usize,
     th: usize,
     rows: usize,
-}
-
-/// Vectors of 16 channels in the group starting with `rest` channels left: 64-channel groups while 64 remain,
-/// then 32, then 16.
-fn group_vectors(rest: usize) -> usize {
-    match rest / FMA16_CO {
-        0 | 1 => 1,
-        2 | 3 => 2,
-        _ => 4,
-    }
 }
 
 fn plan(g: &Conv2dGeom) -> Option<Plan> {
