@@ -491,8 +491,11 @@ pub fn crc32(data: &[u8]) -> u32 {
     crc32_update(0xFFFF_FFFF, data) ^ 0xFFFF_FFFF
 }
 
-const CRC_TABLE: [u32; 256] = {
-    let mut t = [0u32; 256];
+/// CRC tables for slicing by 8: `CRC_TABLES[0]` is the classic byte table; `CRC_TABLES[k][i]` is the CRC of byte
+/// `i` followed by `k` zero bytes, so eight bytes fold into the state with eight lookups and no loop-carried
+/// dependency between them (about 4× the byte-at-a-time speed; 8 KiB of flash).
+const CRC_TABLES: [[u32; 256]; 8] = {
+    let mut t = [[0u32; 256]; 8];
     let mut i = 0;
     while i < 256 {
         let mut c = i as u32;
@@ -505,15 +508,73 @@ const CRC_TABLE: [u32; 256] = {
             };
             k += 1;
         }
-        t[i] = c;
+        t[0][i] = c;
         i += 1;
+    }
+    let mut k = 1;
+    while k < 8 {
+        let mut i = 0;
+        while i < 256 {
+            let prev = t[k - 1][i];
+            t[k][i] = t[0][(prev & 0xFF) as usize] ^ (prev >> 8);
+            i += 1;
+        }
+        k += 1;
     }
     t
 };
 
 fn crc32_update(mut c: u32, data: &[u8]) -> u32 {
-    for &b in data {
-        c = CRC_TABLE[((c ^ b as u32) & 0xFF) as usize] ^ (c >> 8);
+    let t = &CRC_TABLES;
+    let mut chunks = data.chunks_exact(8);
+    for ch in &mut chunks {
+        let lo = c ^ u32::from_le_bytes([ch[0], ch[1], ch[2], ch[3]]);
+        c = t[7][(lo & 0xFF) as usize]
+            ^ t[6][((lo >> 8) & 0xFF) as usize]
+            ^ t[5][((lo >> 16) & 0xFF) as usize]
+            ^ t[4][(lo >> 24) as usize]
+            ^ t[3][ch[4] as usize]
+            ^ t[2][ch[5] as usize]
+            ^ t[1][ch[6] as usize]
+            ^ t[0][ch[7] as usize];
+    }
+    for &b in chunks.remainder() {
+        c = t[0][((c ^ b as u32) & 0xFF) as usize] ^ (c >> 8);
     }
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{crc32, CRC_TABLES};
+
+    /// The byte-at-a-time definition the sliced form must equal.
+    fn crc32_bytewise(data: &[u8]) -> u32 {
+        let mut c = 0xFFFF_FFFFu32;
+        for &b in data {
+            c = CRC_TABLES[0][((c ^ b as u32) & 0xFF) as usize] ^ (c >> 8);
+        }
+        c ^ 0xFFFF_FFFF
+    }
+
+    #[test]
+    fn crc32_matches_zlib_and_the_bytewise_form() {
+        // The standard check value of CRC-32/ISO-HDLC (zlib's crc32).
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(b""), 0);
+        let mut x = 0x9E37_79B9u32;
+        let data: [u8; 300] = core::array::from_fn(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        });
+        // Every length and start offset across the 8-byte slicing boundaries.
+        for start in 0..9 {
+            for end in start..data.len() {
+                let s = &data[start..end];
+                assert_eq!(crc32(s), crc32_bytewise(s), "bytes {start}..{end}");
+            }
+        }
+    }
 }

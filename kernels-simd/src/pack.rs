@@ -453,20 +453,32 @@ pub fn wino16_pack(g: &Conv2dGeom, w: crate::Weights<'_>, out: &mut [u8]) -> boo
     if g.k != 3 || w.len() < g.cout * g.cin * 9 || matches!(w, crate::Weights::I8 { .. }) {
         return false;
     }
-    out.fill(0);
+    // One block and input channel at a time: the 16 channels' transformed filters, then 16 whole 64-byte runs.
     let mut f = [0f32; 9];
-    for co in 0..g.cout {
-        let (b, c) = (co / FMA16_CO, co % FMA16_CO);
+    let mut v = [[0f32; 16]; FMA16_CO];
+    for b in 0..g.cout.div_ceil(FMA16_CO) {
         for ci in 0..g.cin {
-            let at = (co * g.cin + ci) * 9;
-            match w {
-                crate::Weights::F32(all) => f.copy_from_slice(&all[at..at + 9]),
-                crate::Weights::F16(all) => crate::generic::f16_to_f32(&all[at..at + 9], &mut f),
-                crate::Weights::I8 { .. } => return false,
+            for (c, vc) in v.iter_mut().enumerate() {
+                let co = b * FMA16_CO + c;
+                *vc = if co < g.cout {
+                    let at = (co * g.cin + ci) * 9;
+                    match w {
+                        crate::Weights::F32(all) => f.copy_from_slice(&all[at..at + 9]),
+                        crate::Weights::F16(all) => {
+                            crate::generic::f16_to_f32(&all[at..at + 9], &mut f)
+                        }
+                        crate::Weights::I8 { .. } => return false,
+                    }
+                    wino_filter(&f)
+                } else {
+                    [0f32; 16]
+                };
             }
-            for (xi, u) in wino_filter(&f).into_iter().enumerate() {
-                let o = (((b * 16 + xi) * g.cin + ci) * FMA16_CO + c) * 4;
-                out[o..o + 4].copy_from_slice(&u.to_le_bytes());
+            for xi in 0..16 {
+                let o = ((b * 16 + xi) * g.cin + ci) * FMA16_CO * 4;
+                for (d, vc) in out[o..o + FMA16_CO * 4].chunks_exact_mut(4).zip(&v) {
+                    d.copy_from_slice(&vc[xi].to_le_bytes());
+                }
             }
         }
     }

@@ -66,9 +66,27 @@ impl AlignedBytes {
         let at = self.lead();
         &mut bytemuck::cast_slice_mut::<u128, u8>(&mut self.words)[at..at + self.len]
     }
-    /// Read a file into aligned storage.
+    /// Read a file into aligned storage (a regular file straight into it, without a second copy).
     pub fn read(path: &Path) -> std::io::Result<AlignedBytes> {
-        Ok(AlignedBytes::new(&std::fs::read(path)?))
+        use std::io::Read;
+        let mut f = std::fs::File::open(path)?;
+        let meta = f.metadata()?;
+        let n = usize::try_from(meta.len()).unwrap_or(usize::MAX);
+        if !meta.is_file() || n == usize::MAX {
+            let mut v = Vec::new();
+            f.read_to_end(&mut v)?;
+            return Ok(AlignedBytes::new(&v));
+        }
+        let mut a = AlignedBytes::zeroed(n);
+        f.read_exact(a.as_mut_slice())?;
+        // A file that grew while being read: take all of it.
+        let mut rest = Vec::new();
+        if f.read_to_end(&mut rest)? > 0 {
+            let mut v = a.as_slice().to_vec();
+            v.extend_from_slice(&rest);
+            return Ok(AlignedBytes::new(&v));
+        }
+        Ok(a)
     }
 }
 

@@ -358,9 +358,9 @@ fn run() -> Result<(), String> {
             )
             .map_err(|e| e.to_string())?;
             // The result must parse, and must run bit-identically (checked by the test suite).
-            let check = AlignedBytes::new(&out);
-            ember_core::Model::parse(check.as_slice()).map_err(|e| format!("packed blob: {e}"))?;
-            quantize_tool::write::write_atomic(&output, &out).map_err(|e| e.to_string())?;
+            ember_core::Model::parse(out.as_slice()).map_err(|e| format!("packed blob: {e}"))?;
+            quantize_tool::write::write_atomic(&output, out.as_slice())
+                .map_err(|e| e.to_string())?;
             outln!(
                 "{} -> {}: {} bytes of packed weights ({}), blob {} -> {} bytes",
                 model.display(),
@@ -368,7 +368,7 @@ fn run() -> Result<(), String> {
                 sec.len(),
                 family.join(", "),
                 bytes.as_slice().len(),
-                out.len()
+                out.as_slice().len()
             );
             Ok(())
         }

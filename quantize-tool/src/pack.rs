@@ -16,13 +16,52 @@ use crate::error::ConvertError;
 /// weights' 64-byte vectors never straddle two lines when the blob itself is loaded 64-aligned.
 pub const PACK_ALIGN: usize = 64;
 
+/// What one PACKED entry holds and how to fill it.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// int8 weights in family [`pack::X86_AVX512`]'s layout.
+    Vnni8,
+    /// int8 weights in family [`pack::AARCH64_NEON`]'s layout.
+    Neon4,
+    /// float weights in the family's float layout.
+    Float,
+}
+
+/// One entry to pack: family, op, input split, layout, geometry, weights, packed length.
+struct Job<'m> {
+    fam: u32,
+    op: u32,
+    split: usize,
+    layout: Layout,
+    g: ember_kernels::Conv2dGeom,
+    wt: Weights<'m>,
+    len: usize,
+}
+
+impl Job<'_> {
+    /// Pack into `out` (exactly `len` bytes); false if the weights are shorter than the shape.
+    fn fill(&self, out: &mut [u8]) -> bool {
+        match (self.layout, self.wt) {
+            (Layout::Vnni8, Weights::I8 { data, .. }) => {
+                pack::vnni8_pack(&self.g, self.split, data, out)
+            }
+            (Layout::Neon4, Weights::I8 { data, .. }) => {
+                pack::neon4_pack(&self.g, self.split, data, out)
+            }
+            (Layout::Float, wt) => pack::float_pack(self.fam, &self.g, wt, out),
+            _ => false,
+        }
+    }
+}
+
 /// The PACKED section payload for `families` (deduplicated), or `None` if the model has no convolution to pack.
+/// The entries are laid out first and then packed in place, in parallel over the machine's cores (the host
+/// runner packs a blob at load with this).
 pub fn section(m: &Model<'_>, families: &[u32]) -> Result<Option<Vec<u8>>, ConvertError> {
     let mut fams = families.to_vec();
     fams.sort_unstable();
     fams.dedup();
-    // (family, op, split, bytes)
-    let mut packs: Vec<(u32, u32, u32, Vec<u8>)> = Vec::new();
+    let mut jobs: Vec<Job<'_>> = Vec::new();
     for &fam in &fams {
         if pack::family_name(fam).is_none() {
             return Err(ConvertError::Pack {
@@ -56,64 +95,101 @@ pub fn section(m: &Model<'_>, families: &[u32]) -> Result<Option<Vec<u8>>, Conve
             } else {
                 g.cin
             };
-            let short = || ConvertError::Pack {
-                msg: format!("op {i}: weights shorter than the convolution's shape"),
-            };
-            let bytes = match (fam, wt) {
+            let (layout, len) = match (fam, wt) {
                 // int8 convolution (the runtime's int8 path: int8 weights and a scratch buffer).
-                (pack::X86_AVX512, Weights::I8 { data, .. }) if scratch != NONE => {
-                    let mut b = vec![0u8; pack::vnni8_len(&g, split)];
-                    if !pack::vnni8_pack(&g, split, data, &mut b) {
-                        return Err(short());
-                    }
-                    b
+                (pack::X86_AVX512, Weights::I8 { .. }) if scratch != NONE => {
+                    (Layout::Vnni8, pack::vnni8_len(&g, split))
                 }
-                (pack::AARCH64_NEON, Weights::I8 { data, .. }) if scratch != NONE => {
-                    let mut b = vec![0u8; pack::neon4_len(&g, split)];
-                    if !pack::neon4_pack(&g, split, data, &mut b) {
-                        return Err(short());
-                    }
-                    b
+                (pack::AARCH64_NEON, Weights::I8 { .. }) if scratch != NONE => {
+                    (Layout::Neon4, pack::neon4_len(&g, split))
                 }
                 // Float convolution (f32 or f16 weights, f32 math), where the family's kernel takes it.
                 (_, Weights::F32(_) | Weights::F16(_)) if scratch == NONE => {
                     let Some(len) = pack::float_len(fam, &g) else {
                         continue;
                     };
-                    let mut b = vec![0u8; len];
-                    if !pack::float_pack(fam, &g, wt, &mut b) {
-                        return Err(short());
-                    }
-                    b
+                    (Layout::Float, len)
                 }
                 _ => continue,
             };
-            packs.push((fam, i, split as u32, bytes));
+            jobs.push(Job {
+                fam,
+                op: i,
+                split,
+                layout,
+                g,
+                wt,
+                len,
+            });
         }
     }
-    if packs.is_empty() {
+    if jobs.is_empty() {
         return Ok(None);
     }
-    let table_end = 4 + packs.len() * PACKED_ENTRY_WORDS * 4;
+    let too_large = || ConvertError::TooLarge {
+        what: "packed weights".into(),
+    };
+    // Table: entry count, then `[family, op, split, offset, len, 0]` per entry; every entry 64-aligned after it.
+    let table_end = 4 + jobs.len() * PACKED_ENTRY_WORDS * 4;
+    let mut offs = Vec::with_capacity(jobs.len());
     let mut off = table_end.next_multiple_of(PACK_ALIGN);
-    let mut out =
-        Vec::with_capacity(off + packs.iter().map(|p| p.3.len() + PACK_ALIGN).sum::<usize>());
-    out.extend_from_slice(&(packs.len() as u32).to_le_bytes());
-    for (fam, op, split, bytes) in &packs {
-        let len = u32::try_from(bytes.len()).map_err(|_| ConvertError::TooLarge {
-            what: "packed weights".into(),
-        })?;
-        let o = u32::try_from(off).map_err(|_| ConvertError::TooLarge {
-            what: "packed weights".into(),
-        })?;
-        for wd in [*fam, *op, *split, o, len, 0] {
-            out.extend_from_slice(&wd.to_le_bytes());
-        }
-        off = (off + bytes.len()).next_multiple_of(PACK_ALIGN);
+    for j in &jobs {
+        offs.push(off);
+        off = (off + j.len).next_multiple_of(PACK_ALIGN);
     }
-    for (_, _, _, bytes) in &packs {
-        out.resize(out.len().next_multiple_of(PACK_ALIGN), 0);
-        out.extend_from_slice(bytes);
+    let mut out = vec![0u8; off];
+    out[..4].copy_from_slice(&(jobs.len() as u32).to_le_bytes());
+    for (k, (j, &o)) in jobs.iter().zip(&offs).enumerate() {
+        let len = u32::try_from(j.len).map_err(|_| too_large())?;
+        let o = u32::try_from(o).map_err(|_| too_large())?;
+        let at = 4 + k * PACKED_ENTRY_WORDS * 4;
+        for (w, wd) in [j.fam, j.op, j.split as u32, o, len, 0]
+            .into_iter()
+            .enumerate()
+        {
+            out[at + 4 * w..at + 4 * w + 4].copy_from_slice(&wd.to_le_bytes());
+        }
+    }
+    // Hand every job its own slice of the payload, largest first, to a few threads.
+    let mut rest = &mut out[..];
+    let mut pos = 0;
+    let mut work: Vec<(&Job<'_>, &mut [u8])> = Vec::with_capacity(jobs.len());
+    for (j, &o) in jobs.iter().zip(&offs) {
+        let (_, tail) = std::mem::take(&mut rest).split_at_mut(o - pos);
+        let (mine, tail) = tail.split_at_mut(j.len);
+        work.push((j, mine));
+        rest = tail;
+        pos = o + j.len;
+    }
+    work.sort_by_key(|w| w.0.len); // popped from the end: largest first
+    let queue = std::sync::Mutex::new(work);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    let failed: Vec<u32> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut bad = Vec::new();
+                    loop {
+                        // A poisoned lock only means another worker panicked; the queue itself is intact.
+                        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                        let Some((j, buf)) = next else { break };
+                        if !j.fill(buf) {
+                            bad.push(j.op);
+                        }
+                    }
+                    bad
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_else(|_| vec![u32::MAX]))
+            .collect()
+    });
+    if let Some(&op) = failed.iter().min() {
+        return Err(ConvertError::Pack {
+            msg: format!("op {op}: weights shorter than the convolution's shape"),
+        });
     }
     Ok(Some(out))
 }

@@ -312,14 +312,13 @@ fn packed_student() -> AlignedBytes {
     let sec = quantize_tool::pack::section(&q, &[ember_kernels::pack::VNNI8])
         .unwrap()
         .unwrap();
-    let b = quantize_tool::write::add_section(
+    quantize_tool::write::add_section(
         qb.as_slice(),
         section::PACKED,
         &sec,
         ember_core::format::SECTION_OPTIONAL,
     )
-    .unwrap();
-    AlignedBytes::new(&b)
+    .unwrap()
 }
 
 /// Entry `i` of the PACKED section at `poff`: byte offset of its 6 words.

@@ -19,10 +19,8 @@ fn packed(b: &AlignedBytes) -> AlignedBytes {
     let sec = quantize_tool::pack::section(&m, &[ember_kernels::pack::X86_AVX512_F32])
         .unwrap()
         .expect("a U-Net has convolutions to pack");
-    AlignedBytes::new(
-        &quantize_tool::write::add_section(b.as_slice(), section::PACKED, &sec, SECTION_OPTIONAL)
-            .unwrap(),
-    )
+    quantize_tool::write::add_section(b.as_slice(), section::PACKED, &sec, SECTION_OPTIONAL)
+        .unwrap()
 }
 
 fn forward(b: &AlignedBytes, t: &'static ember_kernels::KernelTable) -> Vec<u32> {
