@@ -13,7 +13,8 @@ For every architecture in benches/configs/ this script
    AVX-512 tier (``quantize-tool pack --family x86_64-avx512``; its 3x3 layers then run as Winograd F(2x2, 3x3), so
    its output is checked against PyTorch too), PyTorch (``torch.set_num_threads(1)``, ``no_grad``) and ONNX Runtime (opset 17,
    one intra-op and one inter-op thread, all graph optimizations), with the same warm-up and iteration counts, and
-   reports medians.
+   reports medians. Every ember run gets ``--no-prepack``, so the unpacked columns time the canonical weights; without
+   it the host runner packs them for this CPU at load, and runs as fast as the packed columns.
 
 Usage (from the repository root, with the virtual environment of benches/requirements.txt):
 
@@ -178,7 +179,9 @@ def interleaved(timers: dict, iters: int, rounds: int) -> dict:
 
 
 def ember_timer(ember: Path, blob: Path):
-    return lambda n: json.loads(run([ember, "bench", "--model", blob, "--iters", str(n), "--json"]))
+    # --no-prepack: time the blob exactly as it is (the host runner would otherwise pack a canonical blob's weights
+    # for this CPU at load, which makes the "ember" columns the same as the "packed" ones).
+    return lambda n: json.loads(run([ember, "bench", "--model", blob, "--iters", str(n), "--json", "--no-prepack"]))
 
 
 # ----------------------------------------------------------------------------------------------------- one model
@@ -210,7 +213,8 @@ def compare(name: str, qt: Path, ember: Path, iters: int, seed: int, work: Path)
     with torch.no_grad():
         ref = unet(x, t, return_dict=False)[0].numpy()
     save_file({"sample": sample, "timestep": timestep}, str(d / "inputs.safetensors"))
-    run([ember, "forward", "--model", blob, "--inputs", d / "inputs.safetensors", "-o", d / "out.safetensors"])
+    run([ember, "forward", "--model", blob, "--inputs", d / "inputs.safetensors", "-o", d / "out.safetensors",
+         "--no-prepack"])
     got = load_file(str(d / "out.safetensors"))["sample"]
     scale = float(np.abs(ref).max())
     ember_err = float(np.abs(got - ref).max()) / scale
@@ -317,7 +321,8 @@ def compare_int8(name, qt, ember, iters, seed, d, onnx_path, feeds, ref, scale) 
     run([qt, "convert", d / "unet", "--dtype", "int8", "--calibrate", "4", "--calib-sampler", "ddim",
          "--calib-steps", "4", "--eval-samples", "1", "--target-psnr", "0", "-o", blob8])
     info8 = inspect_blob(qt, blob8)
-    run([ember, "forward", "--model", blob8, "--inputs", d / "inputs.safetensors", "-o", d / "out8.safetensors"])
+    run([ember, "forward", "--model", blob8, "--inputs", d / "inputs.safetensors", "-o", d / "out8.safetensors",
+         "--no-prepack"])
     e8_err = float(np.abs(load_file(str(d / "out8.safetensors"))["sample"] - ref).max()) / scale
     blob8p = d / f"{name}-int8-packed.ember"
     run([qt, "pack", blob8, "-o", blob8p, "--family", "x86_64-avx512"])

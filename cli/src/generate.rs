@@ -12,6 +12,7 @@ use quantize_tool::AlignedBytes;
 use safetensors::Dtype;
 
 use crate::image;
+use crate::prepack::{self, Prepack};
 use crate::sample::sampler_config;
 
 const STUDENT_LEN: usize = include_bytes!("../../models/mnist-student/student-4.ember").len();
@@ -51,6 +52,9 @@ pub struct GenerateArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Run the blob's weights as they are, without packing them for this CPU at load.
+    #[arg(long)]
+    pub no_prepack: bool,
     /// Output: .png (grid, one row per class) or .safetensors (`sample` f32 N×C×H×W clamped to [-1, 1],
     /// `class_labels` i64 N).
     #[arg(short, long, default_value = "digits.png")]
@@ -70,12 +74,23 @@ pub fn run(a: &GenerateArgs) -> Result<(), String> {
         }
     };
     let loaded;
-    let (bytes, shown): (&[u8], String) = match &a.model {
+    let (mut bytes, shown): (&[u8], String) = match &a.model {
         Some(p) => {
             loaded = AlignedBytes::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
             (loaded.as_slice(), p.display().to_string())
         }
         None => (&STUDENT.0, "built-in MNIST student".to_string()),
+    };
+    let packed;
+    let prepacked = if a.no_prepack {
+        Prepack::AsIs(prepack::NOT_ASKED)
+    } else {
+        let (p, what) = prepack::for_this_cpu(bytes, &shown)?;
+        if let Some(p) = p {
+            packed = p;
+            bytes = packed.as_slice();
+        }
+        what
     };
     let m = Model::parse(bytes).map_err(|e| format!("{shown}: {e}"))?;
     if m.schedule().is_none() {
@@ -189,10 +204,10 @@ pub fn run(a: &GenerateArgs) -> Result<(), String> {
         k => k,
     };
     eprintln!(
-        "{shown}: {n} images ({} {steps} steps{}) in {secs:.2} s on {threads} threads ({:.2} s/image/thread), arena {need} B each -> {}",
+        "{shown}: {n} images ({} {steps} steps{}) in {secs:.2} s on {threads} threads ({:.1} ms/image/thread), arena {need} B each, {prepacked} -> {}",
         cfg.method.name(),
         if cfg.guidance_scale != 1.0 { format!(", guidance {}", cfg.guidance_scale) } else { String::new() },
-        secs * threads as f64 / n as f64,
+        secs * 1e3 * threads as f64 / n as f64,
         a.output.display()
     );
     Ok(())

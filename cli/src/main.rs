@@ -12,6 +12,7 @@ use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 
 mod generate;
 mod image;
+mod prepack;
 mod sample;
 
 /// `println!` that ends the program quietly when stdout is closed (piped into `head`, say) instead of panicking.
@@ -57,6 +58,9 @@ enum Cmd {
         /// Read `sample_K`, `timestep_K`, `class_labels_K` instead (the golden-file layout of tests/golden).
         #[arg(long)]
         index: Option<usize>,
+        /// Run the blob's weights as they are, without packing them for this CPU at load.
+        #[arg(long)]
+        no_prepack: bool,
     },
     /// Compare two f32 tensors: max absolute error, relative to the reference's max magnitude.
     Compare {
@@ -93,15 +97,14 @@ enum Cmd {
         /// With --per-op: how many of the slowest single ops to list.
         #[arg(long, default_value_t = 12)]
         top: usize,
+        /// Time the blob's weights as they are, without packing them for this CPU at load.
+        #[arg(long)]
+        no_prepack: bool,
     },
 }
 
 /// A tensor's shape and its values as f32.
 type ShapedF32 = (Vec<usize>, Vec<f32>);
-
-fn load_model(path: &Path) -> Result<AlignedBytes, String> {
-    AlignedBytes::read(path).map_err(|e| format!("{}: {e}", path.display()))
-}
 
 fn tensor_f32(st: &SafeTensors<'_>, name: &str, path: &str) -> Result<Option<ShapedF32>, String> {
     let t = match st.tensor(name) {
@@ -135,12 +138,18 @@ fn tensor_f32(st: &SafeTensors<'_>, name: &str, path: &str) -> Result<Option<Sha
     Ok(Some((t.shape().to_vec(), v)))
 }
 
-fn forward(model: &Path, inputs: &Path, output: &Path, index: Option<usize>) -> Result<(), String> {
+fn forward(
+    model: &Path,
+    inputs: &Path,
+    output: &Path,
+    index: Option<usize>,
+    as_is: bool,
+) -> Result<(), String> {
     let key = |n: &str| match index {
         Some(k) => format!("{n}_{k}"),
         None => n.to_string(),
     };
-    let blob = load_model(model)?;
+    let (blob, _) = prepack::load(model, as_is)?;
     let m = Model::parse(blob.as_slice()).map_err(|e| format!("{}: {e}", model.display()))?;
     let info = *m.info();
     let ip = inputs.display().to_string();
@@ -246,11 +255,12 @@ fn bench(
     threads: usize,
     per_op: bool,
     top: usize,
+    as_is: bool,
 ) -> Result<(), String> {
     if threads == 0 {
         return Err("--threads must be at least 1".into());
     }
-    let blob = load_model(model)?;
+    let (blob, prepacked) = prepack::load(model, as_is)?;
     let m = Model::parse(blob.as_slice()).map_err(|e| format!("{}: {e}", model.display()))?;
     let info = *m.info();
     let mut x = vec![0f32; info.input_len()];
@@ -289,17 +299,19 @@ fn bench(
     let gmacs = macs / (median * 1e-3) / 1e9;
     if json {
         outln!(
-            "{{\"model\": {:?}, \"median_ms\": {median:.4}, \"min_ms\": {min:.4}, \"iters\": {}, \"macs\": {}, \"gmacs_per_s\": {gmacs:.3}, \"arena_bytes\": {}, \"blob_bytes\": {}, \"kernels\": {:?}, \"threads\": {threads}}}",
+            "{{\"model\": {:?}, \"median_ms\": {median:.4}, \"min_ms\": {min:.4}, \"iters\": {}, \"macs\": {}, \"gmacs_per_s\": {gmacs:.3}, \"arena_bytes\": {}, \"blob_bytes\": {}, \"kernels\": {:?}, \"threads\": {threads}, \"prepacked\": {}, \"weights\": {:?}}}",
             model.display().to_string(),
             times.len(),
             info.macs(),
             info.arena_bytes,
             m.blob_len(),
-            ember_kernels::registry::best().name
+            ember_kernels::registry::best().name,
+            matches!(prepacked, prepack::Prepack::Packed { .. }),
+            prepacked.to_string()
         );
     } else {
         outln!(
-            "{}: median {median:.3} ms, min {min:.3} ms over {} runs; {:.1} M MACs -> {gmacs:.2} GMAC/s ({} kernels, {threads} thread(s))",
+            "{}: median {median:.3} ms, min {min:.3} ms over {} runs; {:.1} M MACs -> {gmacs:.2} GMAC/s ({} kernels, {threads} thread(s); {prepacked})",
             model.display(),
             times.len(),
             macs / 1e6,
@@ -417,7 +429,8 @@ fn main() -> ExitCode {
             inputs,
             output,
             index,
-        } => forward(&model, &inputs, &output, index),
+            no_prepack,
+        } => forward(&model, &inputs, &output, index, no_prepack),
         Cmd::Compare {
             output,
             output_tensor,
@@ -431,7 +444,8 @@ fn main() -> ExitCode {
             threads,
             per_op,
             top,
-        } => bench(&model, iters, json, threads, per_op, top),
+            no_prepack,
+        } => bench(&model, iters, json, threads, per_op, top, no_prepack),
         Cmd::Sample(a) => sample::run(&a),
         Cmd::Generate(a) => generate::run(&a),
     };

@@ -68,6 +68,9 @@ pub struct SampleArgs {
     /// Print one line per step (timestep, x̂₀ range) to stderr.
     #[arg(long)]
     pub progress: bool,
+    /// Run the blob's weights as they are, without packing them for this CPU at load.
+    #[arg(long)]
+    pub no_prepack: bool,
     /// Output: .png (pixels) or .safetensors (`sample` f32 1×C×H×W, the final sample before pixel conversion).
     #[arg(short, long)]
     pub output: PathBuf,
@@ -127,7 +130,7 @@ pub fn run(a: &SampleArgs) -> Result<(), String> {
             ))
         }
     };
-    let blob = AlignedBytes::read(&a.model).map_err(|e| format!("{}: {e}", a.model.display()))?;
+    let (blob, prepacked) = crate::prepack::load(&a.model, a.no_prepack)?;
     let mp = a.model.display().to_string();
     let m = Model::parse(blob.as_slice()).map_err(|e| format!("{mp}: {e}"))?;
     if m.schedule().is_none() {
@@ -246,7 +249,7 @@ pub fn run(a: &SampleArgs) -> Result<(), String> {
     };
     quantize_tool::write::write_atomic(&a.output, &bytes).map_err(|e| e.to_string())?;
     eprintln!(
-        "{}: {} {} steps{} in {:.2} s, arena {} bytes -> {}",
+        "{}: {} {} steps{} in {:.2} s, arena {} bytes ({prepacked}) -> {}",
         mp,
         cfg.method.name(),
         total,

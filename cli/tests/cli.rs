@@ -109,30 +109,37 @@ fn convert_then_forward_matches_diffusers() {
     }
     let inp = dir.join("in.safetensors");
     std::fs::write(&inp, safetensors::serialize(tensors, &None).unwrap()).unwrap();
-    let res = dir.join("out.safetensors");
-    let o = Command::new(env!("CARGO_BIN_EXE_ember"))
-        .args(["forward", "--model"])
-        .arg(&blob)
-        .arg("--inputs")
-        .arg(&inp)
-        .arg("-o")
-        .arg(&res)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let raw = std::fs::read(&res).unwrap();
-    let got = f32s(&SafeTensors::deserialize(&raw).unwrap(), "sample");
+    // By default the runner packs the weights for this CPU's tier at load (AVX-512: direct and Winograd
+    // kernels); --no-prepack runs the canonical weights. Both must match diffusers.
     let want = f32s(&st, "out_0");
-    let err = got
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
     let mag = want.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
-    assert!(
-        err <= 1e-4 * mag,
-        "ember forward vs diffusers: {err} (max |ref| {mag})"
-    );
+    let mut outs = Vec::new();
+    for flags in [&[][..], &["--no-prepack"][..]] {
+        let res = dir.join("out.safetensors");
+        let o = Command::new(env!("CARGO_BIN_EXE_ember"))
+            .args(["forward", "--model"])
+            .arg(&blob)
+            .arg("--inputs")
+            .arg(&inp)
+            .arg("-o")
+            .arg(&res)
+            .args(flags)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let raw = std::fs::read(&res).unwrap();
+        let got = f32s(&SafeTensors::deserialize(&raw).unwrap(), "sample");
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            err <= 1e-4 * mag,
+            "ember forward {flags:?} vs diffusers: {err} (max |ref| {mag})"
+        );
+        outs.push(got);
+    }
 
     // inspect reads the blob.
     let o = Command::new(quantize_tool())
@@ -156,6 +163,32 @@ fn convert_then_forward_matches_diffusers() {
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("bench --json prints JSON");
     assert!(v["median_ms"].as_f64().unwrap() > 0.0 && v["min_ms"].as_f64().unwrap() > 0.0);
+    // This f32 blob has no PACKED section: it is packed at load exactly when this CPU's tier has a float family.
+    let tier = ember_kernels::registry::best();
+    assert_eq!(
+        v["prepacked"].as_bool(),
+        Some(tier.conv2d_packed.is_some()),
+        "{} tier: {v}",
+        tier.name
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_ember"))
+        .args(["bench", "--iters", "1", "--json", "--no-prepack", "--model"])
+        .arg(&blob)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("bench --json prints JSON");
+    assert_eq!(v["prepacked"].as_bool(), Some(false), "{v}");
+    if tier.conv2d_packed.is_some() {
+        println!(
+            "{} tier: packed at load vs canonical weights differ by {:e} (each within 1e-4 of diffusers)",
+            tier.name,
+            outs[0]
+                .iter()
+                .zip(&outs[1])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max)
+        );
+    }
 }
 
 #[test]
