@@ -1092,8 +1092,9 @@ impl<'a> Session<'_, 'a> {
         self.kernels = k;
     }
 
-    /// Split convolutions across `par`'s workers (e.g. `ember_kernels::parallel::ThreadPool` with `std`, or a
-    /// firmware's second core). Results are bit-identical to one core.
+    /// Split convolutions, group norms and linear layers across `par`'s workers (e.g.
+    /// `ember_kernels::parallel::ThreadPool` with `std`, or a firmware's second core). Results are bit-identical
+    /// to one core.
     pub fn set_parallel(&mut self, par: &'static dyn Parallel) {
         self.par = par;
     }
@@ -1298,7 +1299,7 @@ impl<'a> Session<'_, 'a> {
             } => {
                 let (w, b) = (self.w(weight, i)?, self.opt_w(bias, i)?);
                 let [x, y] = self.bufs([input, out])?;
-                (k.linear)(x, w, b, silu_in, silu_out, y);
+                parallel::linear(k, par, x, w, b, silu_in, silu_out, y);
             }
             Op::Embedding {
                 buf, table, dim, ..
@@ -1417,7 +1418,7 @@ impl<'a> Session<'_, 'a> {
                         in_q,
                         out_scale,
                     };
-                    (k.group_norm_i8)(&a, i8s(x), i8s(y));
+                    parallel::group_norm_i8(k, par, &a, i8s(x), i8s(y));
                     return Ok(());
                 }
                 let [x, y, ss] = self.bufs([input, out, scale_shift])?;
@@ -1431,7 +1432,7 @@ impl<'a> Session<'_, 'a> {
                     scale_shift: opt(scale_shift, &*ss),
                     silu,
                 };
-                (k.group_norm)(&a, x, y);
+                parallel::group_norm(k, par, &a, x, y);
             }
             Op::Concat { a, b, out, na, .. } => {
                 // A byte copy for either dtype: int8 branches keep their own scales (the out buffer's two).

@@ -1,7 +1,8 @@
 //! Splitting convolutions across threads (`ember_kernels::parallel`) gives results bit-identical to one core: for
 //! the whole 4-step sampling of the committed f32, f16 and int8 students on every kernel tier this CPU runs, and
 //! for single convolutions of many shapes, including a worker that gets no scratch (its channels fall back to
-//! worker 0) and a hook that runs its workers one after another in reverse order.
+//! worker 0) and a hook that runs its workers one after another in reverse order; and for split group norms (f32
+//! and int8, with FiLM and a two-scale input) and linear layers (f32 and f16 weights).
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -280,4 +281,119 @@ fn split_convolutions_are_bit_identical() {
         }
     }
     println!("{splits} split convolutions bit-identical to one call");
+}
+
+#[test]
+fn split_group_norms_and_linear_layers_are_bit_identical() {
+    use ember_kernels::generic::GroupNormArgs;
+    use ember_kernels::quant::GroupNormI8Args;
+    let hooks: [&'static dyn Parallel; 4] = [
+        ThreadPool::leak(2),
+        ThreadPool::leak(3),
+        ThreadPool::leak(8),
+        Box::leak(Box::new(Reverse {
+            n: 5,
+            lend: &[],
+            scratch: Mutex::new(Vec::new()),
+        })),
+    ];
+    let mut r = Lcg(11);
+    // (channels, pixels, groups): cifar's and the student's shapes, an odd group count, one below the split size.
+    let norms = [
+        (128, 1024, 32),
+        (512, 64, 32),
+        (96, 256, 3),
+        (64, 1024, 32),
+        (32, 64, 8),
+    ];
+    let mut split_seen = false;
+    for name in all_tiers() {
+        let Some(t) = tier(name) else { continue };
+        for &(c, hw, groups) in &norms {
+            let x: Vec<f32> = (0..c * hw).map(|_| 2.0 * r.f() + 0.3).collect();
+            let xq: Vec<i8> = (0..c * hw).map(|_| r.i8()).collect();
+            let gamma: Vec<f32> = (0..c).map(|_| 1.0 + 0.5 * r.f()).collect();
+            let beta: Vec<f32> = (0..c).map(|_| 0.2 * r.f()).collect();
+            let film: Vec<f32> = (0..2 * c).map(|_| 0.3 * r.f()).collect();
+            for (ss, silu) in [
+                (None, true),
+                (Some(&film[..]), false),
+                (Some(&film[..]), true),
+            ] {
+                let a = GroupNormArgs {
+                    c,
+                    hw,
+                    groups,
+                    eps: 1e-5,
+                    gamma: Weights::F32(&gamma),
+                    beta: Weights::F32(&beta),
+                    scale_shift: ss,
+                    silu,
+                };
+                let mut want = vec![0f32; c * hw];
+                (t.group_norm)(&a, &x, &mut want);
+                // A second input scale from a channel inside some worker's share (a concat's two branches).
+                let aq = GroupNormI8Args {
+                    c,
+                    hw,
+                    groups,
+                    eps: 1e-5,
+                    gamma: Weights::F32(&gamma),
+                    beta: Weights::F32(&beta),
+                    scale_shift: ss,
+                    silu,
+                    in_q: ActQ {
+                        scale: 0.02,
+                        split: c / 3,
+                        scale2: 0.05,
+                    },
+                    out_scale: 0.03,
+                };
+                let mut want_q = vec![0i8; c * hw];
+                (t.group_norm_i8)(&aq, &xq, &mut want_q);
+                for &par in &hooks {
+                    let mut got = vec![f32::NAN; c * hw];
+                    parallel::group_norm(t, par, &a, &x, &mut got);
+                    let same = want
+                        .iter()
+                        .zip(&got)
+                        .all(|(p, q)| p.to_bits() == q.to_bits());
+                    assert!(
+                        same,
+                        "group norm c {c} hw {hw} groups {groups} tier {name} {par:?}"
+                    );
+                    let mut got_q = vec![0x55i8; c * hw];
+                    parallel::group_norm_i8(t, par, &aq, &xq, &mut got_q);
+                    assert_eq!(
+                        want_q, got_q,
+                        "int8 group norm c {c} hw {hw} tier {name} {par:?}"
+                    );
+                }
+                split_seen |= 2 * c * hw >= parallel::MIN_SPLIT_ELEMS;
+            }
+        }
+        // Time-embedding projections (512 -> C), one not a multiple of 16 rows, one below the split size.
+        for (n_in, n_out) in [(512, 512), (512, 128), (128, 512), (512, 200), (64, 64)] {
+            let x: Vec<f32> = (0..n_in).map(|_| r.f()).collect();
+            let w: Vec<f32> = (0..n_in * n_out).map(|_| 0.1 * r.f()).collect();
+            let b: Vec<f32> = (0..n_out).map(|_| r.f()).collect();
+            let wh: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
+            for wt in [Weights::F32(&w), Weights::F16(&wh)] {
+                for (si, so) in [(false, false), (true, false), (false, true)] {
+                    let mut want = vec![0f32; n_out];
+                    (t.linear)(&x, wt, Some(Weights::F32(&b)), si, so, &mut want);
+                    for &par in &hooks {
+                        let mut got = vec![f32::NAN; n_out];
+                        parallel::linear(t, par, &x, wt, Some(Weights::F32(&b)), si, so, &mut got);
+                        let same = want
+                            .iter()
+                            .zip(&got)
+                            .all(|(p, q)| p.to_bits() == q.to_bits());
+                        assert!(same, "linear {n_in}->{n_out} tier {name} {par:?}");
+                    }
+                }
+            }
+        }
+    }
+    assert!(split_seen, "no group norm was large enough to be split");
 }
