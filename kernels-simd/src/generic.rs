@@ -222,6 +222,10 @@ pub struct GroupNormArgs<'a> {
 impl GroupNormArgs<'_> {
     /// Whether a vector tier may take these arguments: a non-empty `[c, hw]` in whole groups, and both slices
     /// holding `c · hw` elements. Every tier falls back to [`group_norm`] otherwise.
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
     pub(crate) fn vector_ok(&self, input: &[f32], out: &[f32]) -> bool {
         let n = self.c * self.hw;
         self.groups != 0

@@ -356,7 +356,7 @@ fn gn_blocks(
     groups: usize,
     film: Option<&[f32]>,
     lens: (usize, usize),
-) -> Option<[(usize, usize); MAX_WORKERS]> {
+) -> Option<([(usize, usize); MAX_WORKERS], usize)> {
     let workers = par.workers().min(MAX_WORKERS);
     let cpg = c.checked_div(groups)?;
     let n = c.checked_mul(hw)?;
@@ -375,7 +375,7 @@ fn gn_blocks(
     blocks
         .iter()
         .all(|&(a, b)| b - a <= GN_MAX_SHARE)
-        .then_some(blocks)
+        .then_some((blocks, cpg))
 }
 
 /// The FiLM scale and shift of channels `[a, b)` of a `c`-channel `[scale; shift]`, gathered into `buf`.
@@ -390,8 +390,10 @@ fn film_share<'b>(
     let n = b - a;
     let (sc, sh) = (f.get(a..b)?, f.get(c + a..c + b)?);
     let dst = buf.get_mut(..2 * n)?;
-    dst[..n].copy_from_slice(sc);
-    dst[n..].copy_from_slice(sh);
+    // Element copies, not `copy_from_slice`: no length-mismatch panic site for the firmware's list.
+    for (d, v) in dst.iter_mut().zip(sc.iter().chain(sh)) {
+        *d = *v;
+    }
     Some(dst)
 }
 
@@ -406,11 +408,10 @@ pub fn group_norm(
     out: &mut [f32],
 ) {
     let lens = (input.len(), out.len());
-    let Some(blocks) = gn_blocks(par, a.c, a.hw, a.groups, a.scale_shift, lens) else {
+    let Some((blocks, cpg)) = gn_blocks(par, a.c, a.hw, a.groups, a.scale_shift, lens) else {
         (table.group_norm)(a, input, out);
         return;
     };
-    let cpg = a.c / a.groups;
     let chunks = chunks_of(out, &blocks, a.hw);
     par.run(&|wk| {
         let (Some((c0, c1)), Some(o)) = (blocks.get(wk).copied(), chunks.take(wk)) else {
@@ -422,7 +423,7 @@ pub fn group_norm(
         let mut buf = [0f32; 2 * GN_MAX_SHARE];
         let sub = crate::generic::GroupNormArgs {
             c: c1 - c0,
-            groups: (c1 - c0) / cpg,
+            groups: (c1 - c0).checked_div(cpg).unwrap_or(0),
             gamma: sub_weights(a.gamma, c0, c1),
             beta: sub_weights(a.beta, c0, c1),
             scale_shift: film_share(a.scale_shift, a.c, c0, c1, &mut buf),
@@ -442,11 +443,10 @@ pub fn group_norm_i8(
     out: &mut [i8],
 ) {
     let lens = (input.len(), out.len());
-    let Some(blocks) = gn_blocks(par, a.c, a.hw, a.groups, a.scale_shift, lens) else {
+    let Some((blocks, cpg)) = gn_blocks(par, a.c, a.hw, a.groups, a.scale_shift, lens) else {
         (table.group_norm_i8)(a, input, out);
         return;
     };
-    let cpg = a.c / a.groups;
     let chunks = chunks_of(out, &blocks, a.hw);
     par.run(&|wk| {
         let (Some((c0, c1)), Some(o)) = (blocks.get(wk).copied(), chunks.take(wk)) else {
@@ -458,7 +458,7 @@ pub fn group_norm_i8(
         let mut buf = [0f32; 2 * GN_MAX_SHARE];
         let sub = crate::quant::GroupNormI8Args {
             c: c1 - c0,
-            groups: (c1 - c0) / cpg,
+            groups: (c1 - c0).checked_div(cpg).unwrap_or(0),
             gamma: sub_weights(a.gamma, c0, c1),
             beta: sub_weights(a.beta, c0, c1),
             scale_shift: film_share(a.scale_shift, a.c, c0, c1, &mut buf),
