@@ -164,15 +164,7 @@ pub fn conv2d(
     let gran = packed.map_or(4, |p| p.2);
     let pblock = packed.map_or(0, |(p, _, n)| packed_block_bytes(p.len(), g.cout, n));
     let blocks = channel_blocks(g.cout, workers, gran);
-    let chunks = chunks_of(out, &blocks, plane);
-    par.run(&|wk| {
-        let Some((a, b)) = blocks.get(wk).copied() else {
-            return;
-        };
-        let Some(o) = chunks.take(wk) else { return };
-        if a == b {
-            return;
-        }
+    run_shares(par, &blocks, out, plane, &|a, b, o| {
         let sub = Conv2dGeom { cout: b - a, ..*g };
         let wt = sub_weights(w, a * per_co, b * per_co);
         let bs = bias.map(|bw| sub_weights(bw, a, b));
@@ -397,6 +389,53 @@ fn film_share<'b>(
     Some(dst)
 }
 
+/// Run `f(start, end, share)` on every worker whose item range in `blocks` is not empty, `share` being its part of
+/// `out` (`per` elements per item).
+fn run_shares<T: Send>(
+    par: &dyn Parallel,
+    blocks: &[(usize, usize); MAX_WORKERS],
+    out: &mut [T],
+    per: usize,
+    f: &(dyn Fn(usize, usize, &mut [T]) + Sync),
+) {
+    let chunks = chunks_of(out, blocks, per);
+    par.run(&|wk| {
+        if let (Some((a, b)), Some(o)) = (blocks.get(wk).copied(), chunks.take(wk)) {
+            if a < b {
+                f(a, b, o);
+            }
+        }
+    });
+}
+
+/// The per-channel arguments of channels `[c0, c1)` of a group norm over `c` channels in groups of `cpg`:
+/// groups, gamma, beta and the FiLM share (gathered into `buf`).
+struct GnShare<'a, 'b> {
+    groups: usize,
+    gamma: Weights<'a>,
+    beta: Weights<'a>,
+    film: Option<&'b [f32]>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gn_share<'a, 'b>(
+    gamma: Weights<'a>,
+    beta: Weights<'a>,
+    film: Option<&[f32]>,
+    c: usize,
+    cpg: usize,
+    c0: usize,
+    c1: usize,
+    buf: &'b mut [f32],
+) -> GnShare<'a, 'b> {
+    GnShare {
+        groups: (c1 - c0).checked_div(cpg).unwrap_or(0),
+        gamma: sub_weights(gamma, c0, c1),
+        beta: sub_weights(beta, c0, c1),
+        film: film_share(film, c, c0, c1, buf),
+    }
+}
+
 /// The float group norm `table.group_norm` split over `par`'s workers by whole groups (each worker normalizes a
 /// contiguous block of channels). Bit-identical to `(table.group_norm)(a, input, out)`: every group's statistics
 /// and outputs are computed from that group alone.
@@ -412,21 +451,15 @@ pub fn group_norm(
         (table.group_norm)(a, input, out);
         return;
     };
-    let chunks = chunks_of(out, &blocks, a.hw);
-    par.run(&|wk| {
-        let (Some((c0, c1)), Some(o)) = (blocks.get(wk).copied(), chunks.take(wk)) else {
-            return;
-        };
-        if c0 == c1 {
-            return;
-        }
+    run_shares(par, &blocks, out, a.hw, &|c0, c1, o| {
         let mut buf = [0f32; 2 * GN_MAX_SHARE];
+        let sh = gn_share(a.gamma, a.beta, a.scale_shift, a.c, cpg, c0, c1, &mut buf);
         let sub = crate::generic::GroupNormArgs {
             c: c1 - c0,
-            groups: (c1 - c0).checked_div(cpg).unwrap_or(0),
-            gamma: sub_weights(a.gamma, c0, c1),
-            beta: sub_weights(a.beta, c0, c1),
-            scale_shift: film_share(a.scale_shift, a.c, c0, c1, &mut buf),
+            groups: sh.groups,
+            gamma: sh.gamma,
+            beta: sh.beta,
+            scale_shift: sh.film,
             ..*a
         };
         (table.group_norm)(&sub, input.get(c0 * a.hw..c1 * a.hw).unwrap_or(&[]), o);
@@ -447,21 +480,15 @@ pub fn group_norm_i8(
         (table.group_norm_i8)(a, input, out);
         return;
     };
-    let chunks = chunks_of(out, &blocks, a.hw);
-    par.run(&|wk| {
-        let (Some((c0, c1)), Some(o)) = (blocks.get(wk).copied(), chunks.take(wk)) else {
-            return;
-        };
-        if c0 == c1 {
-            return;
-        }
+    run_shares(par, &blocks, out, a.hw, &|c0, c1, o| {
         let mut buf = [0f32; 2 * GN_MAX_SHARE];
+        let sh = gn_share(a.gamma, a.beta, a.scale_shift, a.c, cpg, c0, c1, &mut buf);
         let sub = crate::quant::GroupNormI8Args {
             c: c1 - c0,
-            groups: (c1 - c0).checked_div(cpg).unwrap_or(0),
-            gamma: sub_weights(a.gamma, c0, c1),
-            beta: sub_weights(a.beta, c0, c1),
-            scale_shift: film_share(a.scale_shift, a.c, c0, c1, &mut buf),
+            groups: sh.groups,
+            gamma: sh.gamma,
+            beta: sh.beta,
+            scale_shift: sh.film,
             // The second input scale starts at channel `split` of the whole tensor.
             in_q: ActQ {
                 split: a.in_q.split.saturating_sub(c0),
@@ -493,14 +520,7 @@ pub fn linear(
         return;
     }
     let blocks = channel_blocks(n_out, workers, 16);
-    let chunks = chunks_of(out, &blocks, 1);
-    par.run(&|wk| {
-        let (Some((a, b)), Some(o)) = (blocks.get(wk).copied(), chunks.take(wk)) else {
-            return;
-        };
-        if a == b {
-            return;
-        }
+    run_shares(par, &blocks, out, 1, &|a, b, o| {
         let wt = sub_weights(w, a * n_in, b * n_in);
         let bs = bias.map(|bw| sub_weights(bw, a, b));
         (table.linear)(input, wt, bs, silu_in, silu_out, o);
