@@ -9,11 +9,13 @@
 //! channels with the tier's own kernel, reading the shared input and writing its own slice of the output, so the
 //! result is bit-identical to a one-core call (every output element is summed in the same order). [`group_norm`]
 //! and [`group_norm_i8`] split by whole groups, [`linear`] by output rows, the same way (on cifar-size models these
-//! were a tenth of the 2-thread time while they ran on one core). The int8
+//! were a tenth of the 2-thread time while they ran on one core). Winograd layers with enough rows are split by
+//! rows of output tiles instead ([`RowsOut`], `KernelTable::conv2d_packed_rows`), so each worker transforms only
+//! the part of the input its rows need. The int8
 //! kernel's `i32` scratch belongs to one call, so worker 0 uses the caller's and the others ask
 //! [`Parallel::scratch`] for their own.
 
-#![allow(unsafe_code)] // Slots/Mailbox hand per-worker data across threads; ThreadPool erases a lifetime. Each states why.
+#![allow(unsafe_code)] // Slots/Mailbox hand per-worker data across threads, RowsOut disjoint rows of one output; ThreadPool erases a lifetime. Each states why.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -160,6 +162,43 @@ pub fn conv2d(
         return;
     }
     let plane = g.oh * g.ow;
+    // Winograd layers with enough rows: split by rows of 2×2 tiles, so each worker transforms only the input its
+    // rows need (split by channels, every worker transforms all of it).
+    if let (Some((p, _, _)), Some(rows_fn)) = (packed, table.conv2d_packed_rows) {
+        let th = g.oh.div_ceil(2);
+        if crate::pack::winograd(g)
+            && th >= MIN_TILE_ROWS_PER_WORKER * workers
+            && out.len() >= g.cout * plane
+        {
+            let blocks = channel_blocks(th, workers, 1);
+            let failed = AtomicBool::new(false);
+            {
+                let (ptr, len) = (out.as_mut_ptr(), g.cout * plane);
+                let shares: Slots<RowsOut<'_>, MAX_WORKERS> = Slots::new(|i| {
+                    let (a, b) = blocks[i];
+                    Some(RowsOut {
+                        ptr,
+                        len,
+                        ow: g.ow,
+                        oh: g.oh,
+                        rows: ((2 * a).min(g.oh), (2 * b).min(g.oh)),
+                        _out: core::marker::PhantomData,
+                    })
+                });
+                par.run(&|wk| {
+                    if let Some(o) = shares.take(wk) {
+                        if o.rows.0 < o.rows.1 && !rows_fn(g, input, p, bias, &o) {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+            if failed.load(Ordering::Relaxed) {
+                call(g, w, Some(p), bias, out);
+            }
+            return;
+        }
+    }
     let per_co = g.cin * g.k * g.k;
     let gran = packed.map_or(4, |p| p.2);
     let pblock = packed.map_or(0, |(p, _, n)| packed_block_bytes(p.len(), g.cout, n));
@@ -313,6 +352,60 @@ pub fn conv2d_i8(
         }
     }
 }
+
+/// One float output `[channels][oh][ow]` that several workers write at the same time, each only the output rows
+/// [`RowsOut::rows`] of every channel: the split of [`conv2d`] by rows. Only [`conv2d`] makes them, from the
+/// `&mut [f32]` it holds for the whole run, with row ranges that do not overlap.
+pub struct RowsOut<'a> {
+    ptr: *mut f32,
+    len: usize,
+    ow: usize,
+    oh: usize,
+    rows: (usize, usize),
+    _out: core::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: a `RowsOut` stands for the rows `rows` of every channel of a slice that its maker borrows mutably for
+// `'a`; the `RowsOut`s of one split have disjoint row ranges, so the worker that gets one writes memory no other
+// thread touches. Its users write only there (the contract of `as_mut_ptr`).
+unsafe impl Send for RowsOut<'_> {}
+
+impl core::fmt::Debug for RowsOut<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "RowsOut(rows {:?} of {}x{})",
+            self.rows, self.oh, self.ow
+        )
+    }
+}
+
+impl RowsOut<'_> {
+    /// The output rows `[start, end)` this worker writes, of every channel.
+    pub fn rows(&self) -> (usize, usize) {
+        self.rows
+    }
+    /// Floats of the whole output (every channel, every row).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Whether the whole output is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Output height and width.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.oh, self.ow)
+    }
+    /// The start of the whole output (channel 0, row 0). A kernel may write through it only elements
+    /// `c · oh · ow + r · ow + x` with `r` in [`rows`](Self::rows), `x < ow` and the element below [`len`](Self::len).
+    pub fn as_mut_ptr(&self) -> *mut f32 {
+        self.ptr
+    }
+}
+
+/// Tile rows (pairs of output rows) per worker at least for [`conv2d`] to split a Winograd layer by rows.
+const MIN_TILE_ROWS_PER_WORKER: usize = 4;
 
 /// Group norms and linear layers below this many elements (input plus output for a group norm, weights for a
 /// linear layer) run on the calling core alone.

@@ -37,6 +37,11 @@ pub type Conv2dI8Fn = fn(
 /// packed weights of the whole layer after the canonical ones.
 pub type Conv2dPackedFn =
     fn(&Conv2dGeom, &[f32], Weights<'_>, &[u8], Option<Weights<'_>>, &mut [f32]);
+/// Signature of a float conv2d kernel on packed weights that computes only the output rows `rows.rows()` of every
+/// channel (and returns false, writing nothing, where it cannot): the threads of a split by rows each write their
+/// own rows of one output at once. Geometry, input, the whole layer's packed weights, bias, output rows.
+pub type Conv2dPackedRowsFn =
+    fn(&Conv2dGeom, &[f32], &[u8], Option<Weights<'_>>, &crate::parallel::RowsOut<'_>) -> bool;
 /// Signature of an int8 conv2d kernel on weights packed offline (see [`crate::pack`]): as [`Conv2dI8Fn`], with
 /// the packed weights of the whole layer after the canonical ones (which it falls back to if they do not fit).
 pub type Conv2dI8PackedFn = fn(
@@ -70,6 +75,10 @@ pub struct KernelTable {
     pub conv2d: Conv2dFn,
     /// The packed-weight family ([`crate::pack`]) this tier's float convolution reads, and that convolution.
     pub conv2d_packed: Option<(u32, Conv2dPackedFn)>,
+    /// The packed float convolution restricted to a band of output rows, where the tier has one (the Winograd
+    /// layers of [`crate::pack::winograd`]): [`crate::parallel::conv2d`] then splits those layers by rows, so each
+    /// worker transforms only its own part of the input.
+    pub conv2d_packed_rows: Option<Conv2dPackedRowsFn>,
     /// See [`generic::linear`].
     pub linear: LinearFn,
     /// See [`generic::f16_to_f32`]: the exact conversion the tier's float kernels use on `f16` weights (F16C on
@@ -95,6 +104,7 @@ pub static GENERIC: KernelTable = KernelTable {
     name: "generic",
     conv2d: generic::conv2d,
     conv2d_packed: None,
+    conv2d_packed_rows: None,
     linear: generic::linear,
     f16_to_f32: generic::f16_to_f32,
     group_norm: generic::group_norm,

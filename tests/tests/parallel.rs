@@ -154,7 +154,8 @@ fn split_convolutions_are_bit_identical() {
         })),
     ];
     let shapes = [
-        geom(64, 32, 64, 3, 1, 1),
+        geom(64, 32, 64, 3, 1, 1), // packed: Winograd, split by rows of tiles
+        geom(32, 17, 32, 3, 1, 1), // packed: Winograd by rows, the last worker's band ending on an odd row
         geom(32, 32, 33, 3, 1, 1),
         geom(128, 16, 22, 3, 2, 1),
         geom(96, 16, 64, 1, 1, 0),

@@ -209,6 +209,20 @@ pub(crate) fn conv2d_packed(
     conv2d(g, input, w, bias, out)
 }
 
+/// [`conv2d_packed`] for the output rows of `out` only, on the Winograd layers (false, nothing written, for the
+/// others or where a length does not fit).
+pub(crate) fn conv2d_packed_rows(
+    g: &Conv2dGeom,
+    input: &[f32],
+    packed: &[u8],
+    bias: Option<Weights<'_>>,
+    out: &crate::parallel::RowsOut<'_>,
+) -> bool {
+    // SAFETY: reachable only through the AVX-512 table (avx512f detected); the kernel checks every length.
+    crate::pack::winograd(g)
+        && unsafe { super::wino512::conv2d_packed_rows(g, input, packed, bias, out) }
+}
+
 /// AVX-512 block kernel: 4 channels × 32 pixels of FMA accumulators.
 #[target_feature(enable = "avx512f")]
 unsafe fn block_f32_avx512(a: &F32Block<'_>, acc_out: &mut [[f32; MAX_OW + 32]; 4]) {

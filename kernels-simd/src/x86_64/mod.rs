@@ -74,6 +74,7 @@ static AVX512: KernelTable = KernelTable {
     conv2d: avx512::conv2d,
     conv2d_i8: avx512::conv2d_i8,
     conv2d_packed: Some((crate::pack::X86_AVX512_F32, avx512::conv2d_packed)),
+    conv2d_packed_rows: Some(avx512::conv2d_packed_rows),
     conv2d_i8_packed: Some((crate::pack::X86_AVX512, avx512::conv2d_i8_packed)),
     attention: attnf512::attention,
     attention_i8: attn512::attention_i8,

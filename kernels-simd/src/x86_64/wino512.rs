@@ -76,23 +76,72 @@ pub(super) unsafe fn conv2d_packed(
     {
         return false;
     }
-    conv(g, p, input, packed, bias, out);
+    // SAFETY: AVX-512 F (caller); `out` holds cout · oh · ow floats (checked), all of which the whole range of
+    // tile rows writes.
+    conv(g, p, input, packed, bias, out.as_mut_ptr(), (0, p.th));
     true
 }
 
-/// The body of [`conv2d_packed`] (its own never-inlined frame: about 690 KiB of stack scratch).
+/// [`conv2d_packed`] for the output rows `out.rows()` only (a start on a tile row: even; an end that is even or
+/// the last row), which this worker of a split by rows owns; false (nothing written) where the layer or a length
+/// does not fit.
 ///
 /// # Safety
-/// AVX-512 F; `p` is the layer's [`plan`], and every length was checked.
+/// The CPU must have AVX-512 F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn conv2d_packed_rows(
+    g: &Conv2dGeom,
+    input: &[f32],
+    packed: &[u8],
+    bias: Option<Weights<'_>>,
+    out: &crate::parallel::RowsOut<'_>,
+) -> bool {
+    let Some(p) = plan(g) else { return false };
+    let (r0, r1) = out.rows();
+    if packed.len() != wino16_len(g)
+        || input.len() < g.cin * g.h * g.w
+        || out.len() < g.cout * g.oh * g.ow
+        || out.shape() != (g.oh, g.ow)
+        || bias.is_some_and(|b| b.len() < g.cout)
+        || r0 % 2 != 0
+        || r0 >= r1
+        || r1 > g.oh
+        || (r1 % 2 != 0 && r1 != g.oh)
+    {
+        return false;
+    }
+    // SAFETY: AVX-512 F (caller). Tile rows r0 / 2 .. ceil(r1 / 2) write output rows r0 .. r1 (an odd last row
+    // only when r1 = oh) of channels < cout, inside the output's cout · oh · ow floats (checked), which are this
+    // worker's rows (`RowsOut::as_mut_ptr`).
+    conv(
+        g,
+        p,
+        input,
+        packed,
+        bias,
+        out.as_mut_ptr(),
+        (r0 / 2, r1.div_ceil(2)),
+    );
+    true
+}
+
+/// The body of [`conv2d_packed`] for tile rows `ty.0 .. ty.1` (its own never-inlined frame: about 690 KiB of
+/// stack scratch).
+///
+/// # Safety
+/// AVX-512 F; `p` is the layer's [`plan`], every length was checked, `ty.1 <= p.th`, and `out` (channel 0, row 0
+/// of a `[cout][oh][ow]` output) is writable at output rows `2 · ty.0 .. min(2 · ty.1, oh)` of every channel.
 #[inline(never)]
 #[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn conv(
     g: &Conv2dGeom,
     p: Plan,
     input: &[f32],
     packed: &[u8],
     bias: Option<Weights<'_>>,
-    out: &mut [f32],
+    out: *mut f32,
+    ty: (usize, usize),
 ) {
     let plane = g.oh * g.ow;
     let nt_max = p.rows * p.tw;
@@ -109,9 +158,9 @@ unsafe fn conv(
         return;
     }
     let ubase = packed.as_ptr() as *const f32;
-    let mut ty0 = 0;
-    while ty0 < p.th {
-        let rows = p.rows.min(p.th - ty0);
+    let (mut ty0, ty_end) = (ty.0, ty.1.min(p.th));
+    while ty0 < ty_end {
+        let rows = p.rows.min(ty_end - ty0);
         let nt = rows * p.tw;
         // Strides of ξ in V and in the park, skewed off multiples of 4 KiB: the input transform stores and the
         // output transform loads 16 vectors one ξ apart, which would otherwise share an L1 set (and alias).
@@ -241,14 +290,15 @@ unsafe fn conv(
                 for (i, b) in bv.iter_mut().enumerate() {
                     *b = bias.map_or(0.0, |bw| bw.get(c0 + i));
                 }
-                // SAFETY: channels c0 .. c0 + 16 <= cout of `out` (cout · plane floats, checked by the caller) hold
-                // positions oy0 · ow .. + n <= plane; the stage holds n · width floats, read at column 16 v.
+                // SAFETY: channels c0 .. c0 + 16 <= cout of `out` hold positions oy0 · ow .. + n, rows oy0 .. oy0 +
+                // orows of this band, inside the writable rows (contract); the stage holds n · width floats, read at
+                // column 16 v.
                 super::direct512::transpose_out(
                     stage.as_ptr().add(v * FMA16_CO),
                     width,
                     n,
                     &bv,
-                    out.as_mut_ptr().add(c0 * plane + oy0 * g.ow),
+                    out.add(c0 * plane + oy0 * g.ow),
                     plane,
                 );
             }
