@@ -12,7 +12,7 @@ use quantize_tool::AlignedBytes;
 use safetensors::Dtype;
 
 use crate::image;
-use crate::prepack::{self, Prepack};
+use crate::prepack;
 use crate::sample::sampler_config;
 
 const STUDENT_LEN: usize = include_bytes!("../../models/mnist-student/student-4.ember").len();
@@ -81,17 +81,10 @@ pub fn run(a: &GenerateArgs) -> Result<(), String> {
         }
         None => (&STUDENT.0, "built-in MNIST student".to_string()),
     };
-    let packed;
-    let prepacked = if a.no_prepack {
-        Prepack::AsIs(prepack::NOT_ASKED)
-    } else {
-        let (p, what) = prepack::for_this_cpu(bytes, &shown)?;
-        if let Some(p) = p {
-            packed = p;
-            bytes = packed.as_slice();
-        }
-        what
-    };
+    let (packed, prepacked) = prepack::for_this_cpu(bytes, &shown, a.no_prepack)?;
+    if let Some(p) = &packed {
+        bytes = p.as_slice();
+    }
     let m = Model::parse(bytes).map_err(|e| format!("{shown}: {e}"))?;
     if m.schedule().is_none() {
         return Err(format!("{shown}: the blob has no noise schedule"));

@@ -61,8 +61,16 @@ pub fn tier_families() -> Vec<u32> {
 
 /// `blob` with a PACKED section for this CPU's tier appended (`Some`), or `None` with the reason it runs as it is:
 /// the tier reads no packed weights, the blob already has a PACKED section (offline packing wins, whatever
-/// families it holds), or the model has no convolution to pack. `blob` must parse (errors name `shown`).
-pub fn for_this_cpu(blob: &[u8], shown: &str) -> Result<(Option<AlignedBytes>, Prepack), String> {
+/// families it holds), the model has no convolution to pack, or `as_is` (`--no-prepack`). `blob` must parse
+/// (errors name `shown`).
+pub fn for_this_cpu(
+    blob: &[u8],
+    shown: &str,
+    as_is: bool,
+) -> Result<(Option<AlignedBytes>, Prepack), String> {
+    if as_is {
+        return Ok((None, Prepack::AsIs(NOT_ASKED)));
+    }
     let t0 = std::time::Instant::now();
     let fams = tier_families();
     if fams.is_empty() {
@@ -119,15 +127,12 @@ pub fn for_this_cpu(blob: &[u8], shown: &str) -> Result<(Option<AlignedBytes>, P
 }
 
 /// The reason given for `--no-prepack`.
-pub const NOT_ASKED: &str = "weights as in the blob (--no-prepack)";
+const NOT_ASKED: &str = "weights as in the blob (--no-prepack)";
 
 /// Load `path` for running: its bytes, packed for this CPU unless `as_is`, and what was done.
 pub fn load(path: &std::path::Path, as_is: bool) -> Result<(AlignedBytes, Prepack), String> {
     let shown = path.display().to_string();
     let raw = AlignedBytes::read(path).map_err(|e| format!("{shown}: {e}"))?;
-    if as_is {
-        return Ok((raw, Prepack::AsIs(NOT_ASKED)));
-    }
-    let (packed, what) = for_this_cpu(raw.as_slice(), &shown)?;
+    let (packed, what) = for_this_cpu(raw.as_slice(), &shown, as_is)?;
     Ok((packed.unwrap_or(raw), what))
 }
