@@ -1514,10 +1514,22 @@ impl<'a> Session<'_, 'a> {
                     } else {
                         QOut::F32(f32s(o)?)
                     };
-                    (k.attention_i8)(&g, i8s(qq), sq, i8s(kk), sk, i8s(vv), sv, f32s(s)?, o);
+                    parallel::attention_i8(
+                        k,
+                        par,
+                        &g,
+                        i8s(qq),
+                        sq,
+                        i8s(kk),
+                        sk,
+                        i8s(vv),
+                        sv,
+                        f32s(s)?,
+                        o,
+                    );
                 } else {
                     let [qq, kk, vv, o, s] = self.bufs([q, kb, v, out, scores])?;
-                    (k.attention)(&g, qq, kk, vv, s, o);
+                    parallel::attention(k, par, &g, qq, kk, vv, s, o);
                 }
             }
             Op::Quantize { input, out, .. } => {

@@ -11,7 +11,8 @@
 //! and [`group_norm_i8`] split by whole groups, [`linear`] by output rows, the same way (on cifar-size models these
 //! were a tenth of the 2-thread time while they ran on one core). Winograd layers with enough rows are split by
 //! rows of output tiles instead ([`RowsOut`], `KernelTable::conv2d_packed_rows`), so each worker transforms only
-//! the part of the input its rows need. The int8
+//! the part of the input its rows need. [`attention`] and [`attention_i8`] split by query tokens (every query's
+//! softmax is its own), on tiers with a kernel for a range of queries. The int8
 //! kernel's `i32` scratch belongs to one call, so worker 0 uses the caller's and the others ask
 //! [`Parallel::scratch`] for their own.
 
@@ -170,30 +171,9 @@ pub fn conv2d(
             && th >= MIN_TILE_ROWS_PER_WORKER * workers
             && out.len() >= g.cout * plane
         {
-            let blocks = channel_blocks(th, workers, 1);
-            let failed = AtomicBool::new(false);
-            {
-                let (ptr, len) = (out.as_mut_ptr(), g.cout * plane);
-                let shares: Slots<RowsOut<'_>, MAX_WORKERS> = Slots::new(|i| {
-                    let (a, b) = blocks[i];
-                    Some(RowsOut {
-                        ptr,
-                        len,
-                        ow: g.ow,
-                        oh: g.oh,
-                        rows: ((2 * a).min(g.oh), (2 * b).min(g.oh)),
-                        _out: core::marker::PhantomData,
-                    })
-                });
-                par.run(&|wk| {
-                    if let Some(o) = shares.take(wk) {
-                        if o.rows.0 < o.rows.1 && !rows_fn(g, input, p, bias, &o) {
-                            failed.store(true, Ordering::Relaxed);
-                        }
-                    }
-                });
-            }
-            if failed.load(Ordering::Relaxed) {
+            let rows = channel_blocks(th, workers, 1).map(|(a, b)| (2 * a, 2 * b));
+            let shape = (g.cout, g.oh, g.ow);
+            if !run_rows(par, &rows, out, shape, &|o| rows_fn(g, input, p, bias, o)) {
                 call(g, w, Some(p), bias, out);
             }
             return;
@@ -353,24 +333,26 @@ pub fn conv2d_i8(
     }
 }
 
-/// One float output `[channels][oh][ow]` that several workers write at the same time, each only the output rows
-/// [`RowsOut::rows`] of every channel: the split of [`conv2d`] by rows. Only [`conv2d`] makes them, from the
-/// `&mut [f32]` it holds for the whole run, with row ranges that do not overlap.
-pub struct RowsOut<'a> {
-    ptr: *mut f32,
+/// One output `[channels][oh][ow]` that several workers write at the same time, each only the output rows
+/// [`RowsOut::rows`] of every channel: the split of [`conv2d`] by rows (`T = f32`), and of [`attention`] /
+/// [`attention_i8`] by query tokens (`oh` the token count, `ow` 1, so a worker's rows are its queries). Only this
+/// module makes them, from the `&mut [T]` it holds for the whole run, with row ranges that do not overlap.
+pub struct RowsOut<'a, T = f32> {
+    ptr: *mut T,
     len: usize,
     ow: usize,
     oh: usize,
     rows: (usize, usize),
-    _out: core::marker::PhantomData<&'a mut [f32]>,
+    _out: core::marker::PhantomData<&'a mut [T]>,
 }
 
 // SAFETY: a `RowsOut` stands for the rows `rows` of every channel of a slice that its maker borrows mutably for
 // `'a`; the `RowsOut`s of one split have disjoint row ranges, so the worker that gets one writes memory no other
-// thread touches. Its users write only there (the contract of `as_mut_ptr`).
-unsafe impl Send for RowsOut<'_> {}
+// thread touches. Its users write only there (the contract of `as_mut_ptr`); `T: Send` lets the values be written
+// from the worker's thread.
+unsafe impl<T: Send> Send for RowsOut<'_, T> {}
 
-impl core::fmt::Debug for RowsOut<'_> {
+impl<T> core::fmt::Debug for RowsOut<'_, T> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(
             f,
@@ -380,12 +362,38 @@ impl core::fmt::Debug for RowsOut<'_> {
     }
 }
 
-impl RowsOut<'_> {
+impl<'a, T> RowsOut<'a, T> {
+    /// The shares of `out` (`channels` × `oh` × `ow`, or `None` if `out` is shorter) for the row ranges `blocks`.
+    fn split(
+        out: &'a mut [T],
+        channels: usize,
+        oh: usize,
+        ow: usize,
+        blocks: &[(usize, usize); MAX_WORKERS],
+    ) -> Option<Slots<RowsOut<'a, T>, MAX_WORKERS>> {
+        let len = channels.checked_mul(oh)?.checked_mul(ow)?;
+        if out.len() < len {
+            return None;
+        }
+        let ptr = out.as_mut_ptr();
+        Some(Slots::new(|i| {
+            let (a, b) = blocks[i];
+            Some(RowsOut {
+                ptr,
+                len,
+                ow,
+                oh,
+                rows: (a.min(oh), b.min(oh)),
+                _out: core::marker::PhantomData,
+            })
+        }))
+    }
+
     /// The output rows `[start, end)` this worker writes, of every channel.
     pub fn rows(&self) -> (usize, usize) {
         self.rows
     }
-    /// Floats of the whole output (every channel, every row).
+    /// Elements of the whole output (every channel, every row).
     pub fn len(&self) -> usize {
         self.len
     }
@@ -399,9 +407,48 @@ impl RowsOut<'_> {
     }
     /// The start of the whole output (channel 0, row 0). A kernel may write through it only elements
     /// `c · oh · ow + r · ow + x` with `r` in [`rows`](Self::rows), `x < ow` and the element below [`len`](Self::len).
-    pub fn as_mut_ptr(&self) -> *mut f32 {
+    pub fn as_mut_ptr(&self) -> *mut T {
         self.ptr
     }
+}
+
+/// A worker's share of an int8 attention's output split by query tokens ([`attention_i8`]): int8 with its scale
+/// (as [`QOut::I8`]), or `f32` (as [`QOut::F32`]).
+#[derive(Clone, Copy, Debug)]
+pub enum QRowsOut<'r, 'a> {
+    /// Quantized with `scale`.
+    I8 {
+        /// This worker's tokens of the output.
+        out: &'r RowsOut<'a, i8>,
+        /// Output scale.
+        scale: f32,
+    },
+    /// Float output.
+    F32(&'r RowsOut<'a, f32>),
+}
+
+/// Run `f` on every worker whose row range in `blocks` is not empty, with its [`RowsOut`] of `out`
+/// (`channels` × `oh` × `ow` in `shape`). False if `out` is shorter than that or a call returned false (the
+/// caller then computes the whole output on one core).
+fn run_rows<T: Send>(
+    par: &dyn Parallel,
+    blocks: &[(usize, usize); MAX_WORKERS],
+    out: &mut [T],
+    shape: (usize, usize, usize),
+    f: &(dyn Fn(&RowsOut<'_, T>) -> bool + Sync),
+) -> bool {
+    let Some(shares) = RowsOut::split(out, shape.0, shape.1, shape.2, blocks) else {
+        return false;
+    };
+    let failed = AtomicBool::new(false);
+    par.run(&|wk| {
+        if let Some(o) = shares.take(wk) {
+            if o.rows.0 < o.rows.1 && !f(&o) {
+                failed.store(true, Ordering::Relaxed);
+            }
+        }
+    });
+    !failed.load(Ordering::Relaxed)
 }
 
 /// Tile rows (pairs of output rows) per worker at least for [`conv2d`] to split a Winograd layer by rows.
@@ -618,6 +665,85 @@ pub fn linear(
         let bs = bias.map(|bw| sub_weights(bw, a, b));
         (table.linear)(input, wt, bs, silu_in, silu_out, o);
     });
+}
+
+/// Query tokens per worker at least for [`attention`] and [`attention_i8`] to split (the SIMD kernels take 32 query
+/// rows per block).
+const MIN_TOKENS_PER_WORKER: usize = 32;
+
+/// The query-token ranges of an attention's split over `par`'s workers, in blocks of 32 tokens, or `None` where it
+/// runs on one core (one worker, fewer than 32 tokens per worker, or under [`MIN_SPLIT_MACS`]).
+fn attention_blocks(
+    par: &dyn Parallel,
+    g: &crate::generic::AttentionGeom,
+) -> Option<[(usize, usize); MAX_WORKERS]> {
+    let workers = par.workers().min(MAX_WORKERS);
+    let macs = (2 * g.heads as u64)
+        .saturating_mul(g.head_dim as u64)
+        .saturating_mul(g.n as u64)
+        .saturating_mul(g.n as u64);
+    (workers >= 2 && g.n >= MIN_TOKENS_PER_WORKER * workers && macs >= MIN_SPLIT_MACS)
+        .then(|| channel_blocks(g.n, workers, MIN_TOKENS_PER_WORKER))
+}
+
+/// The float attention `table.attention` (arguments as there) split over `par`'s workers by query tokens, where
+/// the tier has a kernel for a range of queries (`KernelTable::attention_rows`; otherwise one call). Bit-identical
+/// to one call: each query's scores, softmax and weighted sums come from that query alone, in the same order
+/// whichever queries share a block. Each worker's kernel keeps its own score scratch (on its stack).
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    table: &KernelTable,
+    par: &dyn Parallel,
+    g: &crate::generic::AttentionGeom,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    if let (Some(f), Some(blocks)) = (table.attention_rows, attention_blocks(par, g)) {
+        let shape = (g.heads.saturating_mul(g.head_dim), g.n, 1);
+        if run_rows(par, &blocks, out, shape, &|o| f(g, q, k, v, o)) {
+            return;
+        }
+    }
+    (table.attention)(g, q, k, v, scores, out);
+}
+
+/// The int8 attention `table.attention_i8` (arguments as there) split over `par`'s workers by query tokens, as
+/// [`attention`] (`KernelTable::attention_i8_rows`); bit-identical to one call.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_i8(
+    table: &KernelTable,
+    par: &dyn Parallel,
+    g: &crate::generic::AttentionGeom,
+    q: &[i8],
+    sq: f32,
+    k: &[i8],
+    sk: f32,
+    v: &[i8],
+    sv: f32,
+    scores: &mut [f32],
+    mut out: QOut<'_>,
+) {
+    if let (Some(f), Some(blocks)) = (table.attention_i8_rows, attention_blocks(par, g)) {
+        let shape = (g.heads.saturating_mul(g.head_dim), g.n, 1);
+        let done = match &mut out {
+            QOut::I8 { data, scale } => {
+                let scale = *scale;
+                run_rows(par, &blocks, data, shape, &|o| {
+                    f(g, q, sq, k, sk, v, sv, QRowsOut::I8 { out: o, scale })
+                })
+            }
+            QOut::F32(data) => run_rows(par, &blocks, data, shape, &|o| {
+                f(g, q, sq, k, sk, v, sv, QRowsOut::F32(o))
+            }),
+        };
+        if done {
+            return;
+        }
+    }
+    (table.attention_i8)(g, q, sq, k, sk, v, sv, scores, out);
 }
 
 /// One value per worker that any thread may deposit once (`put`), and that is read back only with exclusive

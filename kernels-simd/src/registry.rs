@@ -18,6 +18,11 @@ pub type F16ToF32Fn = fn(&[half::f16], &mut [f32]);
 pub type GroupNormFn = fn(&generic::GroupNormArgs<'_>, &[f32], &mut [f32]);
 /// Signature of an attention kernel (see [`generic::attention`]): q, k, v, scores scratch, out.
 pub type AttentionFn = fn(&generic::AttentionGeom, &[f32], &[f32], &[f32], &mut [f32], &mut [f32]);
+/// Signature of a float attention kernel for the query tokens `out.rows()` only (the output viewed as
+/// `[heads·head_dim][n][1]`), which returns false, writing nothing, where it cannot: the threads of a split by
+/// queries each write their own tokens of one output at once. Geometry, q, k, v, output tokens.
+pub type AttentionRowsFn =
+    fn(&generic::AttentionGeom, &[f32], &[f32], &[f32], &crate::parallel::RowsOut<'_>) -> bool;
 /// Signature of an int8 conv2d kernel (see [`quant::conv2d_i8`]): geometry, input, input quantization, weights,
 /// weight scales, bias, per-channel add, residual with its scale, divisor, `i32` scratch, output.
 pub type Conv2dI8Fn = fn(
@@ -64,6 +69,18 @@ pub type GroupNormI8Fn = fn(&quant::GroupNormI8Args<'_>, &[i8], &mut [i8]);
 /// scores scratch, out.
 pub type AttentionI8Fn =
     fn(&generic::AttentionGeom, &[i8], f32, &[i8], f32, &[i8], f32, &mut [f32], QOut<'_>);
+/// Signature of an int8 attention kernel for a range of query tokens, as [`AttentionRowsFn`] for
+/// [`quant::attention_i8`]: geometry, q, its scale, k, its scale, v, its scale, output tokens.
+pub type AttentionI8RowsFn = fn(
+    &generic::AttentionGeom,
+    &[i8],
+    f32,
+    &[i8],
+    f32,
+    &[i8],
+    f32,
+    crate::parallel::QRowsOut<'_, '_>,
+) -> bool;
 
 /// Function pointers to the kernels a runtime calls. Every entry has the signature of its [`generic`] (float) or
 /// [`quant`] (int8) twin.
@@ -88,6 +105,9 @@ pub struct KernelTable {
     pub group_norm: GroupNormFn,
     /// See [`generic::attention`].
     pub attention: AttentionFn,
+    /// The float attention restricted to a range of query tokens, where the tier has one:
+    /// [`crate::parallel::attention`] then splits attention by queries.
+    pub attention_rows: Option<AttentionRowsFn>,
     /// See [`quant::conv2d_i8`].
     pub conv2d_i8: Conv2dI8Fn,
     /// The packed-weight family ([`crate::pack`]) this tier's int8 convolution reads, and that convolution;
@@ -97,6 +117,8 @@ pub struct KernelTable {
     pub group_norm_i8: GroupNormI8Fn,
     /// See [`quant::attention_i8`].
     pub attention_i8: AttentionI8Fn,
+    /// The int8 attention restricted to a range of query tokens, where the tier has one (see `attention_rows`).
+    pub attention_i8_rows: Option<AttentionI8RowsFn>,
 }
 
 /// The scalar reference tier.
@@ -109,10 +131,12 @@ pub static GENERIC: KernelTable = KernelTable {
     f16_to_f32: generic::f16_to_f32,
     group_norm: generic::group_norm,
     attention: generic::attention,
+    attention_rows: None,
     conv2d_i8: quant::conv2d_i8,
     conv2d_i8_packed: None,
     group_norm_i8: quant::group_norm_i8,
     attention_i8: quant::attention_i8,
+    attention_i8_rows: None,
 };
 
 /// Names of every tier this build knows, lowest first (whether or not this CPU can run them).

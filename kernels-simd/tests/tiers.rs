@@ -5,6 +5,7 @@
 //! output (FMA and reordered sums change only the rounding).
 
 use ember_kernels::pack;
+use ember_kernels::parallel::{self, Parallel};
 use ember_kernels::quant::{self, ActQ, QOut};
 use ember_kernels::registry::{all_tiers, tier, KernelTable, GENERIC};
 use ember_kernels::{Conv2dGeom, Weights};
@@ -483,6 +484,105 @@ fn check_attention_i8(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
     Ok(cases)
 }
 
+/// A [`Parallel`] hook that runs its workers one after another on this thread (so it works under qemu-user too),
+/// last first, and counts the jobs it ran.
+#[derive(Debug)]
+struct InTurn {
+    n: usize,
+    runs: std::sync::atomic::AtomicUsize,
+}
+
+impl Parallel for InTurn {
+    fn workers(&self) -> usize {
+        self.n
+    }
+    fn run(&self, job: &(dyn Fn(usize) + Sync)) {
+        self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for w in (0..self.n).rev() {
+            job(w);
+        }
+    }
+    fn scratch(&self, _w: usize, _n: usize, _f: &mut dyn FnMut(&mut [i32])) -> bool {
+        false
+    }
+}
+
+/// The tier's attention split by query tokens (`parallel::attention` / `attention_i8` through the tier's
+/// `attention_rows` / `attention_i8_rows`, on 2, 3 and 5 workers) against one call of the same tier, bit for bit:
+/// token counts that are and are not multiples of 32, several heads, one past the kernels' token limit (the split
+/// then falls back to one call).
+fn check_attention_rows(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
+    let mut cases = 0;
+    for (heads, d, n) in [
+        (1, 256, 256),
+        (2, 32, 100),
+        (1, 40, 130),
+        (3, 16, 161),
+        (1, 13, 520),
+        (1, 8, 1100),
+    ] {
+        let g = ember_kernels::generic::AttentionGeom {
+            heads,
+            head_dim: d,
+            n,
+        };
+        let total = heads * d * n;
+        let (q, k, v): (Vec<f32>, Vec<f32>, Vec<f32>) = (
+            (0..total).map(|_| 3.0 * rng.f()).collect(),
+            (0..total).map(|_| 3.0 * rng.f()).collect(),
+            (0..total).map(|_| rng.f()).collect(),
+        );
+        let (qq, kq, vq): (Vec<i8>, Vec<i8>, Vec<i8>) = (
+            (0..total).map(|_| rng.i8()).collect(),
+            (0..total).map(|_| rng.i8()).collect(),
+            (0..total).map(|_| rng.i8()).collect(),
+        );
+        let mut s = vec![0f32; n];
+        let mut want = vec![0f32; total];
+        (t.attention)(&g, &q, &k, &v, &mut s, &mut want);
+        let mut want_q = vec![0i8; total];
+        let out = QOut::I8 {
+            data: &mut want_q,
+            scale: 0.004,
+        };
+        (t.attention_i8)(&g, &qq, 0.02, &kq, 0.03, &vq, 0.01, &mut s, out);
+        for workers in [2, 3, 5] {
+            let par = InTurn {
+                n: workers,
+                runs: Default::default(),
+            };
+            let mut got = vec![f32::NAN; total];
+            parallel::attention(t, &par, &g, &q, &k, &v, &mut s, &mut got);
+            if let Some(i) = (0..total).find(|&i| want[i].to_bits() != got[i].to_bits()) {
+                return Err(format!(
+                    "{g:?} on {workers} workers, output {i}: {} vs one call {}",
+                    got[i], want[i]
+                ));
+            }
+            let mut got_q = vec![0x55i8; total];
+            let out = QOut::I8 {
+                data: &mut got_q,
+                scale: 0.004,
+            };
+            parallel::attention_i8(t, &par, &g, &qq, 0.02, &kq, 0.03, &vq, 0.01, &mut s, out);
+            if want_q != got_q {
+                return Err(format!("{g:?} on {workers} workers: int8 output differs"));
+            }
+            // The cifar-size case must really have been split (one parallel run per kernel with a range form).
+            let expect = usize::from(t.attention_rows.is_some())
+                + usize::from(t.attention_i8_rows.is_some());
+            let runs = par.runs.load(std::sync::atomic::Ordering::Relaxed);
+            if (heads, d, n) == (1, 256, 256) && runs != expect {
+                return Err(format!(
+                    "{g:?} on {workers} workers: {runs} parallel runs, expected {expect}"
+                ));
+            }
+        }
+        cases += 1;
+    }
+    Ok(cases)
+}
+
 /// The tier's float convolution on weights packed offline against the same tier packing per call, bit for bit
 /// (f32 and f16 weights), and proof the packed bytes are read.
 fn check_f32_packed(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
@@ -819,7 +919,7 @@ fn check_i8_packed(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
 fn main() {
     let mut failed = false;
     for name in all_tiers().iter().filter(|n| **n != "generic") {
-        let kernels: [(&str, Check); 11] = [
+        let kernels: [(&str, Check); 12] = [
             (
                 "conv2d packed (= per call; Winograd 1e-5)",
                 check_f32_packed,
@@ -834,6 +934,10 @@ fn main() {
             ("conv2d_i8 (bit-exact)", check_i8),
             ("conv2d_i8 on packed weights (bit-exact)", check_i8_packed),
             ("attention (f32, within 2e-6)", check_attention),
+            (
+                "attention split by queries (bit-exact)",
+                check_attention_rows,
+            ),
         ];
         for (kname, f) in kernels {
             match tier(name) {
@@ -841,11 +945,17 @@ fn main() {
                 Some(t)
                     if (kname.starts_with("conv2d_i8 on packed")
                         && t.conv2d_i8_packed.is_none())
-                        || (kname.starts_with("conv2d on packed") && t.conv2d_packed.is_none()) =>
+                        || (kname.starts_with("conv2d on packed") && t.conv2d_packed.is_none())
+                        || (kname.starts_with("attention split")
+                            && t.attention_rows.is_none()
+                            && t.attention_i8_rows.is_none()) =>
                 {
-                    println!(
-                        "tier {name:<8} {kname:<40} n/a: this tier reads canonical weights only"
-                    )
+                    let why = if kname.starts_with("attention") {
+                        "this tier has no attention kernel for a range of queries"
+                    } else {
+                        "this tier reads canonical weights only"
+                    };
+                    println!("tier {name:<8} {kname:<40} n/a: {why}")
                 }
                 Some(t) => match f(t, &mut Lcg(42)) {
                     Ok(n) => println!("tier {name:<8} {kname:<40} ok ({n} cases)"),

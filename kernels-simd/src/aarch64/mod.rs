@@ -28,6 +28,7 @@ static NEON: KernelTable = KernelTable {
     f16_to_f32: neon::f16_to_f32,
     group_norm: neon::group_norm,
     attention: neon::attention,
+    attention_rows: Some(neon::attention_rows),
     ..GENERIC
 };
 

@@ -419,10 +419,48 @@ pub(crate) fn attention(
     {
         return crate::generic::attention(g, q, k, v, scores, out);
     }
-    // SAFETY: NEON table only (see `conv2d`); every slice holds `total` elements (scores `n`), checked above.
-    unsafe { attention_neon(g, q, k, v, scores, out) }
+    // SAFETY: NEON table only (see `conv2d`); every slice holds `total` elements (scores `n`), checked above;
+    // `out` is borrowed mutably, so all of it may be written.
+    unsafe { attention_neon(g, q, k, v, scores, out.as_mut_ptr(), (0, g.n)) }
 }
 
+/// Most tokens of [`attention_rows`]: each worker's score row lives on its stack (4 KiB).
+const ROWS_NMAX: usize = 1024;
+
+/// [`attention`] for the query tokens `out.rows()` only (false, nothing written, for more than [`ROWS_NMAX`]
+/// tokens or where the output is not `[heads·head_dim][n][1]`).
+pub(crate) fn attention_rows(
+    g: &crate::generic::AttentionGeom,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &crate::parallel::RowsOut<'_>,
+) -> bool {
+    let total = g.heads * g.head_dim * g.n;
+    let (r0, r1) = out.rows();
+    if g.n == 0
+        || g.head_dim == 0
+        || g.n > ROWS_NMAX
+        || q.len() < total
+        || k.len() < total
+        || v.len() < total
+        || out.len() < total
+        || out.shape() != (g.n, 1)
+        || r0 > r1
+        || r1 > g.n
+    {
+        return false;
+    }
+    let mut scores = [0f32; ROWS_NMAX];
+    // SAFETY: as in `attention`, with this call's own score row of ROWS_NMAX >= n floats; the output is
+    // `[heads·head_dim][n]` (shape checked) of at least `total` elements, and the kernel writes only the tokens
+    // [r0, r1) of each channel, the ones `RowsOut::as_mut_ptr` lets this worker write.
+    unsafe { attention_neon(g, q, k, v, &mut scores, out.as_mut_ptr(), (r0, r1)) };
+    true
+}
+
+/// The attention of the query tokens `rows` (`r0 ≤ r1 ≤ n`), written through `out`, which must be valid for
+/// writes of `[heads·head_dim][n]` floats at the tokens `rows` of every channel.
 #[target_feature(enable = "neon")]
 unsafe fn attention_neon(
     g: &crate::generic::AttentionGeom,
@@ -430,7 +468,8 @@ unsafe fn attention_neon(
     k: &[f32],
     v: &[f32],
     scores: &mut [f32],
-    out: &mut [f32],
+    out: *mut f32,
+    rows: (usize, usize),
 ) {
     let (n, d) = (g.n, g.head_dim);
     let scale = 1.0 / libm::sqrtf(d as f32);
@@ -439,15 +478,16 @@ unsafe fn attention_neon(
     for h in 0..g.heads {
         // SAFETY (whole loop): every pointer below stays inside head `h`'s `d · n` elements of q, k, v and out
         // (`(h + 1) · d · n <= total`, checked by the caller) or inside the first `n` scores: indices are
-        // `dd · n + i` / `dd · n + j` with `dd < d`, `i, j < n` (vector loads at `j < n4`, 4 lanes).
+        // `dd · n + i` / `dd · n + j` with `dd < d`, `i, j < n` (vector loads at `j < n4`, 4 lanes); out is
+        // written only at tokens `i` in `rows`.
         let base = h * d * n;
         let (qh, kh, vh) = (
             q.as_ptr().add(base),
             k.as_ptr().add(base),
             v.as_ptr().add(base),
         );
-        let oh = out.as_mut_ptr().add(base);
-        for i in 0..n {
+        let oh = out.add(base);
+        for i in rows.0..rows.1 {
             let mut j = 0;
             while j < n4 {
                 let mut acc = vdupq_n_f32(0.0);

@@ -18,6 +18,7 @@ use core::mem::MaybeUninit;
 use super::zeroed_prefix;
 
 use crate::generic::AttentionGeom;
+use crate::parallel::QRowsOut;
 use crate::quant::{self, QOut};
 
 /// Query rows per block (two vectors).
@@ -64,9 +65,60 @@ pub(crate) fn attention_i8(
     {
         return super::avx2::attention_i8(g, q, sq, k, sk, v, sv, scores, out);
     }
+    let raw = match out {
+        QOut::I8 { data, scale } => RawOut::I8(data.as_mut_ptr(), scale),
+        QOut::F32(data) => RawOut::F32(data.as_mut_ptr()),
+    };
     // SAFETY: reachable only through the AVX-512 table (avx512f/bw/vnni detected); every slice holds `total`
-    // elements and the geometry passed `fits`.
-    unsafe { attention_i8_512(g, q, sq, k, sk, v, sv, out) }
+    // elements (the output borrowed mutably, so all of it may be written) and the geometry passed `fits`.
+    unsafe { attention_i8_512(g, q, sq, k, sk, v, sv, raw, (0, g.n)) }
+}
+
+/// [`attention_i8`] for the query tokens of `out` only (false, nothing written, where the geometry does not fit
+/// this kernel or the output is not `[heads·head_dim][n][1]`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention_i8_rows(
+    g: &AttentionGeom,
+    q: &[i8],
+    sq: f32,
+    k: &[i8],
+    sk: f32,
+    v: &[i8],
+    sv: f32,
+    out: QRowsOut<'_, '_>,
+) -> bool {
+    let total = g.heads * g.head_dim * g.n;
+    let (len, shape, (r0, r1)) = match out {
+        QRowsOut::I8 { out, .. } => (out.len(), out.shape(), out.rows()),
+        QRowsOut::F32(out) => (out.len(), out.shape(), out.rows()),
+    };
+    if !fits(g)
+        || q.len() < total
+        || k.len() < total
+        || v.len() < total
+        || len < total
+        || shape != (g.n, 1)
+        || r0 > r1
+        || r1 > g.n
+    {
+        return false;
+    }
+    let raw = match out {
+        QRowsOut::I8 { out, scale } => RawOut::I8(out.as_mut_ptr(), scale),
+        QRowsOut::F32(out) => RawOut::F32(out.as_mut_ptr()),
+    };
+    // SAFETY: as in `attention_i8`; the output is `[heads·head_dim][n]` (shape checked) of at least `total`
+    // elements, and the kernel writes only the tokens [r0, r1) of each channel, the ones `RowsOut::as_mut_ptr`
+    // lets this worker write.
+    unsafe { attention_i8_512(g, q, sq, k, sk, v, sv, raw, (r0, r1)) }
+    true
+}
+
+/// Where the kernel writes: the start of a `[heads·head_dim][n]` int8 output with its scale, or of an `f32` one.
+#[derive(Clone, Copy)]
+enum RawOut {
+    I8(*mut i8, f32),
+    F32(*mut f32),
 }
 
 /// [`quant::exp_det`] on 16 lanes: the same operations in the same order (no fusion), so the same bits.
@@ -129,6 +181,8 @@ unsafe fn clamp_i8_range(r: __m512, x: __m512) -> __m512 {
     )
 }
 
+/// The attention of the query tokens `rows` (`r0 ≤ r1 ≤ n`), written through `out`, which must be valid for
+/// writes of `[heads·head_dim][n]` elements at the tokens `rows` of every channel.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn attention_i8_512(
@@ -139,7 +193,8 @@ unsafe fn attention_i8_512(
     sk: f32,
     v: &[i8],
     sv: f32,
-    mut out: QOut<'_>,
+    out: RawOut,
+    rows: (usize, usize),
 ) {
     let (n, d) = (g.n, g.head_dim);
     let qk = _mm512_set1_ps(sq * sk * (1.0 / libm::sqrtf(d as f32)));
@@ -179,8 +234,8 @@ unsafe fn attention_i8_512(
         for (dst, &x) in vf.iter_mut().zip(vh) {
             *dst = x as f32;
         }
-        for i0 in (0..n).step_by(NI) {
-            let ni = NI.min(n - i0);
+        for i0 in (rows.0..rows.1).step_by(NI) {
+            let ni = NI.min(rows.1 - i0);
             // Query quads of rows i0.., biased; rows past n read as the biased zero (their lanes are never stored).
             pack_quads(qh, d, n, i0, ni, -128, qw);
             // Scores and row maxima.
@@ -253,17 +308,16 @@ unsafe fn attention_i8_512(
                     for l in 0..2 {
                         let y = _mm512_mul_ps(a[l], f[l]);
                         let m = if l == 0 { m0 } else { m1 };
-                        // SAFETY: the lanes set in m are tokens i0 + 16 l + r < n, so the elements written are
-                        // base + (c0 + c) · n + i < heads · d · n <= the output's length (checked by the caller).
-                        match &mut out {
-                            QOut::I8 { data, scale } => _mm512_mask_cvtsepi32_storeu_epi8(
-                                data.as_mut_ptr().add(at + 16 * l),
+                        // SAFETY: the lanes set in m are tokens i0 + 16 l + r < rows.1 <= n, inside `rows`, so
+                        // the elements written are base + (c0 + c) · n + i < heads · d · n, ones this call may
+                        // write (the caller's contract).
+                        match out {
+                            RawOut::I8(p, scale) => _mm512_mask_cvtsepi32_storeu_epi8(
+                                p.add(at + 16 * l),
                                 m,
-                                quantize16(y, *scale),
+                                quantize16(y, scale),
                             ),
-                            QOut::F32(data) => {
-                                _mm512_mask_storeu_ps(data.as_mut_ptr().add(at + 16 * l), m, y)
-                            }
+                            RawOut::F32(p) => _mm512_mask_storeu_ps(p.add(at + 16 * l), m, y),
                         }
                     }
                 }

@@ -41,12 +41,53 @@ pub(crate) fn attention(
         return super::avx2::attention(g, q, k, v, scores, out);
     }
     // SAFETY: reachable only through the AVX-512 table (avx512f detected); slices hold `total` elements and
-    // n <= NMAX, d <= DMAX (the stack blocks' sizes).
-    unsafe { attention_512(g, q, k, v, out) }
+    // n <= NMAX, d <= DMAX (the stack blocks' sizes); `out` is borrowed mutably, so all of it may be written.
+    unsafe { attention_512(g, q, k, v, out.as_mut_ptr(), (0, g.n)) }
 }
 
+/// [`attention`] for the query tokens `out.rows()` only (false, nothing written, where the geometry does not fit
+/// this kernel or `out` is not `[heads·head_dim][n][1]`).
+pub(crate) fn attention_rows(
+    g: &AttentionGeom,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &crate::parallel::RowsOut<'_>,
+) -> bool {
+    let total = g.heads * g.head_dim * g.n;
+    let (r0, r1) = out.rows();
+    if g.n == 0
+        || g.head_dim == 0
+        || g.n > NMAX
+        || g.head_dim > DMAX
+        || q.len() < total
+        || k.len() < total
+        || v.len() < total
+        || out.len() < total
+        || out.shape() != (g.n, 1)
+        || r0 > r1
+        || r1 > g.n
+    {
+        return false;
+    }
+    // SAFETY: as in `attention`; the output is `[heads·head_dim][n]` (shape checked) of at least `total` elements,
+    // and the kernel writes only the tokens [r0, r1) of each channel, the ones `RowsOut::as_mut_ptr` lets this
+    // worker write.
+    unsafe { attention_512(g, q, k, v, out.as_mut_ptr(), (r0, r1)) }
+    true
+}
+
+/// The attention of the query tokens `rows` (`r0 ≤ r1 ≤ n`), written through `out`, which must be valid for
+/// writes of `[heads·head_dim][n]` floats at the tokens `rows` of every channel.
 #[target_feature(enable = "avx512f")]
-unsafe fn attention_512(g: &AttentionGeom, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+unsafe fn attention_512(
+    g: &AttentionGeom,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: *mut f32,
+    rows: (usize, usize),
+) {
     let (n, d) = (g.n, g.head_dim);
     let scale = _mm512_set1_ps(1.0 / libm::sqrtf(d as f32));
     let n8 = n.next_multiple_of(8);
@@ -67,8 +108,8 @@ unsafe fn attention_512(g: &AttentionGeom, q: &[f32], k: &[f32], v: &[f32], out:
             &k[base..base + d * n],
             &v[base..base + d * n],
         );
-        for i0 in (0..n).step_by(QB) {
-            let rn = QB.min(n - i0);
+        for i0 in (rows.0..rows.1).step_by(QB) {
+            let rn = QB.min(rows.1 - i0);
             for (dd, row) in qb.iter_mut().enumerate().take(d) {
                 row[..rn].copy_from_slice(&qh[dd * n + i0..dd * n + i0 + rn]);
                 row[rn..].fill(0.0);
@@ -161,7 +202,9 @@ unsafe fn attention_512(g: &AttentionGeom, q: &[f32], k: &[f32], v: &[f32], out:
                 }
                 for (c, o) in ob.iter().enumerate().take(d.saturating_sub(d0).min(8)) {
                     let at = base + (d0 + c) * n + i0;
-                    out[at..at + rn].copy_from_slice(&o[..rn]);
+                    // SAFETY: tokens i0..i0 + rn lie in `rows` and channel h·d + d0 + c < heads·d, so these rn
+                    // floats are inside the output, among those this call may write (the caller's contract).
+                    core::ptr::copy_nonoverlapping(o.as_ptr(), out.add(at), rn);
                 }
             }
         }
