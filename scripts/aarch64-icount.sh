@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Instructions per MAC of the int8 (and f32) convolution of the aarch64 tiers (generic, neon, dotprod), counted
+# Instructions per MAC of the int8 (and f32) convolution and attention of the aarch64 tiers (generic, neon, dotprod), counted
 # deterministically under QEMU user mode: a 30-line TCG plugin (built here with the host gcc against QEMU's plugin
 # API, version 1, which Debian's qemu-user 7.2 exports) adds every executed translation block's instruction count
 # to a counter. kernels-simd/examples/conv_icount.rs runs one layer `iters` times; each (tier, shape) runs with
@@ -113,5 +113,25 @@ for spec in "f32 128 128 8 8 3" "f16 128 128 8 8 3" "f32 256 256 4 4 3" "f16 256
         if [ "$kind" = linear16 ]; then layer="$cin→$cout"; else layer="$cin→$cout, ${h}×${w}, ${k}×${k}"; fi
         printf '%-8s %-8s %-24s %12d %14d %10s\n' "$tier" "$kind" "$layer" "$macs" "$per" \
             "$(awk -v a="$per" -v b="$macs" 'BEGIN { printf "%.3f", a / b }')"
+    done
+done
+
+# Attention (int8 with int8 output, and f32): generic against neon, on the shapes of the models' attention blocks
+# (the student's 2 heads × 32 channels at 16×16, ddpm-cifar10-32's 1 × 256 at 16×16, one 8×8 block).
+step "attention: instructions per MAC (q·k and p·v: 2 · heads · head_dim · n²)"
+printf '%-8s %-6s %-24s %12s %14s %10s\n' tier kind "heads × dim, tokens" MACs "insns/eval" "insns/MAC"
+for spec in "2 32 256" "1 256 256" "1 64 64"; do
+    read -r heads dim n <<<"$spec"
+    for kind in attn8 attn; do
+        for tier in generic neon; do
+            macs=$(qemu-aarch64 -L "$SYSROOT" -cpu max "$BIN" "$tier" "$kind" "$heads" "$dim" "$n" 1 1 0 \
+                | sed -n 's/.*macs \([0-9]*\).*/\1/p')
+            c1=$(count "$tier" "$kind" "$heads" "$dim" "$n" 1 1 1)
+            c2=$(count "$tier" "$kind" "$heads" "$dim" "$n" 1 1 $((N + 1)))
+            [ -n "$c1" ] && [ -n "$c2" ] && [ -n "$macs" ] || die "no count for $tier $kind $spec"
+            per=$(((c2 - c1) / N))
+            printf '%-8s %-6s %-24s %12d %14d %10s\n' "$tier" "$kind" "$heads × $dim, $n" "$macs" "$per" \
+                "$(awk -v a="$per" -v b="$macs" 'BEGIN { printf "%.3f", a / b }')"
+        done
     done
 done

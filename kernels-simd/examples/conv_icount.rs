@@ -5,7 +5,8 @@
 //! `conv_icount <tier> <i8|i8p|f32|f16> <cin> <cout> <h> <w> <k> <iters>`: a stride-1, "same"-padded `k × k`
 //! convolution of a `[cin, h, w]` input (`f16`: `f32` activations, `f16` weights; `i8p`: int8 with the weights
 //! packed beforehand in the tier's offline layout, as a blob's PACKED section holds them); or
-//! `conv_icount <tier> linear16 <in> <out> 1 1 1 <iters>`: a linear layer with `f16` weights. Prints the tier, the MACs of one evaluation and a checksum of the output (so the work
+//! `conv_icount <tier> linear16 <in> <out> 1 1 1 <iters>`: a linear layer with `f16` weights; or
+//! `conv_icount <tier> <attn8|attn> <heads> <head_dim> <tokens> 1 1 <iters>`: self-attention, int8 or f32. Prints the tier, the MACs of one evaluation and a checksum of the output (so the work
 //! cannot be optimized away, and tiers can be compared).
 
 use ember_kernels::quant::{self, ActQ, QOut};
@@ -78,6 +79,44 @@ fn main() {
         }
         sum = out.iter().map(|&v| v as f64).sum();
         macs = (cin * cout) as u64;
+    } else if kind == "attn8" || kind == "attn" {
+        // Self-attention over `h` tokens, `cin` heads of `cout` channels: int8 (scales as in a calibrated blob,
+        // int8 output) or f32. MACs: q·k and p·v, 2 · heads · head_dim · n².
+        let ga = ember_kernels::generic::AttentionGeom {
+            heads: cin,
+            head_dim: cout,
+            n: h,
+        };
+        let total = cin * cout * h;
+        let mut scores = vec![0f32; h];
+        if kind == "attn8" {
+            let mk = |next: &mut dyn FnMut() -> u64| -> Vec<i8> {
+                (0..total).map(|_| next() as u8 as i8).collect()
+            };
+            let (q, kk, v) = (mk(&mut next), mk(&mut next), mk(&mut next));
+            let mut out = vec![0i8; total];
+            for _ in 0..iters {
+                let o = QOut::I8 {
+                    data: &mut out,
+                    scale: 0.04,
+                };
+                (t.attention_i8)(&ga, &q, 0.02, &kk, 0.03, &v, 0.05, &mut scores, o);
+            }
+            sum = out.iter().map(|&v| v as f64).sum();
+        } else {
+            let mk = |next: &mut dyn FnMut() -> u64| -> Vec<f32> {
+                (0..total)
+                    .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
+                    .collect()
+            };
+            let (q, kk, v) = (mk(&mut next), mk(&mut next), mk(&mut next));
+            let mut out = vec![0f32; total];
+            for _ in 0..iters {
+                (t.attention)(&ga, &q, &kk, &v, &mut scores, &mut out);
+            }
+            sum = out.iter().map(|&v| v as f64).sum();
+        }
+        macs = 2 * (cin * cout * h * h) as u64;
     } else if kind == "f16" {
         let x: Vec<f32> = (0..cin * h * w)
             .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)

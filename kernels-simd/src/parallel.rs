@@ -427,6 +427,63 @@ pub enum QRowsOut<'r, 'a> {
     F32(&'r RowsOut<'a, f32>),
 }
 
+/// Where an int8 attention kernel writes: the start of a `[heads·head_dim][n]` int8 output with its scale, or of an
+/// `f32` one, and the query tokens `rows` it may write of every channel. Made only from a `QOut` (all tokens) or a
+/// [`QRowsOut`] (its worker's), after the length and shape checks of [`RawQOut::whole`] / [`RawQOut::rows`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RawQOut {
+    /// The output and its element type (the scale for int8).
+    pub(crate) out: RawQ,
+    /// The query tokens `[start, end)` this call may write (`end <= n`).
+    pub(crate) rows: (usize, usize),
+}
+
+/// The start of an int8 attention output: int8 with its scale, or `f32`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum RawQ {
+    I8(*mut i8, f32),
+    F32(*mut f32),
+}
+
+impl RawQOut {
+    /// The whole of `out`, if it holds at least `heads·head_dim·n` elements.
+    pub(crate) fn whole(g: &crate::generic::AttentionGeom, out: QOut<'_>) -> Option<RawQOut> {
+        let total = g.heads.checked_mul(g.head_dim)?.checked_mul(g.n)?;
+        let (out, len) = match out {
+            QOut::I8 { data, scale } => (RawQ::I8(data.as_mut_ptr(), scale), data.len()),
+            QOut::F32(data) => (RawQ::F32(data.as_mut_ptr()), data.len()),
+        };
+        (len >= total).then_some(RawQOut {
+            out,
+            rows: (0, g.n),
+        })
+    }
+
+    /// A worker's tokens of `out`, if it is `[heads·head_dim][n][1]` of at least `heads·head_dim·n` elements.
+    pub(crate) fn rows(
+        g: &crate::generic::AttentionGeom,
+        out: QRowsOut<'_, '_>,
+    ) -> Option<RawQOut> {
+        let total = g.heads.checked_mul(g.head_dim)?.checked_mul(g.n)?;
+        let (raw, len, shape, rows) = match out {
+            QRowsOut::I8 { out, scale } => (
+                RawQ::I8(out.as_mut_ptr(), scale),
+                out.len(),
+                out.shape(),
+                out.rows(),
+            ),
+            QRowsOut::F32(out) => (
+                RawQ::F32(out.as_mut_ptr()),
+                out.len(),
+                out.shape(),
+                out.rows(),
+            ),
+        };
+        (len >= total && shape == (g.n, 1) && rows.0 <= rows.1 && rows.1 <= g.n)
+            .then_some(RawQOut { out: raw, rows })
+    }
+}
+
 /// Run `f` on every worker whose row range in `blocks` is not empty, with its [`RowsOut`] of `out`
 /// (`channels` × `oh` × `ow` in `shape`). False if `out` is shorter than that or a call returned false (the
 /// caller then computes the whole output on one core).

@@ -4,21 +4,24 @@
 //!
 //! * `neon` (Advanced SIMD, every Cortex-A): `f32` convolution with lane-indexed FMA, int8 convolution with
 //!   `smull`/`smlal`/`sadalp`, `f32` group norm and attention with a polynomial `exp`, `f16` weights converted by
-//!   `fcvtl` (ARMv8.0 Advanced SIMD, no FEAT_FP16 needed) in the convolution and the linear layer ([`neon`]).
+//!   `fcvtl` (ARMv8.0 Advanced SIMD, no FEAT_FP16 needed) in the convolution and the linear layer ([`neon`]);
+//!   int8 attention with lane-indexed `smlal` scores and query rows in the lanes, bit-identical to generic
+//!   (`attn_i8.rs`).
 //! * `dotprod` (FEAT_DotProd, Cortex-A55/A76 and later): int8 convolution with `sdot` ([`dotprod`]); the rest from
 //!   `neon`.
 //!
 //! Both share the band-tile drivers of [`rows`]; int8 results are bit-identical to the generic tier.
 #![allow(unsafe_code)] // SIMD intrinsics and `sdot` behind #[target_feature]; every block states its invariant.
 
+mod attn_i8;
 pub mod dotprod;
 pub mod neon;
 mod rows;
 
 use crate::registry::{KernelTable, GENERIC};
 
-/// NEON: `f32` and int8 direct convolution, `f32` group norm and attention, `fcvtl` conversion of `f16` weights
-/// (convolution and linear); the int8 group norm and attention from the generic tier.
+/// NEON: `f32` and int8 direct convolution, `f32` group norm, `f32` and int8 attention, `fcvtl` conversion of `f16`
+/// weights (convolution and linear); the int8 group norm from the generic tier.
 static NEON: KernelTable = KernelTable {
     name: "neon",
     conv2d: neon::conv2d,
@@ -29,6 +32,8 @@ static NEON: KernelTable = KernelTable {
     group_norm: neon::group_norm,
     attention: neon::attention,
     attention_rows: Some(neon::attention_rows),
+    attention_i8: attn_i8::attention_i8,
+    attention_i8_rows: Some(attn_i8::attention_i8_rows),
     ..GENERIC
 };
 

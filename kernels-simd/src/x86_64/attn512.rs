@@ -18,7 +18,7 @@ use core::mem::MaybeUninit;
 use super::zeroed_prefix;
 
 use crate::generic::AttentionGeom;
-use crate::parallel::QRowsOut;
+use crate::parallel::{QRowsOut, RawQ, RawQOut};
 use crate::quant::{self, QOut};
 
 /// Query rows per block (two vectors).
@@ -65,13 +65,12 @@ pub(crate) fn attention_i8(
     {
         return super::avx2::attention_i8(g, q, sq, k, sk, v, sv, scores, out);
     }
-    let raw = match out {
-        QOut::I8 { data, scale } => RawOut::I8(data.as_mut_ptr(), scale),
-        QOut::F32(data) => RawOut::F32(data.as_mut_ptr()),
+    let Some(raw) = RawQOut::whole(g, out) else {
+        return;
     };
     // SAFETY: reachable only through the AVX-512 table (avx512f/bw/vnni detected); every slice holds `total`
     // elements (the output borrowed mutably, so all of it may be written) and the geometry passed `fits`.
-    unsafe { attention_i8_512(g, q, sq, k, sk, v, sv, raw, (0, g.n)) }
+    unsafe { attention_i8_512(g, q, sq, k, sk, v, sv, raw) }
 }
 
 /// [`attention_i8`] for the query tokens of `out` only (false, nothing written, where the geometry does not fit
@@ -88,37 +87,17 @@ pub(crate) fn attention_i8_rows(
     out: QRowsOut<'_, '_>,
 ) -> bool {
     let total = g.heads * g.head_dim * g.n;
-    let (len, shape, (r0, r1)) = match out {
-        QRowsOut::I8 { out, .. } => (out.len(), out.shape(), out.rows()),
-        QRowsOut::F32(out) => (out.len(), out.shape(), out.rows()),
+    let Some(raw) = RawQOut::rows(g, out) else {
+        return false;
     };
-    if !fits(g)
-        || q.len() < total
-        || k.len() < total
-        || v.len() < total
-        || len < total
-        || shape != (g.n, 1)
-        || r0 > r1
-        || r1 > g.n
-    {
+    if !fits(g) || q.len() < total || k.len() < total || v.len() < total {
         return false;
     }
-    let raw = match out {
-        QRowsOut::I8 { out, scale } => RawOut::I8(out.as_mut_ptr(), scale),
-        QRowsOut::F32(out) => RawOut::F32(out.as_mut_ptr()),
-    };
-    // SAFETY: as in `attention_i8`; the output is `[heads·head_dim][n]` (shape checked) of at least `total`
-    // elements, and the kernel writes only the tokens [r0, r1) of each channel, the ones `RowsOut::as_mut_ptr`
-    // lets this worker write.
-    unsafe { attention_i8_512(g, q, sq, k, sk, v, sv, raw, (r0, r1)) }
+    // SAFETY: as in `attention_i8`; `RawQOut::rows` checked the output is `[heads·head_dim][n]` of at least
+    // `total` elements, and the kernel writes only its tokens, the ones `RowsOut::as_mut_ptr` lets this worker
+    // write.
+    unsafe { attention_i8_512(g, q, sq, k, sk, v, sv, raw) };
     true
-}
-
-/// Where the kernel writes: the start of a `[heads·head_dim][n]` int8 output with its scale, or of an `f32` one.
-#[derive(Clone, Copy)]
-enum RawOut {
-    I8(*mut i8, f32),
-    F32(*mut f32),
 }
 
 /// [`quant::exp_det`] on 16 lanes: the same operations in the same order (no fusion), so the same bits.
@@ -181,8 +160,8 @@ unsafe fn clamp_i8_range(r: __m512, x: __m512) -> __m512 {
     )
 }
 
-/// The attention of the query tokens `rows` (`r0 ≤ r1 ≤ n`), written through `out`, which must be valid for
-/// writes of `[heads·head_dim][n]` elements at the tokens `rows` of every channel.
+/// The attention of the query tokens `out.rows` (`r0 ≤ r1 ≤ n`), written through `out`, which must be valid for
+/// writes of `[heads·head_dim][n]` elements at those tokens of every channel.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn attention_i8_512(
@@ -193,10 +172,10 @@ unsafe fn attention_i8_512(
     sk: f32,
     v: &[i8],
     sv: f32,
-    out: RawOut,
-    rows: (usize, usize),
+    out: RawQOut,
 ) {
     let (n, d) = (g.n, g.head_dim);
+    let rows = out.rows;
     let qk = _mm512_set1_ps(sq * sk * (1.0 / libm::sqrtf(d as f32)));
     let dq = d.div_ceil(4);
     // Scratch sized for the largest geometry; only the part this one uses is initialized.
@@ -311,13 +290,13 @@ unsafe fn attention_i8_512(
                         // SAFETY: the lanes set in m are tokens i0 + 16 l + r < rows.1 <= n, inside `rows`, so
                         // the elements written are base + (c0 + c) · n + i < heads · d · n, ones this call may
                         // write (the caller's contract).
-                        match out {
-                            RawOut::I8(p, scale) => _mm512_mask_cvtsepi32_storeu_epi8(
+                        match out.out {
+                            RawQ::I8(p, scale) => _mm512_mask_cvtsepi32_storeu_epi8(
                                 p.add(at + 16 * l),
                                 m,
                                 quantize16(y, scale),
                             ),
-                            RawOut::F32(p) => _mm512_mask_storeu_ps(p.add(at + 16 * l), m, y),
+                            RawQ::F32(p) => _mm512_mask_storeu_ps(p.add(at + 16 * l), m, y),
                         }
                     }
                 }
