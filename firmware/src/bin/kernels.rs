@@ -1,9 +1,10 @@
 //! Cortex-M kernel test program (`scripts/cortexm-kernels.sh`): runs every 32-bit Arm kernel tier of
 //! `ember-kernels` this build knows (`registry::all_tiers()`) against the generic kernels on many shapes with
 //! pseudo-random data, bit for bit, and prints one line per (tier, kernel) over semihosting: `PASS`, `FAIL` or
-//! `SKIPPED` (a tier the core cannot run, e.g. `mve` on the Cortex-M7), then a `SUMMARY` line. It then measures the
-//! instructions per MAC of the int8 convolution of every runnable tier on representative shapes of the MNIST student
-//! (exact under QEMU `-icount shift=0`; `BENCH` lines). Exit status 0 when nothing failed.
+//! `SKIPPED` (a tier the core cannot run, e.g. `mve` on the Cortex-M7), then a `SUMMARY` line. The kernels: the int8
+//! convolution and the int8 attention. It then measures the instructions per MAC of both for every runnable tier on
+//! representative shapes of the MNIST student (exact under QEMU `-icount shift=0`; `BENCH` lines). Exit status 0
+//! when nothing failed.
 #![no_std]
 #![no_main]
 
@@ -12,6 +13,7 @@ use core::ptr::addr_of_mut;
 
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
+use ember_kernels::generic::AttentionGeom;
 use ember_kernels::quant::{self, ActQ, QOut};
 use ember_kernels::registry::{self, KernelTable, GENERIC};
 use ember_kernels::{Conv2dGeom, Weights};
@@ -23,6 +25,7 @@ const MAX_OI: usize = 32 * 1024;
 const MAX_OF: usize = 8 * 1024;
 const MAX_ACC: usize = 2 * 1024;
 const MAX_C: usize = 512;
+const MAX_SC: usize = 1024;
 
 /// Every buffer of the program (.bss): taken once, in `main`.
 struct Bufs {
@@ -37,6 +40,8 @@ struct Bufs {
     ws: [f32; MAX_C],
     bias: [f32; MAX_C],
     cadd: [f32; MAX_C],
+    /// Attention score row scratch.
+    sc: [f32; MAX_SC],
 }
 
 static mut BUFS: Bufs = Bufs {
@@ -51,6 +56,7 @@ static mut BUFS: Bufs = Bufs {
     ws: [0.0; MAX_C],
     bias: [0.0; MAX_C],
     cadd: [0.0; MAX_C],
+    sc: [0.0; MAX_SC],
 };
 
 /// 64-bit LCG (Knuth's MMIX constants), upper bits out.
@@ -344,6 +350,189 @@ fn conv_cases(r: &mut Lcg, mut each: impl FnMut(&ConvCase, &mut Lcg)) -> usize {
     n
 }
 
+/// One int8 attention case: `q` and `k` in `x`, `v` in `w`, the output in `oi_*` / `of_*`, the scratch in `sc`.
+#[derive(Clone, Copy, Debug)]
+struct AttnCase {
+    g: AttentionGeom,
+    f32_out: bool,
+    scales: [f32; 4],
+    /// Shorten these slices (malformed input: the tier must behave exactly as generic).
+    short_q: usize,
+    short_v: usize,
+    short_out: usize,
+    short_sc: usize,
+}
+
+impl AttnCase {
+    fn plain(heads: usize, head_dim: usize, n: usize, f32_out: bool) -> AttnCase {
+        AttnCase {
+            g: AttentionGeom { heads, head_dim, n },
+            f32_out,
+            scales: [0.03, 0.04, 0.02, 0.01],
+            short_q: 0,
+            short_v: 0,
+            short_out: 0,
+            short_sc: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.g.heads * self.g.head_dim * self.g.n
+    }
+
+    fn fits(&self) -> bool {
+        let t = self.len();
+        2 * t <= MAX_X
+            && t <= MAX_W
+            && t <= if self.f32_out { MAX_OF } else { MAX_OI }
+            && self.g.n <= MAX_SC
+    }
+}
+
+fn fill_attn(b: &mut Bufs, r: &mut Lcg, c: &AttnCase) {
+    let t = c.len();
+    for v in &mut b.x[..2 * t] {
+        *v = r.i8();
+    }
+    for v in &mut b.w[..t] {
+        *v = r.i8();
+    }
+}
+
+fn run_attn(b: &mut Bufs, t: &KernelTable, c: &AttnCase, into_got: bool) {
+    let len = c.len();
+    let (qx, kx) = b.x.split_at(len);
+    let q = &qx[..len - c.short_q.min(len)];
+    let k = &kx[..len];
+    let v = &b.w[..len - c.short_v.min(len)];
+    let sc = &mut b.sc[..c.g.n - c.short_sc.min(c.g.n)];
+    let n_out = len - c.short_out.min(len);
+    let out = if c.f32_out {
+        let o = if into_got {
+            &mut b.of_got[..n_out]
+        } else {
+            &mut b.of_ref[..n_out]
+        };
+        o.fill(-7.0);
+        QOut::F32(o)
+    } else {
+        let o = if into_got {
+            &mut b.oi_got[..n_out]
+        } else {
+            &mut b.oi_ref[..n_out]
+        };
+        o.fill(99);
+        QOut::I8 {
+            data: o,
+            scale: c.scales[3],
+        }
+    };
+    let [sq, sk, sv, _] = c.scales;
+    (t.attention_i8)(&c.g, q, sq, k, sk, v, sv, sc, out);
+}
+
+/// Whether `t` and generic give the same bits on `c`.
+fn check_attn(b: &mut Bufs, t: &KernelTable, c: &AttnCase) -> bool {
+    run_attn(b, &GENERIC, c, false);
+    run_attn(b, t, c, true);
+    let no = c.len() - c.short_out.min(c.len());
+    if c.f32_out {
+        b.of_ref[..no]
+            .iter()
+            .zip(&b.of_got[..no])
+            .all(|(a, g)| a.to_bits() == g.to_bits())
+    } else {
+        if let Some(i) = (0..no).find(|&i| b.oi_ref[i] != b.oi_got[i]) {
+            let nd = (0..no).filter(|&i| b.oi_ref[i] != b.oi_got[i]).count();
+            hprintln!(
+                "DIFF element {} of {}: generic {}, tier {} ({} differ)",
+                i,
+                no,
+                b.oi_ref[i],
+                b.oi_got[i],
+                nd
+            );
+        }
+        b.oi_ref[..no] == b.oi_got[..no]
+    }
+}
+
+/// The attention cases: the student's shapes, odd channel and token counts, geometries past the tiers' stack
+/// buffers (they fall back to generic), malformed slices, saturating scales and pseudo-random shapes.
+fn attn_cases(r: &mut Lcg, mut each: impl FnMut(&AttnCase, &mut Lcg)) -> usize {
+    let mut n = 0;
+    let mut run = |c: AttnCase, r: &mut Lcg| {
+        if c.fits() {
+            each(&c, r);
+            n += 1;
+        }
+    };
+    for (heads, d, tokens) in [
+        (2, 32, 256),
+        (2, 32, 64),
+        (1, 32, 256),
+        (1, 1, 1),
+        (3, 5, 7),
+        (1, 63, 127),
+        (2, 2, 512),
+        (1, 3, 513),
+        (1, 64, 130),
+        (1, 257, 4),
+        (4, 7, 33),
+    ] {
+        for f32_out in [false, true] {
+            run(AttnCase::plain(heads, d, tokens, f32_out), r);
+        }
+    }
+    for (sq, sv, so, ss) in [
+        (1, 0, 0, 0),
+        (0, 1, 0, 0),
+        (0, 0, 1, 0),
+        (0, 0, 0, 1),
+        (0, 0, 7, 0),
+    ] {
+        for f32_out in [false, true] {
+            let mut c = AttnCase::plain(2, 6, 9, f32_out);
+            (c.short_q, c.short_v, c.short_out, c.short_sc) = (sq, sv, so, ss);
+            run(c, r);
+        }
+    }
+    for (heads, d, tokens) in [(0, 4, 4), (1, 0, 4), (1, 4, 0)] {
+        run(AttnCase::plain(heads, d, tokens, false), r);
+    }
+    // Large scores (softmax close to one-hot) and a saturating output scale.
+    let mut c = AttnCase::plain(2, 9, 21, false);
+    c.scales = [0.4, 0.5, 0.3, 0.0005];
+    run(c, r);
+    // Score scales that are not positive and finite (the tiers' shortcut for the row maximum does not apply):
+    // zero, negative, infinite (inf − inf = NaN scores), NaN; and a huge one.
+    for sq in [0.0, -0.03, f32::INFINITY, f32::NAN, 1e30] {
+        for f32_out in [false, true] {
+            let mut c = AttnCase::plain(2, 5, 11, f32_out);
+            c.scales[0] = sq;
+            run(c, r);
+        }
+    }
+    for _ in 0..120 {
+        let heads = 1 + r.below(3);
+        let d = if r.below(4) == 0 {
+            1 + r.below(80)
+        } else {
+            1 + r.below(40)
+        };
+        let tokens = 1 + r.below(300);
+        let mut c = AttnCase::plain(heads, d, tokens, r.below(2) == 0);
+        c.scales = [
+            r.f32(0.005, 0.1),
+            r.f32(0.005, 0.1),
+            r.f32(0.005, 0.05),
+            r.f32(0.002, 0.05),
+        ];
+        run(c, r);
+    }
+    n
+}
+
 #[entry]
 fn main() -> ! {
     let ok = run();
@@ -376,8 +565,10 @@ fn run() -> bool {
     let check = option_env!("EMBER_KERNELS_BENCH_ONLY").is_none();
     for &name in registry::all_tiers() {
         let Some(t) = registry::tier(name) else {
-            hprintln!("SKIPPED {} conv2d_i8: this core cannot run the tier", name);
-            skipped += 1;
+            for kernel in ["conv2d_i8", "attention_i8"] {
+                hprintln!("SKIPPED {} {}: this core cannot run the tier", name, kernel);
+                skipped += 1;
+            }
             continue;
         };
         if let Some(slot) = runnable.get_mut(nrun) {
@@ -417,6 +608,36 @@ fn run() -> bool {
                 fail += 1;
             }
         }
+        let mut r = Lcg(0xa77e_2026);
+        let mut bad: Option<AttnCase> = None;
+        let mut nbad = 0u32;
+        let n = attn_cases(&mut r, |c, r| {
+            fill_attn(b, r, c);
+            if !check_attn(b, t, c) {
+                nbad += 1;
+                bad.get_or_insert(*c);
+            }
+        });
+        match bad {
+            None => {
+                hprintln!(
+                    "PASS {} attention_i8: {} cases bit-identical to generic",
+                    name,
+                    n
+                );
+                pass += 1;
+            }
+            Some(c) => {
+                hprintln!(
+                    "FAIL {} attention_i8: {} of {} cases differ from generic; first {:?}",
+                    name,
+                    nbad,
+                    n,
+                    c
+                );
+                fail += 1;
+            }
+        }
     }
     hprintln!(
         "SUMMARY kernels: {} PASS, {} FAIL, {} SKIPPED",
@@ -448,6 +669,32 @@ fn run() -> bool {
             let centi = instr * 100 / macs.max(1);
             hprintln!(
                 "BENCH {} {}: {} instructions, {} MACs, {}.{:02} instructions/MAC",
+                t.name,
+                label,
+                instr,
+                macs,
+                centi / 100,
+                centi % 100
+            );
+        }
+    }
+
+    // Instructions per MAC of the int8 attention (QKᵀ and the value sums: 2·heads·n²·d MACs; int8 output): the
+    // student's shapes at 16×16 (down and up blocks) and 8×8 (middle block).
+    for (label, heads, d, tokens) in [("2x32x256", 2, 32, 256), ("2x32x64", 2, 32, 64)] {
+        let c = AttnCase::plain(heads, d, tokens, false);
+        if !c.fits() {
+            continue;
+        }
+        fill_attn(b, &mut r, &c);
+        let macs = (2 * heads * tokens * tokens * d) as u64;
+        for t in runnable.iter().take(nrun).flatten() {
+            let t0 = timer::now();
+            run_attn(b, t, &c, true);
+            let instr = clock.instructions(timer::now() - t0);
+            let centi = instr * 100 / macs.max(1);
+            hprintln!(
+                "BENCH {} attention {}: {} instructions, {} MACs, {}.{:02} instructions/MAC",
                 t.name,
                 label,
                 instr,

@@ -5,7 +5,8 @@
 //! * `"dsp"` (Cortex-M4 / M7 / M33 / M55: the DSP extension, `target_feature = "dsp"`): int8 convolution with
 //!   `SMLAD` (two 16-bit MACs per instruction), 2 output channels × 2 pixels per inner loop.
 //! * `"mve"` (Cortex-M55 / M85: Helium integer MVE): int8 convolution with `VMLADAVA.S8` (16 int8 MACs per
-//!   instruction), tail-predicated `DLSTP`/`LETP` loops. rustc does not know the `mve` target feature (it is an LLVM
+//!   instruction), tail-predicated `DLSTP`/`LETP` loops.
+//! * Both: int8 attention with `SMLAD` scores and register-tiled value sums (`attn.rs`). rustc does not know the `mve` target feature (it is an LLVM
 //!   code-generation feature only), but it reports `neon` for an M-profile core exactly when the core has MVE
 //!   (`target-cpu=cortex-m55` / `cortex-m85`), so the tier is selected by `mclass` + `neon`.
 //!
@@ -14,6 +15,8 @@
 //! `core::arch::arm` DSP intrinsics are unstable.
 #![allow(unsafe_code)] // inline assembly; every block states its invariant.
 
+#[cfg(target_feature = "dsp")]
+mod attn;
 mod conv;
 #[cfg(target_feature = "dsp")]
 mod dsp;
@@ -27,19 +30,22 @@ use crate::registry::KernelTable;
 ))]
 use crate::registry::GENERIC;
 
-/// DSP extension: `SMLAD` int8 convolution.
+/// DSP extension: `SMLAD` int8 convolution and attention.
 #[cfg(target_feature = "dsp")]
 static DSP: KernelTable = KernelTable {
     name: "dsp",
     conv2d_i8: dsp::conv2d_i8,
+    attention_i8: attn::attention_i8_dsp,
     ..GENERIC
 };
 
-/// Helium (integer MVE): `VMLADAVA.S8` int8 convolution.
+/// Helium (integer MVE): `VMLADAVA.S8` int8 convolution; the `SMLAD` attention.
 #[cfg(all(target_feature = "mclass", target_feature = "neon"))]
 static MVE: KernelTable = KernelTable {
     name: "mve",
     conv2d_i8: mve::conv2d_i8,
+    // Helium implies the DSP extension (Armv8.1-M): the `SMLAD` scores, Helium value sums.
+    attention_i8: attn::attention_i8_mve,
     ..GENERIC
 };
 
