@@ -342,8 +342,11 @@ elif [ "$UPDATE" = 1 ] && [ "$BOARD" = all ]; then
         /<!-- firmware-figures:begin/ { while ((getline l < f) > 0) print l; skip = 1; next }
         /<!-- firmware-figures:end -->/ { skip = 0; next }
         !skip' "$DOC" >"$GEN/BENCHMARKS.md" && cp "$GEN/BENCHMARKS.md" "$DOC"
+    # Keep the dated notes (comment lines other than the two fixed header lines) that say why a budget grew.
+    notes=$(grep '^#' "$FW/budgets.txt" | grep -v -e '^# Recorded budgets' -e '^# board ' || true)
     {
         echo "# Recorded budgets of the firmware demo (scripts/firmware.sh fails when a figure grows by more than 3 %)."
+        [ -z "$notes" ] || printf '%s\n' "$notes"
         echo "# board  arena_bytes  flash_bytes  ram_bytes"
         for b in an500 an547; do
             read -r ie macs fl ra st ar <<<"${FIGS[$b]}"

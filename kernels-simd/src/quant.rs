@@ -417,6 +417,20 @@ impl ChannelEpilogue<'_> {
     /// `out[0]` within the channel.
     #[inline]
     pub fn store_i8(&self, p0: usize, acc_a: &[i32], acc_b: &[i32], out: &mut [i8]) {
+        if self.rplane.get(p0..).is_none_or(|r| r.is_empty()) {
+            // No residual here (the common case): its term is exactly 0 for every element (a missing residual
+            // reads as 0 and `apply(0) = (0 + 2^(s−1)) >> s = 0`), and so is the second part's wherever its sum is
+            // 0 (no channels past the split); adding 0 changes nothing, so those terms are skipped. Same elements
+            // as the general loop (the shortest of `out`, `acc_a`, `acc_b`).
+            for ((o, &a), &b) in out.iter_mut().zip(acc_a).zip(acc_b) {
+                let mut y = self.ma.apply(a as i64 + self.bias_q);
+                if b != 0 {
+                    y = y.saturating_add(self.mb.apply(b as i64));
+                }
+                *o = y.clamp(-128, 127) as i8;
+            }
+            return;
+        }
         for (j, ((o, &a), &b)) in out.iter_mut().zip(acc_a).zip(acc_b).enumerate() {
             let r = self.rplane.get(p0 + j).map_or(0, |&v| v as i64);
             let y = self
