@@ -412,7 +412,79 @@ impl<'a> ChannelEpilogue<'a> {
     }
 }
 
+/// One fixed-point multiplier of a [`FastI8`]: `(x · mult + 2^(s−1)) >> s` as the high word of the 64-bit product
+/// shifted right by `s − 32` (a multiplier below 1/2 has `s ≥ 32`); a zero multiplier maps everything to 0.
+#[cfg_attr(not(target_arch = "arm"), allow(dead_code))]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HiRequant {
+    mult: i32,
+    round: i64,
+    rest: u32,
+}
+
+#[cfg_attr(not(target_arch = "arm"), allow(dead_code))]
+impl HiRequant {
+    /// `None` where the shift is below 32 (a multiplier of at least 1/2).
+    fn new(r: Requant) -> Option<HiRequant> {
+        if r.mult == 0 {
+            return Some(HiRequant {
+                mult: 0,
+                round: 0,
+                rest: 0,
+            });
+        }
+        let s = r.shift.min(62);
+        (s >= 32).then(|| HiRequant {
+            mult: r.mult,
+            round: 1i64 << (s - 1),
+            rest: s - 32,
+        })
+    }
+
+    /// [`Requant::apply`] of an `i32`: `|x · mult| ≤ 2^62`, so the sum cannot overflow, and taking the high word,
+    /// then shifting by the rest, is the same floor division by `2^s`.
+    #[inline(always)]
+    fn apply(self, x: i32) -> i32 {
+        (((x as i64 * self.mult as i64 + self.round) >> 32) as i32) >> self.rest
+    }
+}
+
+/// A [`ChannelEpilogue`] for an int8 output with no residual, in 32-bit arithmetic: what [`ChannelEpilogue::store_i8`]
+/// computes for one element, with per-channel constants resolved once (a 32-bit core calls it per pixel pair).
+#[cfg_attr(not(target_arch = "arm"), allow(dead_code))]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FastI8 {
+    bias: i32,
+    ma: HiRequant,
+    mb: HiRequant,
+}
+
+#[cfg_attr(not(target_arch = "arm"), allow(dead_code))]
+impl FastI8 {
+    /// `store_i8`'s value for sums `a` (first input part) and `b` (second): `a + bias` saturated to `i32` is the
+    /// clamp `Requant::apply` does; each term is at most `2^30` in magnitude (`s ≥ 32`), so their sum is exact in
+    /// `i32`, as the `i64` saturating adds are; a zero `b` or a zero multiplier contributes 0 either way.
+    #[inline(always)]
+    pub(crate) fn apply(&self, a: i32, b: i32) -> i8 {
+        let y = self.ma.apply(a.saturating_add(self.bias)) + self.mb.apply(b);
+        y.clamp(-128, 127) as i8
+    }
+}
+
 impl ChannelEpilogue<'_> {
+    /// This channel's [`FastI8`], where there is no residual and both multipliers are below 1/2 (or zero).
+    #[cfg_attr(not(target_arch = "arm"), allow(dead_code))]
+    pub(crate) fn fast_i8(&self) -> Option<FastI8> {
+        if !self.rplane.is_empty() {
+            return None;
+        }
+        Some(FastI8 {
+            bias: i32::try_from(self.bias_q).ok()?,
+            ma: HiRequant::new(self.ma)?,
+            mb: HiRequant::new(self.mb)?,
+        })
+    }
+
     /// `out[j] = requant(acc_a[j], acc_b[j], residual[p0 + j])` for an int8 output; `p0` is the pixel index of
     /// `out[0]` within the channel.
     #[inline]

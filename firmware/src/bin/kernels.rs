@@ -97,6 +97,8 @@ struct ConvCase {
     short_w: usize,
     short_out: usize,
     short_acc: usize,
+    /// Output scale of an int8 output (small ones make requantization multipliers of 1/2 and more).
+    out_scale: f32,
 }
 
 /// A geometry with pads `[top, left, bottom, right]`; `None` when the output would be empty.
@@ -141,6 +143,7 @@ impl ConvCase {
             short_w: 0,
             short_out: 0,
             short_acc: 0,
+            out_scale: 0.09,
         }
     }
 
@@ -219,7 +222,7 @@ fn run_conv(b: &mut Bufs, t: &KernelTable, c: &ConvCase, into_got: bool) {
         o.fill(99);
         QOut::I8 {
             data: o,
-            scale: 0.09,
+            scale: c.out_scale,
         }
     };
     (t.conv2d_i8)(
@@ -281,9 +284,14 @@ fn conv_cases(r: &mut Lcg, mut each: impl FnMut(&ConvCase, &mut Lcg)) -> usize {
         let Some(g) = geom(cin, cout, h, w, k, s, pads) else {
             continue;
         };
-        for variant in 0..3 {
+        for variant in 0..4 {
             let mut c = ConvCase::plain(g);
             c.f32_out = variant == 1;
+            if variant == 3 {
+                // Multipliers from about 1/8 to 4 (shifts below and above 32), with a residual on every other.
+                c.out_scale = [0.0004, 0.002, 0.0001][i % 3];
+                c.residual = i % 2 == 0;
+            }
             if variant == 2 {
                 c.split = Some([cin / 2, 64.min(cin), cin, 0][i % 4]);
                 c.chan_add = true;
@@ -710,6 +718,7 @@ fn run() -> bool {
 /// Instruction counts from a hardware timer (as in the firmware's main.rs): under `-icount shift=0` QEMU's virtual
 /// clock advances 1 ns per instruction; the ratio is calibrated with a loop of known length.
 #[path = "../timer.rs"]
+#[allow(unused_imports)] // the timer's name is printed by the firmware, not here
 mod timer;
 
 #[panic_handler]

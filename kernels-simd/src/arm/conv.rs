@@ -201,10 +201,12 @@ pub(super) fn conv2d_i8_patch<K: PatchKernel>(
     };
     let mut patch = K::new_patch();
     let mut chans: [ChannelEpilogue<'_>; CB] = [e.channel(0, so); CB];
+    let mut fast: [Option<quant::FastI8>; CB] = [None; CB];
     for cb0 in (0..g.cout).step_by(CB) {
         let nb = CB.min(g.cout - cb0);
-        for (j, ch) in chans.iter_mut().enumerate().take(nb) {
+        for (j, (ch, f)) in chans.iter_mut().zip(fast.iter_mut()).enumerate().take(nb) {
             *ch = e.channel(cb0 + j, so);
+            *f = ch.fast_i8();
         }
         let next = |(oy, ox): (usize, usize)| {
             if ox + 1 < g.ow {
@@ -254,13 +256,20 @@ pub(super) fn conv2d_i8_patch<K: PatchKernel>(
                 }
                 c0 = c1;
             }
-            for (j, (ch, s)) in chans.iter().zip(&sums).enumerate().take(nb) {
+            for (j, ((ch, f), s)) in chans.iter().zip(&fast).zip(&sums).enumerate().take(nb) {
                 let base = (cb0 + j) * plane + p;
                 let (a, b) = (&s[0][..np], &s[1][..np]);
                 match &mut out {
                     Ok(d) => {
                         if let Some(dst) = d.get_mut(base..base + np) {
-                            ch.store_i8(p, a, b, dst);
+                            match f {
+                                Some(f) => {
+                                    for ((o, &x), &y) in dst.iter_mut().zip(a).zip(b) {
+                                        *o = f.apply(x, y);
+                                    }
+                                }
+                                None => ch.store_i8(p, a, b, dst),
+                            }
                         }
                     }
                     Err(d) => {
