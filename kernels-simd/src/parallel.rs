@@ -430,6 +430,11 @@ pub enum QRowsOut<'r, 'a> {
 /// Where an int8 attention kernel writes: the start of a `[heads·head_dim][n]` int8 output with its scale, or of an
 /// `f32` one, and the query tokens `rows` it may write of every channel. Made only from a `QOut` (all tokens) or a
 /// [`QRowsOut`] (its worker's), after the length and shape checks of [`RawQOut::whole`] / [`RawQOut::rows`].
+// Used by the x86_64 and aarch64 attention kernels only.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RawQOut {
     /// The output and its element type (the scale for int8).
@@ -439,12 +444,22 @@ pub(crate) struct RawQOut {
 }
 
 /// The start of an int8 attention output: int8 with its scale, or `f32`.
+// Used by the x86_64 and aarch64 attention kernels only.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum RawQ {
     I8(*mut i8, f32),
     F32(*mut f32),
 }
 
+// Used by the x86_64 and aarch64 attention kernels only.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 impl RawQOut {
     /// The whole of `out`, if it holds at least `heads·head_dim·n` elements.
     pub(crate) fn whole(g: &crate::generic::AttentionGeom, out: QOut<'_>) -> Option<RawQOut> {

@@ -205,26 +205,12 @@ fn run_conv(b: &mut Bufs, t: &KernelTable, c: &ConvCase, into_got: bool) {
     let w = &b.w[..nw - c.short_w.min(nw)];
     let acc = &mut b.acc[..na - c.short_acc.min(na)];
     let n_out = no - c.short_out.min(no);
-    let out = if c.f32_out {
-        let o = if into_got {
-            &mut b.of_got[..n_out]
-        } else {
-            &mut b.of_ref[..n_out]
-        };
-        o.fill(-7.0);
-        QOut::F32(o)
+    let (of, oi) = if into_got {
+        (&mut b.of_got, &mut b.oi_got)
     } else {
-        let o = if into_got {
-            &mut b.oi_got[..n_out]
-        } else {
-            &mut b.oi_ref[..n_out]
-        };
-        o.fill(99);
-        QOut::I8 {
-            data: o,
-            scale: c.out_scale,
-        }
+        (&mut b.of_ref, &mut b.oi_ref)
     };
+    let out = out_buf(of, oi, c.f32_out, n_out, c.out_scale);
     (t.conv2d_i8)(
         g,
         x,
@@ -240,20 +226,55 @@ fn run_conv(b: &mut Bufs, t: &KernelTable, c: &ConvCase, into_got: bool) {
     );
 }
 
+/// The first `n` elements of an output buffer, prefilled with a sentinel: `f32` or int8 (of scale `scale`).
+fn out_buf<'a>(
+    of: &'a mut [f32; MAX_OF],
+    oi: &'a mut [i8; MAX_OI],
+    f32_out: bool,
+    n: usize,
+    scale: f32,
+) -> QOut<'a> {
+    if f32_out {
+        let o = &mut of[..n];
+        o.fill(-7.0);
+        QOut::F32(o)
+    } else {
+        let o = &mut oi[..n];
+        o.fill(99);
+        QOut::I8 { data: o, scale }
+    }
+}
+
+/// Whether the first `n` elements of the generic and the tier outputs have the same bits (printing the first
+/// difference of an int8 output).
+fn same_outputs(b: &Bufs, f32_out: bool, n: usize) -> bool {
+    if f32_out {
+        return b.of_ref[..n]
+            .iter()
+            .zip(&b.of_got[..n])
+            .all(|(a, g)| a.to_bits() == g.to_bits());
+    }
+    let (want, got) = (&b.oi_ref[..n], &b.oi_got[..n]);
+    if let Some(i) = (0..n).find(|&i| want[i] != got[i]) {
+        let nd = (0..n).filter(|&i| want[i] != got[i]).count();
+        hprintln!(
+            "DIFF element {} of {}: generic {}, tier {} ({} differ)",
+            i,
+            n,
+            want[i],
+            got[i],
+            nd
+        );
+    }
+    want == got
+}
+
 /// Whether `t` and generic give the same bits on `c`.
 fn check_conv(b: &mut Bufs, t: &KernelTable, c: &ConvCase) -> bool {
     run_conv(b, &GENERIC, c, false);
     run_conv(b, t, c, true);
     let (_, _, no, _) = c.sizes();
-    let no = no - c.short_out.min(no);
-    if c.f32_out {
-        b.of_ref[..no]
-            .iter()
-            .zip(&b.of_got[..no])
-            .all(|(a, g)| a.to_bits() == g.to_bits())
-    } else {
-        b.oi_ref[..no] == b.oi_got[..no]
-    }
+    same_outputs(b, c.f32_out, no - c.short_out.min(no))
 }
 
 /// The cases of one run: fixed shapes (the student's, channel chunks, a split inside a chunk, stride 2, 1×1,
@@ -415,26 +436,12 @@ fn run_attn(b: &mut Bufs, t: &KernelTable, c: &AttnCase, into_got: bool) {
     let v = &b.w[..len - c.short_v.min(len)];
     let sc = &mut b.sc[..c.g.n - c.short_sc.min(c.g.n)];
     let n_out = len - c.short_out.min(len);
-    let out = if c.f32_out {
-        let o = if into_got {
-            &mut b.of_got[..n_out]
-        } else {
-            &mut b.of_ref[..n_out]
-        };
-        o.fill(-7.0);
-        QOut::F32(o)
+    let (of, oi) = if into_got {
+        (&mut b.of_got, &mut b.oi_got)
     } else {
-        let o = if into_got {
-            &mut b.oi_got[..n_out]
-        } else {
-            &mut b.oi_ref[..n_out]
-        };
-        o.fill(99);
-        QOut::I8 {
-            data: o,
-            scale: c.scales[3],
-        }
+        (&mut b.of_ref, &mut b.oi_ref)
     };
+    let out = out_buf(of, oi, c.f32_out, n_out, c.scales[3]);
     let [sq, sk, sv, _] = c.scales;
     (t.attention_i8)(&c.g, q, sq, k, sk, v, sv, sc, out);
 }
@@ -443,26 +450,7 @@ fn run_attn(b: &mut Bufs, t: &KernelTable, c: &AttnCase, into_got: bool) {
 fn check_attn(b: &mut Bufs, t: &KernelTable, c: &AttnCase) -> bool {
     run_attn(b, &GENERIC, c, false);
     run_attn(b, t, c, true);
-    let no = c.len() - c.short_out.min(c.len());
-    if c.f32_out {
-        b.of_ref[..no]
-            .iter()
-            .zip(&b.of_got[..no])
-            .all(|(a, g)| a.to_bits() == g.to_bits())
-    } else {
-        if let Some(i) = (0..no).find(|&i| b.oi_ref[i] != b.oi_got[i]) {
-            let nd = (0..no).filter(|&i| b.oi_ref[i] != b.oi_got[i]).count();
-            hprintln!(
-                "DIFF element {} of {}: generic {}, tier {} ({} differ)",
-                i,
-                no,
-                b.oi_ref[i],
-                b.oi_got[i],
-                nd
-            );
-        }
-        b.oi_ref[..no] == b.oi_got[..no]
-    }
+    same_outputs(b, c.f32_out, c.len() - c.short_out.min(c.len()))
 }
 
 /// The attention cases: the student's shapes, odd channel and token counts, geometries past the tiers' stack
@@ -541,6 +529,46 @@ fn attn_cases(r: &mut Lcg, mut each: impl FnMut(&AttnCase, &mut Lcg)) -> usize {
     n
 }
 
+/// Prints the `PASS` / `FAIL` line of one (tier, kernel): `nbad` of `n` cases differed, `first` the first of them.
+fn report(
+    tier: &str,
+    kernel: &str,
+    n: usize,
+    nbad: u32,
+    first: Option<impl core::fmt::Debug>,
+) -> bool {
+    match first {
+        None => {
+            hprintln!(
+                "PASS {} {}: {} cases bit-identical to generic",
+                tier,
+                kernel,
+                n
+            );
+            true
+        }
+        Some(c) => {
+            hprintln!(
+                "FAIL {} {}: {} of {} cases differ from generic; first {:?}",
+                tier,
+                kernel,
+                nbad,
+                n,
+                c
+            );
+            false
+        }
+    }
+}
+
+fn tally(passed: bool, pass: &mut u32, fail: &mut u32) {
+    if passed {
+        *pass += 1;
+    } else {
+        *fail += 1;
+    }
+}
+
 #[entry]
 fn main() -> ! {
     let ok = run();
@@ -596,26 +624,11 @@ fn run() -> bool {
                 bad.get_or_insert(*c);
             }
         });
-        match bad {
-            None => {
-                hprintln!(
-                    "PASS {} conv2d_i8: {} cases bit-identical to generic",
-                    name,
-                    n
-                );
-                pass += 1;
-            }
-            Some(c) => {
-                hprintln!(
-                    "FAIL {} conv2d_i8: {} of {} cases differ from generic; first {:?}",
-                    name,
-                    nbad,
-                    n,
-                    c
-                );
-                fail += 1;
-            }
-        }
+        tally(
+            report(name, "conv2d_i8", n, nbad, bad),
+            &mut pass,
+            &mut fail,
+        );
         let mut r = Lcg(0xa77e_2026);
         let mut bad: Option<AttnCase> = None;
         let mut nbad = 0u32;
@@ -626,26 +639,11 @@ fn run() -> bool {
                 bad.get_or_insert(*c);
             }
         });
-        match bad {
-            None => {
-                hprintln!(
-                    "PASS {} attention_i8: {} cases bit-identical to generic",
-                    name,
-                    n
-                );
-                pass += 1;
-            }
-            Some(c) => {
-                hprintln!(
-                    "FAIL {} attention_i8: {} of {} cases differ from generic; first {:?}",
-                    name,
-                    nbad,
-                    n,
-                    c
-                );
-                fail += 1;
-            }
-        }
+        tally(
+            report(name, "attention_i8", n, nbad, bad),
+            &mut pass,
+            &mut fail,
+        );
     }
     hprintln!(
         "SUMMARY kernels: {} PASS, {} FAIL, {} SKIPPED",

@@ -244,6 +244,7 @@ fn pack_keys_bytes(kh: &[i8], n: usize, d: usize, kp: &mut [u32; KP_WORDS]) {
 
 /// Queries `i0..i0+QB` of one head for the Helium scores: int8 `[16-channel chunk][query][16]` (zero past `d` and
 /// past the last token).
+#[cfg(all(target_feature = "mclass", target_feature = "neon"))]
 fn pack_queries_bytes(qh: &[i8], n: usize, d: usize, i0: usize, qp: &mut [u32; QB * DMAX / 2]) {
     let words = d.div_ceil(16) * 16 * QB / 4;
     if let Some(used) = qp.get_mut(..words) {
