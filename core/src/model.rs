@@ -846,14 +846,21 @@ impl<'a> Model<'a> {
             bytemuck::try_cast_slice_mut(rest.get_mut(..n_out * 4).ok_or(short)?).map_err(mis)?;
         crate::rng::Pcg32::new(seed, 0).fill_normal(x);
         let mut s = self.bind(model)?;
-        s.set_kernels(&ember_kernels::registry::GENERIC);
+        let best = ember_kernels::registry::best();
+        s.set_kernels(if best.bit_exact {
+            best
+        } else {
+            &ember_kernels::registry::GENERIC
+        });
         s.forward(x, timestep, class, y)?;
         Ok(fnv1a_f32(y))
     }
 
     /// The boot self-test: one forward pass on the recorded seeded input, compared by hash with the output the
-    /// converter recorded, proving the blob's weights and plan and the generic kernels give the converter's bits on
-    /// this device. `Err(MissingSection(SelfTest))` when the blob has no record, `Err(SelfTestFailed)` on a mismatch.
+    /// converter recorded, proving the blob's weights and plan and the kernels give the converter's bits on this
+    /// device. The kernels are the best tier's where that tier is bit-exact (`KernelTable::bit_exact`: the generic
+    /// and Cortex-M tiers, so a microcontroller checks the very kernels it samples with, at their speed), else the
+    /// generic ones (the converter's bits are generic's; x86_64 and aarch64 float kernels sum in other orders). `Err(MissingSection(SelfTest))` when the blob has no record, `Err(SelfTestFailed)` on a mismatch.
     pub fn self_test(&self, arena: &mut [u8]) -> Result<(), Error> {
         let r = self
             .self_test_record()

@@ -137,7 +137,8 @@ fn run(painted: usize) -> Result<(), ()> {
 
     // SAFETY: `run` is called once, from `main`, with no interrupts in use: this is the only reference to ARENA.
     let arena: &mut [u8] = unsafe { &mut (*addr_of_mut!(ARENA)).0 };
-    // Boot self-test: the blob's recorded input through the generic kernels must give the recorded output hash.
+    // Boot self-test: the blob's recorded input through the kernels this core samples with (the Cortex-M tiers are
+    // bit-exact, `KernelTable::bit_exact`) must give the recorded output hash.
     if model.self_test_arena_bytes() > arena.len() {
         say!(
             "FAIL: self-test needs {} B of arena",

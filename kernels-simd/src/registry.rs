@@ -88,6 +88,12 @@ pub type AttentionI8RowsFn = fn(
 pub struct KernelTable {
     /// Name of the tier, e.g. `"generic"`.
     pub name: &'static str,
+    /// Whether every kernel of the table gives the generic kernels' bits: true for the generic tier and the Cortex-M
+    /// tiers, whose own kernels are all bit-identical int8 ones (`scripts/cortexm-kernels.sh` checks them bit for
+    /// bit). `ember_core::Model::self_test` then runs with this table rather than the generic one, so the boot
+    /// check proves the kernels the device will sample with, in their time. Tiers built with `..GENERIC` must set
+    /// it themselves.
+    pub bit_exact: bool,
     /// See [`generic::conv2d`].
     pub conv2d: Conv2dFn,
     /// The packed-weight family ([`crate::pack`]) this tier's float convolution reads, and that convolution.
@@ -124,6 +130,7 @@ pub struct KernelTable {
 /// The scalar reference tier.
 pub static GENERIC: KernelTable = KernelTable {
     name: "generic",
+    bit_exact: true,
     conv2d: generic::conv2d,
     conv2d_packed: None,
     conv2d_packed_rows: None,

@@ -24,6 +24,7 @@ use crate::registry::{KernelTable, GENERIC};
 /// weights (convolution and linear); the int8 group norm from the generic tier.
 static NEON: KernelTable = KernelTable {
     name: "neon",
+    bit_exact: false, // float kernels sum in other orders
     conv2d: neon::conv2d,
     conv2d_i8: neon::conv2d_i8,
     conv2d_i8_packed: Some((crate::pack::AARCH64_NEON, neon::conv2d_i8_packed)),
@@ -40,6 +41,7 @@ static NEON: KernelTable = KernelTable {
 /// dotprod: int8 convolution with `sdot`; everything else from [`NEON`] (every dotprod CPU has NEON).
 static DOTPROD: KernelTable = KernelTable {
     name: "dotprod",
+    bit_exact: false, // float kernels sum in other orders
     conv2d_i8: dotprod::conv2d_i8,
     conv2d_i8_packed: Some((crate::pack::AARCH64_NEON, dotprod::conv2d_i8_packed)),
     ..NEON

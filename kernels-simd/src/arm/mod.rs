@@ -34,6 +34,7 @@ use crate::registry::GENERIC;
 #[cfg(target_feature = "dsp")]
 static DSP: KernelTable = KernelTable {
     name: "dsp",
+    bit_exact: true,
     conv2d_i8: dsp::conv2d_i8,
     attention_i8: attn::attention_i8_dsp,
     ..GENERIC
@@ -43,6 +44,7 @@ static DSP: KernelTable = KernelTable {
 #[cfg(all(target_feature = "mclass", target_feature = "neon"))]
 static MVE: KernelTable = KernelTable {
     name: "mve",
+    bit_exact: true,
     conv2d_i8: mve::conv2d_i8,
     // Helium implies the DSP extension (Armv8.1-M): the `SMLAD` scores, Helium value sums.
     attention_i8: attn::attention_i8_mve,

@@ -48,6 +48,7 @@ pub(crate) fn zeroed_prefix<T: Zeroable, const N: usize>(
 /// AVX2 + FMA (+ F16C): f32 and int8 direct convolution, f32 attention and group norm, linear with F16C rows.
 static AVX2: KernelTable = KernelTable {
     name: "avx2",
+    bit_exact: false, // float kernels sum in other orders
     conv2d: avx2::conv2d,
     conv2d_i8: avx2::conv2d_i8,
     linear: avx2::linear,
@@ -62,6 +63,7 @@ static AVX2: KernelTable = KernelTable {
 /// same offline-packed weights as the AVX-512 tier.
 static AVXVNNI: KernelTable = KernelTable {
     name: "avxvnni",
+    bit_exact: false, // float kernels sum in other orders
     conv2d_i8: avxvnni::conv2d_i8,
     conv2d_i8_packed: Some((crate::pack::X86_AVX512, avxvnni::conv2d_i8_packed)),
     ..AVX2
@@ -71,6 +73,7 @@ static AVXVNNI: KernelTable = KernelTable {
 /// [`AVX2`].
 static AVX512: KernelTable = KernelTable {
     name: "avx512",
+    bit_exact: false, // float kernels sum in other orders
     conv2d: avx512::conv2d,
     conv2d_i8: avx512::conv2d_i8,
     conv2d_packed: Some((crate::pack::X86_AVX512_F32, avx512::conv2d_packed)),
