@@ -430,9 +430,9 @@ pub enum QRowsOut<'r, 'a> {
 /// Where an int8 attention kernel writes: the start of a `[heads·head_dim][n]` int8 output with its scale, or of an
 /// `f32` one, and the query tokens `rows` it may write of every channel. Made only from a `QOut` (all tokens) or a
 /// [`QRowsOut`] (its worker's), after the length and shape checks of [`RawQOut::whole`] / [`RawQOut::rows`].
-// Used by the x86_64 and aarch64 attention kernels only.
+// Used by the x86_64, aarch64 and 32-bit Arm attention kernels only.
 #[cfg_attr(
-    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "arm")),
     allow(dead_code)
 )]
 #[derive(Clone, Copy, Debug)]
@@ -444,9 +444,9 @@ pub(crate) struct RawQOut {
 }
 
 /// The start of an int8 attention output: int8 with its scale, or `f32`.
-// Used by the x86_64 and aarch64 attention kernels only.
+// Used by the x86_64, aarch64 and 32-bit Arm attention kernels only.
 #[cfg_attr(
-    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "arm")),
     allow(dead_code)
 )]
 #[derive(Clone, Copy, Debug)]
@@ -455,9 +455,9 @@ pub(crate) enum RawQ {
     F32(*mut f32),
 }
 
-// Used by the x86_64 and aarch64 attention kernels only.
+// Used by the x86_64, aarch64 and 32-bit Arm attention kernels only.
 #[cfg_attr(
-    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "arm")),
     allow(dead_code)
 )]
 impl RawQOut {

@@ -11,9 +11,12 @@
 use core::panic::PanicInfo;
 use core::ptr::addr_of_mut;
 
+use core::sync::atomic::{AtomicU32, Ordering};
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
+
 use ember_kernels::generic::AttentionGeom;
+use ember_kernels::parallel::{self, Parallel};
 use ember_kernels::quant::{self, ActQ, QOut};
 use ember_kernels::registry::{self, KernelTable, GENERIC};
 use ember_kernels::{Conv2dGeom, Weights};
@@ -446,11 +449,84 @@ fn run_attn(b: &mut Bufs, t: &KernelTable, c: &AttnCase, into_got: bool) {
     (t.attention_i8)(&c.g, q, sq, k, sk, v, sv, sc, out);
 }
 
-/// Whether `t` and generic give the same bits on `c`.
+/// Whether `t` and generic give the same bits on `c`: the tier's kernel called once, and split by query tokens
+/// over two workers run one after the other (`parallel::attention_i8` with [`InTurn`], the no_std hook a dual-core
+/// MCU implements; it falls back to one call where the tier has no range kernel or the attention is small).
 fn check_attn(b: &mut Bufs, t: &KernelTable, c: &AttnCase) -> bool {
     run_attn(b, &GENERIC, c, false);
     run_attn(b, t, c, true);
-    same_outputs(b, c.f32_out, c.len() - c.short_out.min(c.len()))
+    let n = c.len() - c.short_out.min(c.len());
+    if !same_outputs(b, c.f32_out, n) {
+        return false;
+    }
+    run_attn_split(b, t, c);
+    same_outputs(b, c.f32_out, n)
+}
+
+/// Two workers, run in turn on this core; counts the jobs it ran. `InTurn(_, false)` runs only worker 0, to check
+/// that a worker writes its own query tokens and nothing else.
+#[derive(Debug)]
+struct InTurn(AtomicU32, bool);
+
+impl Parallel for InTurn {
+    fn workers(&self) -> usize {
+        2
+    }
+    fn run(&self, job: &(dyn Fn(usize) + Sync)) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        job(0);
+        if self.1 {
+            job(1);
+        }
+    }
+    fn scratch(&self, _: usize, _: usize, _: &mut dyn FnMut(&mut [i32])) -> bool {
+        false
+    }
+}
+
+static SPLITS: InTurn = InTurn(AtomicU32::new(0), true);
+static FIRST_ONLY: InTurn = InTurn(AtomicU32::new(0), false);
+
+/// Worker 0 alone (the student's 2×32×256 attention, int8 output): it must write generic's values for a block of
+/// leading query tokens, the same in every channel, and leave every other token untouched.
+fn check_first_worker(b: &mut Bufs, t: &KernelTable) -> bool {
+    let c = AttnCase::plain(2, 32, 256, false);
+    let mut r = Lcg(0xf1_2026);
+    fill_attn(b, &mut r, &c);
+    run_attn(b, &GENERIC, &c, false);
+    run_attn_split_with(b, t, &c, &FIRST_ONLY);
+    let n = c.g.n;
+    let written = |i: usize| b.oi_got[i] != 99 || b.oi_ref[i] == 99;
+    // The first token worker 0 did not write, in channel 0 (99 is the sentinel; a generic 99 counts as written).
+    let m = (0..n).find(|&i| !written(i)).unwrap_or(n);
+    let ok = m > 0
+        && m < n
+        && b.oi_got[..c.len()]
+            .chunks_exact(n)
+            .zip(b.oi_ref[..c.len()].chunks_exact(n))
+            .all(|(got, want)| got[..m] == want[..m] && got[m..].iter().all(|&x| x == 99));
+    if !ok {
+        hprintln!("DIFF worker 0 alone: first unwritten token {} of {}", m, n);
+    }
+    ok
+}
+
+/// [`run_attn`] through `parallel::attention_i8` over [`SPLITS`], into the `got` outputs.
+fn run_attn_split(b: &mut Bufs, t: &KernelTable, c: &AttnCase) {
+    run_attn_split_with(b, t, c, &SPLITS);
+}
+
+/// [`run_attn`] through `parallel::attention_i8` over `par`, into the `got` outputs.
+fn run_attn_split_with(b: &mut Bufs, t: &KernelTable, c: &AttnCase, par: &InTurn) {
+    let len = c.len();
+    let (qx, kx) = b.x.split_at(len);
+    let q = &qx[..len - c.short_q.min(len)];
+    let v = &b.w[..len - c.short_v.min(len)];
+    let sc = &mut b.sc[..c.g.n - c.short_sc.min(c.g.n)];
+    let n_out = len - c.short_out.min(len);
+    let out = out_buf(&mut b.of_got, &mut b.oi_got, c.f32_out, n_out, c.scales[3]);
+    let [sq, sk, sv, _] = c.scales;
+    parallel::attention_i8(t, par, &c.g, q, sq, &kx[..len], sk, v, sv, sc, out);
 }
 
 /// The attention cases: the student's shapes, odd channel and token counts, geometries past the tiers' stack
@@ -639,11 +715,33 @@ fn run() -> bool {
                 bad.get_or_insert(*c);
             }
         });
+        let splits = SPLITS.0.swap(0, Ordering::Relaxed);
         tally(
             report(name, "attention_i8", n, nbad, bad),
             &mut pass,
             &mut fail,
         );
+        // The range kernel must have been used (the student's attention is large enough to split), and write only
+        // its worker's tokens.
+        if t.attention_i8_rows.is_some() && !check_first_worker(b, t) {
+            hprintln!(
+                "FAIL {} attention_i8 split: worker 0 alone did not write exactly its own query tokens",
+                name
+            );
+            fail += 1;
+        } else if t.attention_i8_rows.is_some() && splits == 0 {
+            hprintln!(
+                "FAIL {} attention_i8 split: the tier has a range kernel but no case was split",
+                name
+            );
+            fail += 1;
+        } else {
+            hprintln!(
+                "NOTE {} attention_i8: {} cases split over 2 workers (bit-identical, in the count above)",
+                name,
+                splits
+            );
+        }
     }
     hprintln!(
         "SUMMARY kernels: {} PASS, {} FAIL, {} SKIPPED",

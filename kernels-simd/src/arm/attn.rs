@@ -20,11 +20,13 @@
 //!   the Helium lanes ([`values4_mve`]); then `· (sv / sum)` and [`quant::quantize`] (or the `f32` value).
 //!
 //! Every floating-point operation is generic's, on the same operands in the same order, so the output has the same
-//! bits. Stack: 16 KiB of packed keys, 8 KiB of score rows, 2 KiB of packed queries. Geometries beyond them (more
+//! bits. The query-range form ([`attention_i8_rows_dsp`]) computes only a worker's tokens, so a dual-core MCU splits
+//! attention through [`crate::parallel::attention_i8`]. Stack: 16 KiB of packed keys, 8 KiB of score rows, 2 KiB of packed queries. Geometries beyond them (more
 //! than [`NMAX`] tokens, more key words than [`KP_WORDS`], more than [`DMAX`] channels per head) and short slices
 //! go to the generic kernel.
 
 use crate::generic::AttentionGeom;
+use crate::parallel::{QRowsOut, RawQ, RawQOut};
 use crate::quant::{self, QOut};
 
 /// Packed key words of one head on the stack: `n` (rounded up to even) × `ceil(d/2)`.
@@ -55,10 +57,27 @@ pub(super) fn attention_i8_dsp(
     scores: &mut [f32],
     out: QOut<'_>,
 ) {
-    attention_i8::<false>(g, q, sq, k, sk, v, sv, scores, out)
+    whole::<false>(g, q, sq, k, sk, v, sv, scores, out)
 }
 
-/// [`attention_i8_dsp`] with the value sums in Helium ([`values4_mve`]).
+/// [`attention_i8_dsp`] for the query tokens of `out` only (a worker's share of
+/// [`crate::parallel::attention_i8`]); false, nothing written, where the geometry does not fit the kernel or the
+/// output is not `[heads·head_dim][n][1]`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn attention_i8_rows_dsp(
+    g: &AttentionGeom,
+    q: &[i8],
+    sq: f32,
+    k: &[i8],
+    sk: f32,
+    v: &[i8],
+    sv: f32,
+    out: QRowsOut<'_, '_>,
+) -> bool {
+    rows::<false>(g, q, sq, k, sk, v, sv, out)
+}
+
+/// [`attention_i8_dsp`] with the scores, the softmax and the value sums in Helium.
 #[cfg(all(target_feature = "mclass", target_feature = "neon"))]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn attention_i8_mve(
@@ -72,13 +91,49 @@ pub(super) fn attention_i8_mve(
     scores: &mut [f32],
     out: QOut<'_>,
 ) {
-    attention_i8::<true>(g, q, sq, k, sk, v, sv, scores, out)
+    whole::<true>(g, q, sq, k, sk, v, sv, scores, out)
 }
 
-/// The kernel; `MVE`: the value sums in Helium.
+/// [`attention_i8_rows_dsp`] in Helium.
+#[cfg(all(target_feature = "mclass", target_feature = "neon"))]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn attention_i8_rows_mve(
+    g: &AttentionGeom,
+    q: &[i8],
+    sq: f32,
+    k: &[i8],
+    sk: f32,
+    v: &[i8],
+    sv: f32,
+    out: QRowsOut<'_, '_>,
+) -> bool {
+    rows::<true>(g, q, sq, k, sk, v, sv, out)
+}
+
+/// Whether the kernel (`MVE`: its Helium form) takes the geometry with these slices (each must hold
+/// `heads·head_dim·n` elements).
+fn fits<const MVE: bool>(g: &AttentionGeom, q: &[i8], k: &[i8], v: &[i8]) -> bool {
+    let (n, d) = (g.n, g.head_dim);
+    let total = g.heads.saturating_mul(d).saturating_mul(n);
+    n > 0
+        && d > 0
+        && n <= NMAX
+        && d <= DMAX
+        && if MVE {
+            n.saturating_mul(d.next_multiple_of(16)) <= 4 * KP_WORDS
+        } else {
+            n.next_multiple_of(2).saturating_mul(d.div_ceil(2)) <= KP_WORDS
+        }
+        && q.len() >= total
+        && k.len() >= total
+        && v.len() >= total
+}
+
+/// The whole output, or the generic kernel where the geometry or the slices do not fit (a short output included:
+/// generic then writes the heads that fit).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn attention_i8<const MVE: bool>(
+fn whole<const MVE: bool>(
     g: &AttentionGeom,
     q: &[i8],
     sq: f32,
@@ -89,37 +144,65 @@ fn attention_i8<const MVE: bool>(
     scores: &mut [f32],
     out: QOut<'_>,
 ) {
-    let (n, d) = (g.n, g.head_dim);
-    let pairs = d.div_ceil(2);
-    let hl = d.saturating_mul(n);
-    let total = g.heads.saturating_mul(hl);
+    let total = g.heads.saturating_mul(g.head_dim).saturating_mul(g.n);
     let out_len = match &out {
         QOut::I8 { data, .. } => data.len(),
         QOut::F32(data) => data.len(),
     };
-    let fits = n > 0
-        && d > 0
-        && scores.len() >= n
-        && n <= NMAX
-        && d <= DMAX
-        && if MVE {
-            n.saturating_mul(d.next_multiple_of(16)) <= 4 * KP_WORDS
-        } else {
-            n.next_multiple_of(2).saturating_mul(pairs) <= KP_WORDS
-        }
-        && q.len() >= total
-        && k.len() >= total
-        && v.len() >= total
-        && out_len >= total;
-    if !fits {
+    if !fits::<MVE>(g, q, k, v) || scores.len() < g.n || out_len < total {
         return quant::attention_i8(g, q, sq, k, sk, v, sv, scores, out);
     }
+    if let Some(raw) = RawQOut::whole(g, out) {
+        attention_i8::<MVE>(g, q, sq, k, sk, v, sv, raw);
+    }
+}
+
+/// A worker's query tokens (see [`attention_i8_rows_dsp`]).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn rows<const MVE: bool>(
+    g: &AttentionGeom,
+    q: &[i8],
+    sq: f32,
+    k: &[i8],
+    sk: f32,
+    v: &[i8],
+    sv: f32,
+    out: QRowsOut<'_, '_>,
+) -> bool {
+    let Some(raw) = RawQOut::rows(g, out) else {
+        return false;
+    };
+    if !fits::<MVE>(g, q, k, v) {
+        return false;
+    }
+    attention_i8::<MVE>(g, q, sq, k, sk, v, sv, raw);
+    true
+}
+
+/// The kernel, for the query tokens `out.rows` of every head (`fits` holds; `out` holds `heads·head_dim·n`
+/// elements, of which this call may write those tokens).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn attention_i8<const MVE: bool>(
+    g: &AttentionGeom,
+    q: &[i8],
+    sq: f32,
+    k: &[i8],
+    sk: f32,
+    v: &[i8],
+    sv: f32,
+    out: RawQOut,
+) {
+    let (n, d) = (g.n, g.head_dim);
+    let pairs = d.div_ceil(2);
+    let hl = d.saturating_mul(n);
+    let (r0, r1) = (out.rows.0, out.rows.1.min(n));
     let scale = 1.0 / libm::sqrtf(d as f32);
     let qk = sq * sk * scale;
     let mut kp = [0u32; KP_WORDS];
     let mut qp = [0u32; QB * DMAX / 2];
     let mut rows: Rows = [[0f32; QB]; NMAX + 1];
-    let mut out = out;
     if hl == 0 || pairs == 0 {
         return; // unreachable: n, d > 0 and no overflow (checked above)
     }
@@ -136,7 +219,7 @@ fn attention_i8<const MVE: bool>(
         } else {
             pack_keys(kh, n, d, &mut kp);
         }
-        for i0 in (0..n).step_by(QB) {
+        for i0 in (r0..r1).step_by(QB) {
             #[cfg(all(target_feature = "mclass", target_feature = "neon"))]
             let top = if MVE {
                 pack_queries_bytes(qh, n, d, i0, &mut qp);
@@ -152,7 +235,7 @@ fn attention_i8<const MVE: bool>(
             };
             let sums = softmax::<MVE>(rows.get_mut(..n).unwrap_or_default(), top, qk);
             let f = sums.map(|sum| sv / sum);
-            let valid = (n - i0).min(QB);
+            let valid = (r1 - i0).min(QB);
             let mut c0 = 0;
             while c0 + CB <= d {
                 let vb = vh.get(c0 * n..).unwrap_or_default();
@@ -164,12 +247,12 @@ fn attention_i8<const MVE: bool>(
                 };
                 #[cfg(not(all(target_feature = "mclass", target_feature = "neon")))]
                 let acc = values4(vb, n, &rows);
-                store(&mut out, base, n, c0, i0, valid, &acc, &f);
+                store(out, base, n, c0, i0, valid, &acc, &f);
                 c0 += CB;
             }
             while c0 < d {
                 let acc = values1(vh.get(c0 * n..).unwrap_or_default(), n, &rows);
-                store(&mut out, base, n, c0, i0, valid, &acc, &f);
+                store(out, base, n, c0, i0, valid, &acc, &f);
                 c0 += 1;
             }
         }
@@ -696,7 +779,7 @@ fn values1(vh: &[i8], n: usize, rows: &Rows) -> [[f32; 1]; QB] {
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn store<const W: usize>(
-    out: &mut QOut<'_>,
+    out: RawQOut,
     base: usize,
     n: usize,
     c0: usize,
@@ -709,16 +792,14 @@ fn store<const W: usize>(
         for (c, &a) in ar.iter().enumerate() {
             let at = base + (c0 + c) * n + i0 + r;
             let y = a * fr;
-            match out {
-                QOut::I8 { data, scale } => {
-                    if let Some(o) = data.get_mut(at) {
-                        *o = quant::quantize(y, *scale);
-                    }
-                }
-                QOut::F32(data) => {
-                    if let Some(o) = data.get_mut(at) {
-                        *o = y;
-                    }
+            // SAFETY: `at` is channel `h·d + c0 + c < heads·d` (a head's `base` plus a channel below `d`), token
+            // `i0 + r < out.rows.1 ≤ n` (`valid` stops at the end of the call's tokens), so `at < heads·d·n`, within
+            // the output `RawQOut` was made from, and the token is one this call may write (`RawQOut::whole`: all;
+            // `RawQOut::rows`: this worker's, which no other worker writes).
+            unsafe {
+                match out.out {
+                    RawQ::I8(p, scale) => *p.add(at) = quant::quantize(y, scale),
+                    RawQ::F32(p) => *p.add(at) = y,
                 }
             }
         }

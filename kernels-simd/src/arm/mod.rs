@@ -13,7 +13,7 @@
 //! Both reuse the generic epilogue ([`crate::quant::ConvEpilogue`]) over exact integer sums, so their output is
 //! bit-identical to [`crate::quant::conv2d_i8`]. Instructions are written with `core::arch::asm!` (stable Rust); the
 //! `core::arch::arm` DSP intrinsics are unstable.
-#![allow(unsafe_code)] // inline assembly; every block states its invariant.
+#![allow(unsafe_code)] // inline assembly and the attention's writes through `RawQOut`; every block states its invariant.
 
 #[cfg(target_feature = "dsp")]
 mod attn;
@@ -37,6 +37,7 @@ static DSP: KernelTable = KernelTable {
     bit_exact: true,
     conv2d_i8: dsp::conv2d_i8,
     attention_i8: attn::attention_i8_dsp,
+    attention_i8_rows: Some(attn::attention_i8_rows_dsp),
     ..GENERIC
 };
 
@@ -48,6 +49,7 @@ static MVE: KernelTable = KernelTable {
     conv2d_i8: mve::conv2d_i8,
     // Helium implies the DSP extension (Armv8.1-M): the `SMLAD` scores, Helium value sums.
     attention_i8: attn::attention_i8_mve,
+    attention_i8_rows: Some(attn::attention_i8_rows_mve),
     ..GENERIC
 };
 
