@@ -395,6 +395,22 @@ fn compare(
         }
         std::fs::write(cpath, text)?;
         println!("panic-sites: UPDATED {}", cpath.display());
+        let todo = found.keys().filter(|k| !known.contains_key(*k)).count()
+            + found
+                .keys()
+                .filter(|k| {
+                    known
+                        .get(*k)
+                        .is_some_and(|w| w.is_empty() || w.starts_with("TODO"))
+                })
+                .count();
+        if todo > 0 {
+            return Err(format!(
+                "{todo} site(s) in {} are marked TODO: say why each cannot fire",
+                cpath.display()
+            )
+            .into());
+        }
         return Ok(());
     }
     if !new.is_empty() {

@@ -183,7 +183,7 @@ fn rows<const MVE: bool>(
 /// The kernel, for the query tokens `out.rows` of every head (`fits` holds; `out` holds `heads·head_dim·n`
 /// elements, of which this call may write those tokens).
 #[allow(clippy::too_many_arguments)]
-#[inline(always)]
+#[inline(never)] // one copy for the whole-output and the query-range entry points
 fn attention_i8<const MVE: bool>(
     g: &AttentionGeom,
     q: &[i8],
@@ -296,7 +296,10 @@ fn pack_queries(qh: &[i8], n: usize, d: usize, i0: usize, qp: &mut [u32; QB * DM
     if pairs == 0 {
         return;
     }
-    for (qq, blk) in qp.chunks_exact_mut(2 * pairs).take(QB / 2).enumerate() {
+    for qq in 0..QB / 2 {
+        let Some(blk) = qp.get_mut(2 * pairs * qq..2 * pairs * (qq + 1)) else {
+            break;
+        };
         for (p, w) in blk.chunks_exact_mut(2).enumerate() {
             for (t, x) in w.iter_mut().enumerate() {
                 let i = i0 + 2 * qq + t;
