@@ -429,7 +429,7 @@ pub enum QRowsOut<'r, 'a> {
 
 /// Where an int8 attention kernel writes: the start of a `[heads·head_dim][n]` int8 output with its scale, or of an
 /// `f32` one, and the query tokens `rows` it may write of every channel. Made only from a `QOut` (all tokens) or a
-/// [`QRowsOut`] (its worker's), after the length and shape checks of [`RawQOut::whole`] / [`RawQOut::rows`].
+/// [`QRowsOut`] (its worker's), after the length and shape checks of [`RawQOut::for_kernel`] / [`RawQOut::rows`].
 // Used by the x86_64, aarch64 and 32-bit Arm attention kernels only.
 #[cfg_attr(
     not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "arm")),
@@ -461,15 +461,46 @@ pub(crate) enum RawQ {
     allow(dead_code)
 )]
 impl RawQOut {
-    /// The whole of `out`, if it holds at least `heads·head_dim·n` elements.
-    pub(crate) fn whole(g: &crate::generic::AttentionGeom, out: QOut<'_>) -> Option<RawQOut> {
-        let total = g.heads.checked_mul(g.head_dim)?.checked_mul(g.n)?;
-        let (out, len) = match out {
-            QOut::I8 { data, scale } => (RawQ::I8(data.as_mut_ptr(), scale), data.len()),
-            QOut::F32(data) => (RawQ::F32(data.as_mut_ptr()), data.len()),
+    /// The whole of `out` for a tier's own int8 attention kernel, after the checks every tier makes so that its
+    /// result is generic's: the geometry `fits` the kernel, `q`, `k`, `v` and `out` hold `heads·head_dim·n` elements
+    /// and `scores` (`scores_len`) at least `n`. Otherwise `out`, untouched, for the generic fallback (which
+    /// writes the heads a short output holds, and nothing at all with a short score row).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn for_kernel<'o>(
+        g: &crate::generic::AttentionGeom,
+        q: &[i8],
+        k: &[i8],
+        v: &[i8],
+        scores_len: usize,
+        out: QOut<'o>,
+        fits: bool,
+    ) -> Result<RawQOut, QOut<'o>> {
+        let Some(total) = g
+            .heads
+            .checked_mul(g.head_dim)
+            .and_then(|x| x.checked_mul(g.n))
+        else {
+            return Err(out);
         };
-        (len >= total).then_some(RawQOut {
-            out,
+        let out_len = match &out {
+            QOut::I8 { data, .. } => data.len(),
+            QOut::F32(data) => data.len(),
+        };
+        if !fits
+            || q.len() < total
+            || k.len() < total
+            || v.len() < total
+            || out_len < total
+            || scores_len < g.n
+        {
+            return Err(out);
+        }
+        let raw = match out {
+            QOut::I8 { data, scale } => RawQ::I8(data.as_mut_ptr(), scale),
+            QOut::F32(data) => RawQ::F32(data.as_mut_ptr()),
+        };
+        Ok(RawQOut {
+            out: raw,
             rows: (0, g.n),
         })
     }

@@ -481,6 +481,41 @@ fn check_attention_i8(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
         }
         cases += 1;
     }
+    // Malformed slices, as generic handles them: a short score row (nothing written), a short output or `q` (the
+    // heads that fit written).
+    let g = ember_kernels::generic::AttentionGeom {
+        heads: 2,
+        head_dim: 8,
+        n: 40,
+    };
+    let total = 2 * 8 * 40;
+    let (q, k, v): (Vec<i8>, Vec<i8>, Vec<i8>) = (
+        (0..total).map(|_| rng.i8()).collect(),
+        (0..total).map(|_| rng.i8()).collect(),
+        (0..total).map(|_| rng.i8()).collect(),
+    );
+    for (short_scores, short_out, short_q) in [(1, 0, 0), (0, 1, 0), (0, 0, 1)] {
+        let run = |table: &KernelTable| -> (Vec<i8>, Vec<f32>) {
+            let mut s = vec![0f32; 40 - short_scores];
+            let mut a = vec![99i8; total - short_out];
+            let mut f = vec![-7f32; total - short_out];
+            let qs = &q[..total - short_q];
+            let out = QOut::I8 {
+                data: &mut a,
+                scale: 0.04,
+            };
+            (table.attention_i8)(&g, qs, 0.02, &k, 0.03, &v, 0.05, &mut s, out);
+            (table.attention_i8)(&g, qs, 0.02, &k, 0.03, &v, 0.05, &mut s, QOut::F32(&mut f));
+            (a, f)
+        };
+        let ((a, fa), (b, fb)) = (run(&GENERIC), run(t));
+        if a != b || fa.iter().zip(&fb).any(|(x, y)| x.to_bits() != y.to_bits()) {
+            return Err(format!(
+                "short scores/out/q by {short_scores}/{short_out}/{short_q}: output differs from generic"
+            ));
+        }
+        cases += 1;
+    }
     Ok(cases)
 }
 

@@ -59,15 +59,13 @@ pub(crate) fn attention_i8(
     scores: &mut [f32],
     out: QOut<'_>,
 ) {
-    if !fits(g, q, k, v) {
-        return quant::attention_i8(g, q, sq, k, sk, v, sv, scores, out);
-    }
-    let Some(raw) = RawQOut::whole(g, out) else {
-        // Shorter than heads·head_dim·n: generic does nothing either.
-        return;
+    let raw = match RawQOut::for_kernel(g, q, k, v, scores.len(), out, fits(g, q, k, v)) {
+        Ok(raw) => raw,
+        // Includes a short output or score row, where generic writes the heads that fit, or nothing.
+        Err(out) => return quant::attention_i8(g, q, sq, k, sk, v, sv, scores, out),
     };
     // SAFETY: reachable only through the NEON table (NEON detected); q, k, v hold `heads·d·n` elements (`fits`),
-    // the output as many (`RawQOut::whole`, borrowed mutably, so all of it may be written); n <= NMAX, d <= DMAX.
+    // the output as many (`RawQOut::for_kernel`, borrowed mutably, so all of it may be written); n <= NMAX, d <= DMAX.
     unsafe { attention_i8_neon(g, q, sq, k, sk, v, sv, raw) }
 }
 

@@ -144,16 +144,9 @@ fn whole<const MVE: bool>(
     scores: &mut [f32],
     out: QOut<'_>,
 ) {
-    let total = g.heads.saturating_mul(g.head_dim).saturating_mul(g.n);
-    let out_len = match &out {
-        QOut::I8 { data, .. } => data.len(),
-        QOut::F32(data) => data.len(),
-    };
-    if !fits::<MVE>(g, q, k, v) || scores.len() < g.n || out_len < total {
-        return quant::attention_i8(g, q, sq, k, sk, v, sv, scores, out);
-    }
-    if let Some(raw) = RawQOut::whole(g, out) {
-        attention_i8::<MVE>(g, q, sq, k, sk, v, sv, raw);
+    match RawQOut::for_kernel(g, q, k, v, scores.len(), out, fits::<MVE>(g, q, k, v)) {
+        Ok(raw) => attention_i8::<MVE>(g, q, sq, k, sk, v, sv, raw),
+        Err(out) => quant::attention_i8(g, q, sq, k, sk, v, sv, scores, out),
     }
 }
 
@@ -797,7 +790,7 @@ fn store<const W: usize>(
             let y = a * fr;
             // SAFETY: `at` is channel `h·d + c0 + c < heads·d` (a head's `base` plus a channel below `d`), token
             // `i0 + r < out.rows.1 ≤ n` (`valid` stops at the end of the call's tokens), so `at < heads·d·n`, within
-            // the output `RawQOut` was made from, and the token is one this call may write (`RawQOut::whole`: all;
+            // the output `RawQOut` was made from, and the token is one this call may write (`RawQOut::for_kernel`: all;
             // `RawQOut::rows`: this worker's, which no other worker writes).
             unsafe {
                 match out.out {

@@ -51,22 +51,9 @@ pub(crate) fn attention_i8(
     scores: &mut [f32],
     out: QOut<'_>,
 ) {
-    let total = g.heads * g.head_dim * g.n;
-    let out_len = match &out {
-        QOut::I8 { data, .. } => data.len(),
-        QOut::F32(d) => d.len(),
-    };
-    if !fits(g)
-        || q.len() < total
-        || k.len() < total
-        || v.len() < total
-        || out_len < total
-        || scores.len() < g.n
-    {
-        return super::avx2::attention_i8(g, q, sq, k, sk, v, sv, scores, out);
-    }
-    let Some(raw) = RawQOut::whole(g, out) else {
-        return;
+    let raw = match RawQOut::for_kernel(g, q, k, v, scores.len(), out, fits(g)) {
+        Ok(raw) => raw,
+        Err(out) => return super::avx2::attention_i8(g, q, sq, k, sk, v, sv, scores, out),
     };
     // SAFETY: reachable only through the AVX-512 table (avx512f/bw/vnni detected); every slice holds `total`
     // elements (the output borrowed mutably, so all of it may be written) and the geometry passed `fits`.
