@@ -429,7 +429,7 @@ pub enum QRowsOut<'r, 'a> {
 
 /// Where an int8 attention kernel writes: the start of a `[heads·head_dim][n]` int8 output with its scale, or of an
 /// `f32` one, and the query tokens `rows` it may write of every channel. Made only from a `QOut` (all tokens) or a
-/// [`QRowsOut`] (its worker's), after the length and shape checks of [`RawQOut::for_kernel`] / [`RawQOut::rows`].
+/// [`QRowsOut`] (its worker's), after the length and shape checks of [`RawQOut::for_kernel`] / [`RawQOut::rows_for_kernel`].
 // Used by the x86_64, aarch64 and 32-bit Arm attention kernels only.
 #[cfg_attr(
     not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "arm")),
@@ -505,12 +505,21 @@ impl RawQOut {
         })
     }
 
-    /// A worker's tokens of `out`, if it is `[heads·head_dim][n][1]` of at least `heads·head_dim·n` elements.
-    pub(crate) fn rows(
+    /// A worker's tokens of `out` for a tier's own int8 attention kernel, if the geometry `fits` the kernel, `q`,
+    /// `k` and `v` hold `heads·head_dim·n` elements and `out` is `[heads·head_dim][n][1]` of at least as many
+    /// (the query-range twin of [`RawQOut::for_kernel`]; `None`: the caller returns false, nothing written).
+    pub(crate) fn rows_for_kernel(
         g: &crate::generic::AttentionGeom,
+        q: &[i8],
+        k: &[i8],
+        v: &[i8],
         out: QRowsOut<'_, '_>,
+        fits: bool,
     ) -> Option<RawQOut> {
         let total = g.heads.checked_mul(g.head_dim)?.checked_mul(g.n)?;
+        if !fits || q.len() < total || k.len() < total || v.len() < total {
+            return None;
+        }
         let (raw, len, shape, rows) = match out {
             QRowsOut::I8 { out, scale } => (
                 RawQ::I8(out.as_mut_ptr(), scale),

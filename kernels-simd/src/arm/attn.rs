@@ -163,12 +163,9 @@ fn rows<const MVE: bool>(
     sv: f32,
     out: QRowsOut<'_, '_>,
 ) -> bool {
-    let Some(raw) = RawQOut::rows(g, out) else {
+    let Some(raw) = RawQOut::rows_for_kernel(g, q, k, v, out, fits::<MVE>(g, q, k, v)) else {
         return false;
     };
-    if !fits::<MVE>(g, q, k, v) {
-        return false;
-    }
     attention_i8::<MVE>(g, q, sq, k, sk, v, sv, raw);
     true
 }
@@ -791,7 +788,7 @@ fn store<const W: usize>(
             // SAFETY: `at` is channel `h·d + c0 + c < heads·d` (a head's `base` plus a channel below `d`), token
             // `i0 + r < out.rows.1 ≤ n` (`valid` stops at the end of the call's tokens), so `at < heads·d·n`, within
             // the output `RawQOut` was made from, and the token is one this call may write (`RawQOut::for_kernel`: all;
-            // `RawQOut::rows`: this worker's, which no other worker writes).
+            // `RawQOut::rows_for_kernel`: this worker's, which no other worker writes).
             unsafe {
                 match out.out {
                     RawQ::I8(p, scale) => *p.add(at) = quant::quantize(y, scale),

@@ -73,14 +73,10 @@ pub(crate) fn attention_i8_rows(
     sv: f32,
     out: QRowsOut<'_, '_>,
 ) -> bool {
-    let total = g.heads * g.head_dim * g.n;
-    let Some(raw) = RawQOut::rows(g, out) else {
+    let Some(raw) = RawQOut::rows_for_kernel(g, q, k, v, out, fits(g)) else {
         return false;
     };
-    if !fits(g) || q.len() < total || k.len() < total || v.len() < total {
-        return false;
-    }
-    // SAFETY: as in `attention_i8`; `RawQOut::rows` checked the output is `[heads·head_dim][n]` of at least
+    // SAFETY: as in `attention_i8`; `RawQOut::rows_for_kernel` checked the output is `[heads·head_dim][n]` of at least
     // `total` elements, and the kernel writes only its tokens, the ones `RowsOut::as_mut_ptr` lets this worker
     // write.
     unsafe { attention_i8_512(g, q, sq, k, sk, v, sv, raw) };
