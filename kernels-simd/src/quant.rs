@@ -449,42 +449,115 @@ impl HiRequant {
     }
 }
 
-/// A [`ChannelEpilogue`] for an int8 output with no residual, in 32-bit arithmetic: what [`ChannelEpilogue::store_i8`]
-/// computes for one element, with per-channel constants resolved once (a 32-bit core calls it per pixel pair).
+/// [`Requant::apply`] of an int8 value (a residual element) in one 32 × 32 → 64-bit multiply: for a shift
+/// `8 ≤ s < 32` the value is pre-scaled by `2^(32−s)` (at most `2^7 · 2^24`: exact in `i32`) and the rounding
+/// constant becomes `2^31`, so the high word is the result; for `s ≥ 32` it is [`HiRequant`]'s form.
 #[cfg_attr(not(target_arch = "arm"), allow(dead_code))]
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct FastI8 {
-    bias: i32,
-    ma: HiRequant,
-    mb: HiRequant,
+pub(crate) struct SmallRequant {
+    mult: i32,
+    round: i64,
+    pre: u32,
+    rest: u32,
 }
 
 #[cfg_attr(not(target_arch = "arm"), allow(dead_code))]
-impl FastI8 {
-    /// `store_i8`'s value for sums `a` (first input part) and `b` (second): `a + bias` saturated to `i32` is the
-    /// clamp `Requant::apply` does; each term is at most `2^30` in magnitude (`s ≥ 32`), so their sum is exact in
-    /// `i32`, as the `i64` saturating adds are; a zero `b` or a zero multiplier contributes 0 either way.
+impl SmallRequant {
+    /// `None` where the shift is below 8 (a multiplier of at least 2^23).
+    fn new(r: Requant) -> Option<SmallRequant> {
+        if r.mult == 0 {
+            return Some(SmallRequant {
+                mult: 0,
+                round: 0,
+                pre: 0,
+                rest: 0,
+            });
+        }
+        let s = r.shift.min(62);
+        if s < 8 {
+            return None;
+        }
+        let (pre, rest) = if s >= 32 { (0, s - 32) } else { (32 - s, 0) };
+        Some(SmallRequant {
+            mult: r.mult,
+            round: 1i64 << (s + pre - 1),
+            pre,
+            rest,
+        })
+    }
+
+    /// `(x · mult + 2^(s−1)) >> s` for `x` in `[-128, 127]`: `(x · 2^pre · mult + 2^(s+pre−1)) >> (s + pre)` is
+    /// the same floor division, and `s + pre` is 32 plus `rest`.
     #[inline(always)]
-    pub(crate) fn apply(&self, a: i32, b: i32) -> i8 {
-        let y = self.ma.apply(a.saturating_add(self.bias)) + self.mb.apply(b);
-        y.clamp(-128, 127) as i8
+    fn apply(self, x: i8) -> i32 {
+        ((((x as i32) << self.pre) as i64 * self.mult as i64 + self.round) >> 32) as i32
+            >> self.rest
     }
 }
 
-impl ChannelEpilogue<'_> {
-    /// This channel's [`FastI8`], where there is no residual and both multipliers are below 1/2 (or zero).
-    #[cfg_attr(not(target_arch = "arm"), allow(dead_code))]
-    pub(crate) fn fast_i8(&self) -> Option<FastI8> {
-        if !self.rplane.is_empty() {
-            return None;
+/// A [`ChannelEpilogue`] for an int8 output in 32-bit arithmetic: what [`ChannelEpilogue::store_i8`] computes, with
+/// per-channel constants resolved once (a 32-bit core calls it per pixel pair).
+#[cfg_attr(not(target_arch = "arm"), allow(dead_code))]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FastI8<'a> {
+    bias: i32,
+    ma: HiRequant,
+    mb: HiRequant,
+    mr: SmallRequant,
+    rplane: &'a [i8],
+}
+
+#[cfg_attr(not(target_arch = "arm"), allow(dead_code))]
+impl FastI8<'_> {
+    /// `store_i8`'s value for sums `a` (first input part) and `b` (second) and residual element `r`: `a + bias`
+    /// saturated to `i32` is the clamp `Requant::apply` does; the two sums' terms are at most `2^30` in magnitude
+    /// (`s ≥ 32`), so their sum is exact in `i32`, as the `i64` adds are; the residual's is at most
+    /// `2^7 · 2^31 / 2^8 = 2^30`, and a saturating `i32` add of it lands beyond the int8 clamp exactly when the
+    /// `i64` sum does. A zero term contributes 0 either way.
+    #[inline(always)]
+    fn value(&self, a: i32, b: i32, r: i8) -> i8 {
+        let y = (self.ma.apply(a.saturating_add(self.bias)) + self.mb.apply(b))
+            .saturating_add(self.mr.apply(r));
+        y.clamp(-128, 127) as i8
+    }
+
+    /// [`ChannelEpilogue::store_i8`]: `out[j]` from `acc_a[j]`, `acc_b[j]` and the residual at pixel `p0 + j` (0
+    /// past the end of the residual plane, as there), over the shortest of the three slices.
+    #[inline(always)]
+    pub(crate) fn store(&self, p0: usize, acc_a: &[i32], acc_b: &[i32], out: &mut [i8]) {
+        match self.rplane.get(p0..) {
+            Some(r) if !r.is_empty() => {
+                for (j, ((o, &a), &b)) in out.iter_mut().zip(acc_a).zip(acc_b).enumerate() {
+                    *o = self.value(a, b, r.get(j).copied().unwrap_or(0));
+                }
+            }
+            _ => {
+                for ((o, &a), &b) in out.iter_mut().zip(acc_a).zip(acc_b) {
+                    // No residual: its term is 0 (`apply(0)` rounds 2^(s−1) / 2^s down).
+                    let y = self.ma.apply(a.saturating_add(self.bias)) + self.mb.apply(b);
+                    *o = y.clamp(-128, 127) as i8;
+                }
+            }
         }
+    }
+}
+
+impl<'a> ChannelEpilogue<'a> {
+    /// This channel's [`FastI8`], where both sums' multipliers are below 1/2 (or zero) and the residual's has a
+    /// shift of at least 8.
+    #[cfg_attr(not(target_arch = "arm"), allow(dead_code))]
+    pub(crate) fn fast_i8(&self) -> Option<FastI8<'a>> {
         Some(FastI8 {
             bias: i32::try_from(self.bias_q).ok()?,
             ma: HiRequant::new(self.ma)?,
             mb: HiRequant::new(self.mb)?,
+            mr: SmallRequant::new(self.mr)?,
+            rplane: self.rplane,
         })
     }
+}
 
+impl ChannelEpilogue<'_> {
     /// `out[j] = requant(acc_a[j], acc_b[j], residual[p0 + j])` for an int8 output; `p0` is the pixel index of
     /// `out[0]` within the channel.
     #[inline]
@@ -560,13 +633,20 @@ pub fn group_norm_i8(a: &GroupNormI8Args<'_>, input: &[i8], out: &mut [i8]) {
     group_norm_i8_by(a, input, out, channel_sums, GnChannel::apply_slice);
 }
 
-/// `(Σ x, Σ x²)` over one channel, exactly (integers: any order gives the same sums).
+/// `(Σ x, Σ x²)` over one channel, exactly (integers: any order gives the same sums). Blocks of 2^16 values are
+/// summed in `i32` (at most 2^16 · 2^14 = 2^30 for `Σ x²`) and widened once per block: on a 32-bit core a 64-bit
+/// add per element was half the loop.
 pub(crate) fn channel_sums(xc: &[i8]) -> (i64, i64) {
     let (mut s1, mut s2) = (0i64, 0i64);
-    for &x in xc {
-        let x = x as i64;
-        s1 += x;
-        s2 += x * x;
+    for blk in xc.chunks(1 << 16) {
+        let (mut a1, mut a2) = (0i32, 0i32);
+        for &x in blk {
+            let x = x as i32;
+            a1 += x;
+            a2 += x * x;
+        }
+        s1 += a1 as i64;
+        s2 += a2 as i64;
     }
     (s1, s2)
 }
@@ -593,16 +673,25 @@ impl GnChannel {
         quantize(if self.silu { silu(y) } else { y }, self.out_scale)
     }
 
-    /// A channel's elements (stops at the shorter slice). Above 256 elements the function is tabulated over the
-    /// 256 possible inputs first (same bits, fewer `expf`).
+    /// A channel's elements (stops at the shorter slice). When the channel holds fewer distinct input values
+    /// than elements (its range `min..=max` is shorter than the slice), the function is tabulated over that range
+    /// first: the same bits with fewer `expf` (a 32×32 channel of activations typically spans well under the 256
+    /// int8 values, and an 8×8 one under its 64 elements).
     pub fn apply_slice(&self, xc: &[i8], yc: &mut [i8]) {
-        if xc.len() > 256 {
+        let n = xc.len().min(yc.len());
+        let (xc, yc) = (&xc[..n], &mut yc[..n]);
+        let (lo, hi) = xc
+            .iter()
+            .fold((i8::MAX, i8::MIN), |(l, h), &x| (l.min(x), h.max(x)));
+        let span = (hi as i32 - lo as i32 + 1).max(0) as usize;
+        if span < n {
             let mut lut = [0i8; 256];
-            for (v, l) in lut.iter_mut().enumerate() {
-                *l = self.apply(v as u8 as i8);
+            for (l, v) in lut.iter_mut().zip(lo..=hi) {
+                *l = self.apply(v);
             }
             for (y, &x) in yc.iter_mut().zip(xc) {
-                *y = lut[x as u8 as usize];
+                // x - lo is in 0..span <= 256: the wrapping byte difference is that offset.
+                *y = lut[x.wrapping_sub(lo) as u8 as usize];
             }
         } else {
             for (y, &x) in yc.iter_mut().zip(xc) {
@@ -924,6 +1013,84 @@ mod tests {
         for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
             assert!((g as i64 - w).abs() <= 1, "{what}: element {i}: {g} vs {w}");
         }
+    }
+
+    /// The Cortex-M tiers' 32-bit epilogue ([`FastI8`]) against [`ChannelEpilogue::store_i8`], wherever
+    /// `fast_i8` offers it: random and extreme multipliers (every shift from 0 to 63, zero, saturated), biases, sums
+    /// (including `i32::MIN` / `MAX`) and residual planes (full, short, missing). Runs on every host, not only
+    /// under QEMU, so a wrong bound in its overflow argument fails here first.
+    #[test]
+    fn fast_i8_epilogue_matches_store_i8() {
+        let mut r = Lcg(77);
+        let rq = |r: &mut Lcg| match r.below(8) {
+            0 => Requant::ZERO,
+            1 => Requant {
+                mult: i32::MAX,
+                shift: r.below(64) as u32,
+            },
+            2 => Requant::from_real(r.f().abs() as f64 * 4.0),
+            _ => Requant {
+                mult: (r.next_u32() >> 1) as i32 | (1 << 30),
+                // Mostly where the fast path applies (and just below), sometimes anywhere.
+                shift: if r.below(4) == 0 {
+                    r.below(64)
+                } else {
+                    30 + r.below(34)
+                } as u32,
+            },
+        };
+        let edge = [i32::MIN, i32::MAX, 0, -1, 1, i32::MIN + 1, i32::MAX - 1];
+        let (mut offered, mut with_residual) = (0, 0);
+        for case in 0..20_000 {
+            let len = 1 + r.below(40);
+            let plane = r.vec_i8(len);
+            let rlen = match r.below(4) {
+                0 => 0,
+                1 => r.below(plane.len()),
+                _ => plane.len(),
+            };
+            let ch = ChannelEpilogue {
+                sa: 0.0,
+                sb: 0.0,
+                bsum: 0.0,
+                sr: 0.0,
+                div: 1.0,
+                bias_q: match r.below(6) {
+                    0 => i64::from(i32::MAX) + 1,
+                    1 => i64::from(edge[r.below(edge.len())]),
+                    _ => (r.next_u32() as i32 >> r.below(32)) as i64,
+                },
+                ma: rq(&mut r),
+                mb: rq(&mut r),
+                mr: rq(&mut r),
+                rplane: &plane[..rlen],
+            };
+            let Some(f) = ch.fast_i8() else { continue };
+            offered += 1;
+            with_residual += usize::from(rlen > 0);
+            let n = 1 + r.below(8);
+            let sum = |r: &mut Lcg| {
+                if r.below(4) == 0 {
+                    edge[r.below(edge.len())]
+                } else {
+                    r.next_u32() as i32 >> r.below(32)
+                }
+            };
+            let a: Vec<i32> = (0..n).map(|_| sum(&mut r)).collect();
+            let b: Vec<i32> = (0..n)
+                .map(|_| if r.below(3) == 0 { 0 } else { sum(&mut r) })
+                .collect();
+            let p0 = r.below(plane.len() + 2);
+            let (mut want, mut got) = (vec![0i8; n], vec![0i8; n]);
+            ch.store_i8(p0, &a, &b, &mut want);
+            f.store(p0, &a, &b, &mut got);
+            assert_eq!(got, want, "case {case}: {ch:?}, p0 {p0}, a {a:?}, b {b:?}");
+        }
+        // The generator must reach the fast path often, with and without a residual.
+        assert!(
+            offered > 5_000 && with_residual > 2_000,
+            "{offered} / {with_residual}"
+        );
     }
 
     #[test]

@@ -263,11 +263,7 @@ pub(super) fn conv2d_i8_patch<K: PatchKernel>(
                     Ok(d) => {
                         if let Some(dst) = d.get_mut(base..base + np) {
                             match f {
-                                Some(f) => {
-                                    for ((o, &x), &y) in dst.iter_mut().zip(a).zip(b) {
-                                        *o = f.apply(x, y);
-                                    }
-                                }
+                                Some(f) => f.store(p, a, b, dst),
                                 None => ch.store_i8(p, a, b, dst),
                             }
                         }
