@@ -31,36 +31,83 @@ pub(super) trait PatchKernel {
     fn dot(p: &Self::Patch, len: usize, w0: &[i8], w1: &[i8]) -> [i32; 4];
 }
 
-/// Copy the `K × K` taps of an interior window for `nc` channels: `dst` is `[nc][K][K]`, the window of channel `c`
-/// starts at `base` of `src`'s `c`-th plane of `hw` elements, rows `w` apart. (Index arithmetic and `get`, no
-/// `chunks_exact`: nothing here can panic, which the firmware's panic-check build verifies at link time.)
+/// Copy the 3 × 3 taps of an interior window for `nc` channels: `dst` is `[nc][3][3]`, the window of channel `c`
+/// starts at `base` of `src`'s `c`-th plane of `hw` elements, rows `w` apart. Each row moves as one unaligned word
+/// (a load of 4 bytes, a store of 4 at `dst + 3·row`; the fourth byte is overwritten by the next row or channel)
+/// where the fourth byte read still lies in `src` and the fourth written in `dst`; the rest byte by byte. (With
+/// a bounds check per row, the checks were most of the instructions of the convolution's most frequent copy.)
 #[inline(always)]
-fn copy_window<const K: usize>(
-    src: &[i8],
-    hw: usize,
-    base: usize,
-    w: usize,
-    nc: usize,
-    dst: &mut [i8],
-) {
-    for c in 0..nc {
-        let (Some(sc), Some(dc)) = (
-            src.get(c * hw..(c + 1) * hw),
-            dst.get_mut(c * K * K..(c + 1) * K * K),
-        ) else {
-            return;
-        };
-        let mut o = base;
-        for ky in 0..K {
-            if let (Some(d), Some(s)) = (
-                dc.get_mut(ky * K..ky * K + K)
-                    .and_then(|d| <&mut [i8; K]>::try_from(d).ok()),
-                sc.get(o..o + K).and_then(|s| <&[i8; K]>::try_from(s).ok()),
-            ) {
-                *d = *s;
-            }
-            o += w;
+fn copy_window3(src: &[i8], hw: usize, base: usize, w: usize, nc: usize, dst: &mut [i8]) {
+    // The last tap of the last channel's window; every channel's window lies inside its plane.
+    let Some(last) = nc
+        .checked_sub(1)
+        .and_then(|c| c.checked_mul(hw))
+        .and_then(|o| o.checked_add(base + 2 * w + 2))
+    else {
+        return;
+    };
+    if w < 3 || base + 2 * w + 2 >= hw || last >= src.len() || dst.len() < 9 * nc {
+        return;
+    }
+    // Channels whose word copies stay inside both slices: channel `c` reads up to `c·hw + base + 2w + 3` (at most
+    // `last + 1`; below `(c + 1)·hw ≤ last` for all but the last channel) and writes up to `9c + 9`.
+    let mut words = if last + 1 < src.len() { nc } else { nc - 1 };
+    words = words.min(dst.len().saturating_sub(1) / 9);
+    let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
+    for c in 0..words {
+        // SAFETY: `c < words` (see above): the reads `c·hw + base + {0, w, 2w} + 0..4` lie in `src`, the writes
+        // `9c + {0, 3, 6} + 0..4` in `dst`; `read_unaligned` / `write_unaligned` need no alignment.
+        unsafe {
+            let s = sp.add(c * hw + base);
+            let d = dp.add(9 * c);
+            let r0 = (s as *const u32).read_unaligned();
+            let r1 = (s.add(w) as *const u32).read_unaligned();
+            let r2 = (s.add(2 * w) as *const u32).read_unaligned();
+            (d as *mut u32).write_unaligned(r0);
+            (d.add(3) as *mut u32).write_unaligned(r1);
+            (d.add(6) as *mut u32).write_unaligned(r2);
         }
+    }
+    for c in words..nc {
+        let o = c * hw + base;
+        for ky in 0..3 {
+            if let (Some(d), Some(s)) = (
+                dst.get_mut(9 * c + 3 * ky..9 * c + 3 * ky + 3),
+                src.get(o + ky * w..o + ky * w + 3),
+            ) {
+                d.copy_from_slice(s);
+            }
+        }
+    }
+}
+
+/// Copy the single tap of a 1 × 1 window for `nc` channels: `dst[c] = src[c·hw + base]` (a column of the `[nc][hw]`
+/// input), four channels per step.
+#[inline(always)]
+fn copy_column(src: &[i8], hw: usize, base: usize, nc: usize, dst: &mut [i8]) {
+    if nc == 0 || base >= hw || nc.checked_mul(hw).is_none_or(|n| src.len() < n) || dst.len() < nc {
+        return;
+    }
+    let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
+    let mut c = 0;
+    while c + 4 <= nc {
+        // SAFETY: `base < hw` and `src.len() ≥ nc·hw`: the reads `(c + i)·hw + base` (`c + i < nc`) lie in `src`,
+        // the writes `c + i < nc ≤ dst.len()` in `dst`.
+        unsafe {
+            let s = sp.add(c * hw + base);
+            let (x0, x1, x2, x3) = (*s, *s.add(hw), *s.add(2 * hw), *s.add(3 * hw));
+            let d = dp.add(c);
+            *d = x0;
+            *d.add(1) = x1;
+            *d.add(2) = x2;
+            *d.add(3) = x3;
+        }
+        c += 4;
+    }
+    while c < nc {
+        // SAFETY: as above, for one channel `c < nc`.
+        unsafe { *dp.add(c) = *sp.add(c * hw + base) };
+        c += 1;
     }
 }
 
@@ -79,17 +126,21 @@ fn gather(
 ) {
     let (k, hw, nc) = (g.k, g.h * g.w, c1.saturating_sub(c0));
     let kk = k * k;
-    let (Some(dst), Some(src)) = (dst.get_mut(..nc * kk), input.get(c0 * hw..c1 * hw)) else {
+    let Some(src) = input.get(c0 * hw..c1 * hw) else {
         return;
     };
+    if dst.len() < nc * kk {
+        return;
+    }
     let iy0 = (oy * g.stride).wrapping_sub(g.pad_t);
     let ix0 = (ox * g.stride).wrapping_sub(g.pad_l);
     if iy0 < g.h && g.h - iy0 >= k && ix0 < g.w && g.w - ix0 >= k {
-        // The whole window lies inside the input: plain copies of `k` taps.
+        // The whole window lies inside the input: plain copies of `k` taps (the word copies may write one byte
+        // past the taps, still inside `dst`, so they get the whole slice).
         let base = iy0 * g.w + ix0;
         match k {
-            1 => copy_window::<1>(src, hw, base, g.w, nc, dst),
-            3 => copy_window::<3>(src, hw, base, g.w, nc, dst),
+            1 => copy_column(src, hw, base, nc, dst),
+            3 => copy_window3(src, hw, base, g.w, nc, dst),
             _ => {
                 for c in 0..nc {
                     for ky in 0..k {
@@ -105,6 +156,9 @@ fn gather(
         }
         return;
     }
+    let Some(dst) = dst.get_mut(..nc * kk) else {
+        return;
+    };
     // A window crossing the border: zeros, then the rectangle of taps inside the input (rows `ylo..yhi`,
     // columns `xlo..xhi` of the window).
     dst.fill(0);
@@ -121,6 +175,39 @@ fn gather(
     let (ylo, yhi) = range(oy * g.stride, g.pad_t, g.h);
     let (xlo, xhi) = range(ox * g.stride, g.pad_l, g.w);
     let nx = xhi - xlo;
+    if nx == 0 || yhi == ylo {
+        return;
+    }
+    // Every tap row read lies inside its plane when the first and last rows and columns of the rectangle do (the
+    // rectangle is at most `k` wide, so no index wraps between them).
+    let inside = iy0.wrapping_add(ylo) < g.h
+        && iy0.wrapping_add(yhi - 1) < g.h
+        && ix0.wrapping_add(xlo) < g.w
+        && ix0.wrapping_add(xhi - 1) < g.w
+        && xhi <= k
+        && yhi <= k;
+    if inside && src.len() >= nc * hw {
+        let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
+        for c in 0..nc {
+            for ky in ylo..yhi {
+                let o = c * hw + iy0.wrapping_add(ky) * g.w + ix0.wrapping_add(xlo);
+                let e = (c * k + ky) * k + xlo;
+                // SAFETY: row `iy0 + ky` and columns `ix0 + xlo .. ix0 + xhi` lie in the `h × w` plane (`inside`),
+                // so `o + nx ≤ (c + 1)·hw ≤ src.len()`; `e + nx ≤ (c·k + ky + 1)·k ≤ nc·k·k = dst.len()`. The
+                // fixed-size copies keep LLVM from calling `memcpy` for two or three bytes.
+                unsafe {
+                    let (s, d) = (sp.add(o), dp.add(e));
+                    match nx {
+                        3 => (d as *mut [i8; 3]).write((s as *const [i8; 3]).read()),
+                        2 => (d as *mut [i8; 2]).write((s as *const [i8; 2]).read()),
+                        1 => *d = *s,
+                        _ => core::ptr::copy_nonoverlapping(s, d, nx),
+                    }
+                }
+            }
+        }
+        return;
+    }
     for c in 0..nc {
         for ky in ylo..yhi {
             let o = c * hw + iy0.wrapping_add(ky) * g.w + ix0.wrapping_add(xlo);
