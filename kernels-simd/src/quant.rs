@@ -509,33 +509,51 @@ pub(crate) struct FastI8<'a> {
 
 #[cfg_attr(not(target_arch = "arm"), allow(dead_code))]
 impl FastI8<'_> {
-    /// `store_i8`'s value for sums `a` (first input part) and `b` (second) and residual element `r`: `a + bias`
-    /// saturated to `i32` is the clamp `Requant::apply` does; the two sums' terms are at most `2^30` in magnitude
-    /// (`s ≥ 32`), so their sum is exact in `i32`, as the `i64` adds are; the residual's is at most
-    /// `2^7 · 2^31 / 2^8 = 2^30`, and a saturating `i32` add of it lands beyond the int8 clamp exactly when the
-    /// `i64` sum does. A zero term contributes 0 either way.
+    /// `store_i8`'s value for sums `a` (first input part), `b` (second; `None`: no channels in that part, a sum
+    /// of 0) and residual element `r` (`None`: none, a term of 0): `a + bias` saturated to `i32` is the clamp
+    /// `Requant::apply` does; the two sums' terms are at most `2^30` in magnitude (`s ≥ 32`), so their sum is
+    /// exact in `i32`, as the `i64` adds are; the residual's is at most `2^7 · 2^31 / 2^8 = 2^30`, and a
+    /// saturating `i32` add of it lands beyond the int8 clamp exactly when the `i64` sum does. A zero sum or
+    /// residual contributes 0 (`apply(0)` rounds `2^(s−1) / 2^s` down), so leaving a term out is the same.
     #[inline(always)]
-    fn value(&self, a: i32, b: i32, r: i8) -> i8 {
-        let y = (self.ma.apply(a.saturating_add(self.bias)) + self.mb.apply(b))
-            .saturating_add(self.mr.apply(r));
+    fn value(&self, a: i32, b: Option<i32>, r: Option<i8>) -> i8 {
+        let mut y = self.ma.apply(a.saturating_add(self.bias));
+        if let Some(b) = b {
+            y += self.mb.apply(b);
+        }
+        if let Some(r) = r {
+            y = y.saturating_add(self.mr.apply(r));
+        }
         y.clamp(-128, 127) as i8
     }
 
-    /// [`ChannelEpilogue::store_i8`]: `out[j]` from `acc_a[j]`, `acc_b[j]` and the residual at pixel `p0 + j` (0
-    /// past the end of the residual plane, as there), over the shortest of the three slices.
+    /// [`ChannelEpilogue::store_i8`]: `out[j]` from `acc_a[j]`, `acc_b[j]` (`None`: all 0) and the residual at
+    /// pixel `p0 + j` (0 past the end of the residual plane, as there), over the shortest of the slices.
     #[inline(always)]
-    pub(crate) fn store(&self, p0: usize, acc_a: &[i32], acc_b: &[i32], out: &mut [i8]) {
-        match self.rplane.get(p0..) {
-            Some(r) if !r.is_empty() => {
-                for (j, ((o, &a), &b)) in out.iter_mut().zip(acc_a).zip(acc_b).enumerate() {
-                    *o = self.value(a, b, r.get(j).copied().unwrap_or(0));
-                }
-            }
-            _ => {
-                for ((o, &a), &b) in out.iter_mut().zip(acc_a).zip(acc_b) {
-                    // No residual: its term is 0 (`apply(0)` rounds 2^(s−1) / 2^s down).
-                    let y = self.ma.apply(a.saturating_add(self.bias)) + self.mb.apply(b);
-                    *o = y.clamp(-128, 127) as i8;
+    pub(crate) fn store(&self, p0: usize, acc_a: &[i32], acc_b: Option<&[i32]>, out: &mut [i8]) {
+        let n = out
+            .len()
+            .min(acc_a.len())
+            .min(acc_b.map_or(usize::MAX, <[i32]>::len));
+        let r = self.rplane.get(p0..).unwrap_or(&[]);
+        let pairs = out.iter_mut().zip(acc_a);
+        match (acc_b, r.len()) {
+            (None, 0) => pairs.for_each(|(o, &a)| *o = self.value(a, None, None)),
+            (Some(b), 0) => pairs
+                .zip(b)
+                .for_each(|((o, &a), &b)| *o = self.value(a, Some(b), None)),
+            (None, rl) if rl >= n => pairs
+                .zip(r)
+                .for_each(|((o, &a), &r)| *o = self.value(a, None, Some(r))),
+            (Some(b), rl) if rl >= n => pairs
+                .zip(b)
+                .zip(r)
+                .for_each(|(((o, &a), &b), &r)| *o = self.value(a, Some(b), Some(r))),
+            // A residual plane ending inside this run (malformed input): element by element.
+            (b, _) => {
+                for (j, (o, &a)) in pairs.take(n).enumerate() {
+                    let bj = b.map(|b| b.get(j).copied().unwrap_or(0));
+                    *o = self.value(a, bj, Some(r.get(j).copied().unwrap_or(0)));
                 }
             }
         }
@@ -1077,13 +1095,26 @@ mod tests {
                 }
             };
             let a: Vec<i32> = (0..n).map(|_| sum(&mut r)).collect();
+            // A second part that is empty (all 0) in a quarter of the cases, else partly zero.
+            let no_b = r.below(4) == 0;
             let b: Vec<i32> = (0..n)
-                .map(|_| if r.below(3) == 0 { 0 } else { sum(&mut r) })
+                .map(|_| {
+                    if no_b || r.below(3) == 0 {
+                        0
+                    } else {
+                        sum(&mut r)
+                    }
+                })
                 .collect();
             let p0 = r.below(plane.len() + 2);
             let (mut want, mut got) = (vec![0i8; n], vec![0i8; n]);
             ch.store_i8(p0, &a, &b, &mut want);
-            f.store(p0, &a, &b, &mut got);
+            f.store(p0, &a, Some(&b), &mut got);
+            if b.iter().all(|&v| v == 0) {
+                let mut got_a = vec![0i8; n];
+                f.store(p0, &a, None, &mut got_a);
+                assert_eq!(got_a, want, "case {case} without b");
+            }
             assert_eq!(got, want, "case {case}: {ch:?}, p0 {p0}, a {a:?}, b {b:?}");
         }
         // The generator must reach the fast path often, with and without a residual.

@@ -14,6 +14,9 @@ use crate::{Conv2dGeom, Weights};
 /// Output channels whose epilogues are resolved at once (one [`ChannelEpilogue`] each on the stack).
 pub(super) const CB: usize = 32;
 
+/// Output pixels whose sums are kept for one epilogue call per channel (even: the kernels work on pixel pairs).
+const PB: usize = 16;
+
 /// What a tier supplies to [`conv2d_i8_patch`].
 pub(super) trait PatchKernel {
     /// Patch elements per pixel (one chunk of whole input channels, `k·k` each, must fit).
@@ -289,6 +292,9 @@ pub(super) fn conv2d_i8_patch<K: PatchKernel>(
     let mut patch = K::new_patch();
     let mut chans: [ChannelEpilogue<'_>; CB] = [e.channel(0, so); CB];
     let mut fast: [Option<quant::FastI8>; CB] = [None; CB];
+    // A part with no input channels keeps the sums of 0 it starts a block with (only parts with channels are
+    // written); an empty second part is left out of the fast epilogue altogether.
+    let empty_b = split == g.cin;
     for cb0 in (0..g.cout).step_by(CB) {
         let nb = CB.min(g.cout - cb0);
         for (j, (ch, f)) in chans.iter_mut().zip(fast.iter_mut()).enumerate().take(nb) {
@@ -302,68 +308,85 @@ pub(super) fn conv2d_i8_patch<K: PatchKernel>(
                 (oy + 1, 0)
             }
         };
+        // sums[j][part][pixel of the group]
+        let mut sums = [[[0i32; PB]; 2]; CB];
         let mut p = 0;
-        let mut pix0 = (0, 0); // (oy, ox) of pixel p
+        let mut pix0 = (0, 0); // (oy, ox) of pixel p + q
         while p < plane {
-            let np = 2.min(plane - p);
-            let pix1 = next(pix0);
-            // sums[j][branch][pixel]
-            let mut sums = [[[0i32; 2]; 2]; CB];
-            let mut c0 = 0;
-            while c0 < g.cin {
-                let (lim, per) = if c0 < split {
-                    (split, cpc_a)
-                } else {
-                    (g.cin, cpc_b)
-                };
-                let c1 = (c0 + per).min(lim);
-                let br = usize::from(c0 >= split);
-                let len = (c1 - c0) * kk;
-                {
-                    let (r0, r1) = K::rows(&mut patch);
-                    gather(g, input, pix0.0, pix0.1, c0, c1, r0);
-                    if np == 2 {
-                        gather(g, input, pix1.0, pix1.1, c0, c1, r1);
-                    }
-                }
-                K::prepare(&mut patch, len);
-                let mut j = 0;
-                while j < nb {
-                    let r0 = (cb0 + j) * row + c0 * kk;
-                    let r1 = if j + 1 < nb { r0 + row } else { r0 };
-                    let (Some(w0), Some(w1)) = (w.get(r0..r0 + len), w.get(r1..r1 + len)) else {
-                        break; // unreachable: `w` holds `cout` full rows
+            let npb = PB.min(plane - p);
+            let mut q = 0;
+            while q < npb {
+                let np = 2.min(npb - q);
+                let pix1 = next(pix0);
+                let mut c0 = 0;
+                while c0 < g.cin {
+                    let (lim, per) = if c0 < split {
+                        (split, cpc_a)
+                    } else {
+                        (g.cin, cpc_b)
                     };
-                    let d = K::dot(&patch, len, w0, w1);
-                    for (c, s) in sums.iter_mut().skip(j).take(2).enumerate() {
-                        s[br][0] = s[br][0].wrapping_add(d[2 * c]);
-                        s[br][1] = s[br][1].wrapping_add(d[2 * c + 1]);
+                    let c1 = (c0 + per).min(lim);
+                    let br = usize::from(c0 >= split);
+                    // The part's first chunk stores its sums, the others add to them.
+                    let first = c0 == 0 || c0 == split;
+                    let len = (c1 - c0) * kk;
+                    {
+                        let (r0, r1) = K::rows(&mut patch);
+                        gather(g, input, pix0.0, pix0.1, c0, c1, r0);
+                        if np == 2 {
+                            gather(g, input, pix1.0, pix1.1, c0, c1, r1);
+                        }
                     }
-                    j += 2;
+                    K::prepare(&mut patch, len);
+                    let mut j = 0;
+                    while j < nb {
+                        let r0 = (cb0 + j) * row + c0 * kk;
+                        let r1 = if j + 1 < nb { r0 + row } else { r0 };
+                        let (Some(w0), Some(w1)) = (w.get(r0..r0 + len), w.get(r1..r1 + len))
+                        else {
+                            break; // unreachable: `w` holds `cout` full rows
+                        };
+                        let d = K::dot(&patch, len, w0, w1);
+                        for (c, s) in sums.iter_mut().skip(j).take(2).enumerate() {
+                            // (`q + 1 < PB`: `PB` is even; with one pixel left its sum is unused.)
+                            if let Some(s) = s[br].get_mut(q..q + 2) {
+                                if first {
+                                    s[0] = d[2 * c];
+                                    s[1] = d[2 * c + 1];
+                                } else {
+                                    s[0] = s[0].wrapping_add(d[2 * c]);
+                                    s[1] = s[1].wrapping_add(d[2 * c + 1]);
+                                }
+                            }
+                        }
+                        j += 2;
+                    }
+                    c0 = c1;
                 }
-                c0 = c1;
+                q += np;
+                pix0 = next(pix1);
             }
+            // The group's epilogue, one channel at a time.
             for (j, ((ch, f), s)) in chans.iter().zip(&fast).zip(&sums).enumerate().take(nb) {
                 let base = (cb0 + j) * plane + p;
-                let (a, b) = (&s[0][..np], &s[1][..np]);
+                let (a, b) = (&s[0][..npb], &s[1][..npb]);
                 match &mut out {
                     Ok(d) => {
-                        if let Some(dst) = d.get_mut(base..base + np) {
+                        if let Some(dst) = d.get_mut(base..base + npb) {
                             match f {
-                                Some(f) => f.store(p, a, b, dst),
+                                Some(f) => f.store(p, a, (!empty_b).then_some(b), dst),
                                 None => ch.store_i8(p, a, b, dst),
                             }
                         }
                     }
                     Err(d) => {
-                        if let Some(dst) = d.get_mut(base..base + np) {
+                        if let Some(dst) = d.get_mut(base..base + npb) {
                             ch.store_f32(p, a, b, dst);
                         }
                     }
                 }
             }
-            p += np;
-            pix0 = next(pix1);
+            p += npb;
         }
     }
 }
