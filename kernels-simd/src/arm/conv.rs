@@ -12,7 +12,7 @@ use crate::quant::{self, ActQ, ChannelEpilogue, ConvEpilogue, QOut};
 use crate::{Conv2dGeom, Weights};
 
 /// Output channels whose epilogues are resolved at once (one [`ChannelEpilogue`] each on the stack).
-pub(super) const CB: usize = 32;
+pub(super) const CB: usize = 64;
 
 /// Output pixels whose sums are kept for one epilogue call per channel (even: the kernels work on pixel pairs).
 const PB: usize = 16;
