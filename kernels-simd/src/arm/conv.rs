@@ -56,19 +56,35 @@ fn copy_window3(src: &[i8], hw: usize, base: usize, w: usize, nc: usize, dst: &m
     // `last + 1`; below `(c + 1)·hw ≤ last` for all but the last channel) and writes up to `9c + 9`.
     let mut words = if last + 1 < src.len() { nc } else { nc - 1 };
     words = words.min(dst.len().saturating_sub(1) / 9);
-    let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
-    for c in 0..words {
-        // SAFETY: `c < words` (see above): the reads `c·hw + base + {0, w, 2w} + 0..4` lie in `src`, the writes
-        // `9c + {0, 3, 6} + 0..4` in `dst`; `read_unaligned` / `write_unaligned` need no alignment.
+    if words > 0 {
+        // SAFETY: `words ≥ 1` iterations; iteration `c < words` reads the words at `c·hw + base + {0, w, 2w}` of
+        // `src` and writes those at `9c + {0, 3, 6}` of `dst`, all inside the slices (see above); unaligned `LDR` /
+        // `STR` are architectural on ARMv7-M and ARMv8-M Mainline (only `LDRD`/`LDM` fault). Registers only; the
+        // flags are clobbered (`SUBS`).
         unsafe {
-            let s = sp.add(c * hw + base);
-            let d = dp.add(9 * c);
-            let r0 = (s as *const u32).read_unaligned();
-            let r1 = (s.add(w) as *const u32).read_unaligned();
-            let r2 = (s.add(2 * w) as *const u32).read_unaligned();
-            (d as *mut u32).write_unaligned(r0);
-            (d.add(3) as *mut u32).write_unaligned(r1);
-            (d.add(6) as *mut u32).write_unaligned(r2);
+            core::arch::asm!(
+                "2:",
+                "ldr {a}, [{s}]",
+                "ldr {b}, [{s}, {w}]",
+                "ldr {c}, [{s}, {w2}]",
+                "add {s}, {s}, {hw}",
+                "str {a}, [{d}]",
+                "str {b}, [{d}, #3]",
+                "str {c}, [{d}, #6]",
+                "add {d}, {d}, #9",
+                "subs {n}, {n}, #1",
+                "bne 2b",
+                s = inout(reg) src.as_ptr().add(base) => _,
+                d = inout(reg) dst.as_mut_ptr() => _,
+                n = inout(reg) words => _,
+                w = in(reg) w,
+                w2 = in(reg) 2 * w,
+                hw = in(reg) hw,
+                a = out(reg) _,
+                b = out(reg) _,
+                c = out(reg) _,
+                options(nostack),
+            );
         }
     }
     for c in words..nc {
