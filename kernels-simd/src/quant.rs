@@ -109,14 +109,18 @@ impl Requant {
 
 /// `round(v / scale)` (`libm::roundf`, ties away from zero; an `f32` division, not a multiply by the reciprocal),
 /// clamped to `[-128, 127]`; NaN gives 0.
+///
+/// libm's `roundf(d)` is `trunc(d + copysign(0.5 − 2^-25, d))`; here the truncation is Rust's float-to-integer
+/// conversion (one instruction with an FPU, where libm's `trunc` is integer bit work), which gives the same integer
+/// wherever that is inside `i32`, saturates beyond it (so the clamp gives the same bound) and turns NaN into 0.
+/// Checked against the `libm::roundf` formula on a sweep of all floats and every rounding boundary
+/// (`quantize_is_libm_round`).
 #[inline(always)]
 pub fn quantize(v: f32, scale: f32) -> i8 {
-    let q = libm::roundf(v / scale);
-    if q.is_nan() {
-        0
-    } else {
-        q.clamp(-128.0, 127.0) as i8
-    }
+    let d = v / scale;
+    let half =
+        f32::from_bits((d.to_bits() & 0x8000_0000) | (0.5f32 - 0.25 * f32::EPSILON).to_bits());
+    ((d + half) as i32).clamp(-128, 127) as i8
 }
 
 /// [`quantize`] over a slice (stops at the shorter length).
@@ -696,26 +700,51 @@ impl GnChannel {
     /// first: the same bits with fewer `expf` (a 32×32 channel of activations typically spans well under the 256
     /// int8 values, and an 8×8 one under its 64 elements).
     pub fn apply_slice(&self, xc: &[i8], yc: &mut [i8]) {
+        self.apply_slice_with(xc, yc, range_i8, lookup_i8);
+    }
+
+    /// [`GnChannel::apply_slice`] with a tier's `range(x) = (min x, max x)` (any value for an empty `x`) and
+    /// `lookup(lut, lo, x, y)`: `y[i] = lut[(x[i] − lo) as u8]` over the shorter slice.
+    #[inline(always)]
+    pub(crate) fn apply_slice_with(
+        &self,
+        xc: &[i8],
+        yc: &mut [i8],
+        range: impl Fn(&[i8]) -> (i8, i8),
+        lookup: impl Fn(&[i8; 256], i8, &[i8], &mut [i8]),
+    ) {
         let n = xc.len().min(yc.len());
         let (xc, yc) = (&xc[..n], &mut yc[..n]);
-        let (lo, hi) = xc
-            .iter()
-            .fold((i8::MAX, i8::MIN), |(l, h), &x| (l.min(x), h.max(x)));
+        if n == 0 {
+            return;
+        }
+        let (lo, hi) = range(xc);
         let span = (hi as i32 - lo as i32 + 1).max(0) as usize;
         if span < n {
             let mut lut = [0i8; 256];
             for (l, v) in lut.iter_mut().zip(lo..=hi) {
                 *l = self.apply(v);
             }
-            for (y, &x) in yc.iter_mut().zip(xc) {
-                // x - lo is in 0..span <= 256: the wrapping byte difference is that offset.
-                *y = lut[x.wrapping_sub(lo) as u8 as usize];
-            }
+            lookup(&lut, lo, xc, yc);
         } else {
             for (y, &x) in yc.iter_mut().zip(xc) {
                 *y = self.apply(x);
             }
         }
+    }
+}
+
+/// `(min x, max x)` of an int8 slice (`(127, -128)` when empty).
+pub(crate) fn range_i8(x: &[i8]) -> (i8, i8) {
+    x.iter()
+        .fold((i8::MAX, i8::MIN), |(l, h), &v| (l.min(v), h.max(v)))
+}
+
+/// `y[i] = lut[(x[i] − lo) as u8]` (the table of a range starting at `lo`; stops at the shorter slice).
+pub(crate) fn lookup_i8(lut: &[i8; 256], lo: i8, x: &[i8], y: &mut [i8]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        // `x − lo` is the offset in the range: the wrapping byte difference is that offset.
+        *y = lut[x.wrapping_sub(lo) as u8 as usize];
     }
 }
 
@@ -815,7 +844,8 @@ fn attention_i8_into<T>(
                 acc.fill(0);
                 for (qrow, krow) in qh.chunks_exact(n).zip(kh.chunks_exact(n)) {
                     let qv = qrow[i] as i32;
-                    for (a, &kv) in acc.iter_mut().zip(&krow[j0..]) {
+                    // (`j0 < n = krow.len()`; `get` keeps a bounds panic out of the firmware.)
+                    for (a, &kv) in acc.iter_mut().zip(krow.get(j0..).unwrap_or(&[])) {
                         *a = a.wrapping_add(qv * kv as i32);
                     }
                 }
@@ -972,6 +1002,104 @@ mod tests {
     //! The int8 kernels against f64 / f32 references on the dequantized tensors.
     extern crate std;
     use super::*;
+
+    /// The definition [`quantize`] replaced: `libm::roundf`, then NaN → 0 and the clamp.
+    fn quantize_libm(d: f32) -> i8 {
+        let q = libm::roundf(d);
+        if q.is_nan() {
+            0
+        } else {
+            q.clamp(-128.0, 127.0) as i8
+        }
+    }
+
+    /// Every 61st float (all exponents, both signs, NaN and the infinities among them) and every float within 4
+    /// ulps of each half-integer and integer up to ±200, against libm's rounding.
+    #[test]
+    fn quantize_is_libm_round() {
+        let mut bits = 0u32;
+        loop {
+            let d = f32::from_bits(bits);
+            assert_eq!(quantize(d, 1.0), quantize_libm(d), "{d:e} ({bits:#x})");
+            let Some(b) = bits.checked_add(61) else { break };
+            bits = b;
+        }
+        for k in -400i32..=400 {
+            let c = k as f32 / 2.0;
+            for sign in [1.0f32, -1.0] {
+                let c = sign * c;
+                for o in -4i32..=4 {
+                    let d = f32::from_bits((c.to_bits() as i32 + o) as u32);
+                    assert_eq!(quantize(d, 1.0), quantize_libm(d), "{d:e}");
+                }
+            }
+        }
+        for d in [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            3e9,
+            -3e9,
+        ] {
+            assert_eq!(quantize(d, 1.0), quantize_libm(d), "{d:e}");
+        }
+    }
+
+    /// All 2^32 floats (tens of seconds in release): `cargo test --release -p ember-kernels --lib -- --ignored`.
+    #[test]
+    #[ignore]
+    fn quantize_is_libm_round_everywhere() {
+        for bits in 0..=u32::MAX {
+            let d = f32::from_bits(bits);
+            assert_eq!(quantize(d, 1.0), quantize_libm(d), "{bits:#x}");
+        }
+    }
+
+    /// [`crate::expf`] against `libm::expf` on every 7th float of its inlined domain (both signs) and across its
+    /// edges; [`crate::silu`] follows.
+    #[test]
+    fn expf_is_libm_expf() {
+        for sign in [0u32, 0x8000_0000] {
+            let mut h = 0x3900_0000 - 64;
+            while h <= 0x42ae_ac50 + 64 {
+                let x = f32::from_bits(sign | h);
+                assert_eq!(crate::expf(x).to_bits(), libm::expf(x).to_bits(), "{x:e}");
+                h += if (0x3900_0000 + 64..0x42ae_ac50 - 64).contains(&h) {
+                    7
+                } else {
+                    1
+                };
+            }
+        }
+        for x in [
+            0.0f32,
+            -0.0,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            88.7,
+            -104.0,
+            1e-30,
+        ] {
+            assert_eq!(crate::expf(x).to_bits(), libm::expf(x).to_bits(), "{x:e}");
+        }
+    }
+
+    /// All 2^32 floats: `cargo test --release -p ember-kernels --lib -- --ignored`.
+    #[test]
+    #[ignore]
+    fn expf_is_libm_expf_everywhere() {
+        for bits in 0..=u32::MAX {
+            let x = f32::from_bits(bits);
+            assert_eq!(
+                crate::expf(x).to_bits(),
+                libm::expf(x).to_bits(),
+                "{bits:#x}"
+            );
+        }
+    }
 
     #[test]
     fn exp_det_is_close_to_expf() {

@@ -2,7 +2,7 @@
 //! `ember-kernels` this build knows (`registry::all_tiers()`) against the generic kernels on many shapes with
 //! pseudo-random data, bit for bit, and prints one line per (tier, kernel) over semihosting: `PASS`, `FAIL` or
 //! `SKIPPED` (a tier the core cannot run, e.g. `mve` on the Cortex-M7), then a `SUMMARY` line. The kernels: the int8
-//! convolution and the int8 attention. It then measures the instructions per MAC of both for every runnable tier on
+//! convolution, the int8 attention and the int8 group norm. It then measures the instructions per MAC of both for every runnable tier on
 //! representative shapes of the MNIST student (exact under QEMU `-icount shift=0`; `BENCH` lines). Exit status 0
 //! when nothing failed.
 #![no_std]
@@ -605,6 +605,190 @@ fn attn_cases(r: &mut Lcg, mut each: impl FnMut(&AttnCase, &mut Lcg)) -> usize {
     n
 }
 
+/// One int8 group-norm case: input in `x`, gamma / beta in `ws` / `bias`, the FiLM modulation in `sc`.
+#[derive(Clone, Copy, Debug)]
+struct GnCase {
+    c: usize,
+    hw: usize,
+    groups: usize,
+    silu: bool,
+    film: bool,
+    /// `ActQ` of the input: `(scale, split, scale2)`.
+    in_q: (f32, usize, f32),
+    out_scale: f32,
+    eps: f32,
+    /// Input values: 0 uniform over all of int8, 1 a narrow range, 2 one constant, 3 the extremes only.
+    dist: u8,
+    /// Shorten these slices (malformed input: the tier must behave exactly as generic).
+    short_x: usize,
+    short_out: usize,
+}
+
+impl GnCase {
+    fn plain(c: usize, hw: usize, groups: usize, silu: bool) -> GnCase {
+        GnCase {
+            c,
+            hw,
+            groups,
+            silu,
+            film: false,
+            in_q: (0.05, c, 0.0),
+            out_scale: 0.03,
+            eps: 1e-5,
+            dist: 0,
+            short_x: 0,
+            short_out: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.c * self.hw
+    }
+
+    fn fits(&self) -> bool {
+        self.len() <= MAX_X && self.len() <= MAX_OI && self.c <= MAX_C && 2 * self.c <= MAX_SC
+    }
+}
+
+fn fill_gn(b: &mut Bufs, r: &mut Lcg, c: &GnCase) {
+    let (lo, span) = (r.below(200) as i32 - 128, 1 + r.below(60) as i32);
+    let k = r.i8();
+    for v in &mut b.x[..c.len()] {
+        *v = match c.dist {
+            0 => r.i8(),
+            1 => (lo + r.below(span as usize) as i32).clamp(-128, 127) as i8,
+            2 => k,
+            _ => [i8::MIN, i8::MAX, 0, -1][r.below(4)],
+        };
+    }
+    for i in 0..c.c {
+        b.ws[i] = r.f32(0.5, 1.5);
+        b.bias[i] = r.f32(-0.5, 0.5);
+    }
+    for v in &mut b.sc[..2 * c.c] {
+        *v = r.f32(-0.5, 0.5);
+    }
+}
+
+fn run_gn(b: &mut Bufs, t: &KernelTable, c: &GnCase, into_got: bool) {
+    let len = c.len();
+    let x = &b.x[..len - c.short_x.min(len)];
+    let n_out = len - c.short_out.min(len);
+    let oi = if into_got { &mut b.oi_got } else { &mut b.oi_ref };
+    let out = &mut oi[..n_out];
+    out.fill(99);
+    let (scale, split, scale2) = c.in_q;
+    let a = quant::GroupNormI8Args {
+        c: c.c,
+        hw: c.hw,
+        groups: c.groups,
+        eps: c.eps,
+        gamma: Weights::F32(&b.ws[..c.c]),
+        beta: Weights::F32(&b.bias[..c.c]),
+        scale_shift: c.film.then_some(&b.sc[..2 * c.c]),
+        silu: c.silu,
+        in_q: ActQ {
+            scale,
+            split,
+            scale2,
+        },
+        out_scale: c.out_scale,
+    };
+    (t.group_norm_i8)(&a, x, out);
+}
+
+/// Whether `t` and generic give the same bits on `c`.
+fn check_gn(b: &mut Bufs, t: &KernelTable, c: &GnCase) -> bool {
+    run_gn(b, &GENERIC, c, false);
+    run_gn(b, t, c, true);
+    same_outputs(b, false, c.len() - c.short_out.min(c.len()))
+}
+
+/// The cases of one run: the student's shapes, every value distribution, SiLU and FiLM on and off, a second input
+/// part, scales that are zero / NaN / infinite, malformed slices and geometries, and pseudo-random shapes.
+fn gn_cases(r: &mut Lcg, mut each: impl FnMut(&GnCase, &mut Lcg)) -> usize {
+    let mut n = 0;
+    let mut run = |c: GnCase, r: &mut Lcg| {
+        if c.fits() {
+            each(&c, r);
+            n += 1;
+        }
+    };
+    // The student's group norms (32 groups) and shapes around the vector and word lengths.
+    for (i, &(c, hw, groups)) in [
+        (32, 1024, 32),
+        (64, 256, 32),
+        (64, 64, 32),
+        (96, 256, 32),
+        (8, 15, 2),
+        (8, 16, 4),
+        (8, 17, 8),
+        (6, 33, 3),
+        (5, 3, 5),
+        (4, 1, 1),
+        (2, 300, 1),
+        (1, 4099, 1),
+    ]
+    .iter()
+    .enumerate()
+    {
+        for variant in 0..6u8 {
+            let mut g = GnCase::plain(c, hw, groups, variant % 2 == 0);
+            g.dist = variant % 4;
+            g.film = variant >= 3;
+            if variant == 5 {
+                g.in_q = (0.02, [c / 2, 0, c, 1][i % 4], 0.09);
+            }
+            run(g, r);
+        }
+    }
+    // Degenerate scales and constants.
+    for (in_s, out_s, eps) in [
+        (0.0, 0.03, 1e-5),
+        (f32::NAN, 0.03, 1e-5),
+        (0.05, 0.0, 1e-5),
+        (0.05, f32::NAN, 1e-5),
+        (0.05, f32::INFINITY, 1e-5),
+        (f32::INFINITY, 0.03, 1e-5),
+        (0.05, 1e-30, 1e-5),
+        (1e30, 0.03, 0.0),
+        (0.05, 0.03, 1e30),
+    ] {
+        for silu in [false, true] {
+            let mut g = GnCase::plain(16, 40, 4, silu);
+            g.in_q.0 = in_s;
+            g.out_scale = out_s;
+            g.eps = eps;
+            run(g, r);
+        }
+    }
+    // Malformed slices and geometries: the tier must do exactly what generic does.
+    for (sx, so) in [(1, 0), (40, 0), (0, 1), (0, 41), (640, 0)] {
+        let mut g = GnCase::plain(16, 40, 4, true);
+        (g.short_x, g.short_out) = (sx, so);
+        run(g, r);
+    }
+    for (c, hw, groups) in [(10, 7, 4), (8, 7, 0), (8, 0, 2), (0, 7, 1), (3, 7, 5)] {
+        run(GnCase::plain(c, hw, groups, true), r);
+    }
+    // Pseudo-random shapes and options.
+    for _ in 0..80 {
+        let groups = 1 + r.below(8);
+        let c = groups * (1 + r.below(6));
+        let max_hw = if r.below(4) == 0 { 600 } else { 70 };
+        let hw = 1 + r.below(max_hw);
+        let mut g = GnCase::plain(c, hw, groups, r.below(2) == 0);
+        g.film = r.below(2) == 0;
+        g.dist = r.below(4) as u8;
+        g.out_scale = r.f32(0.005, 0.1);
+        if r.below(3) == 0 {
+            g.in_q = (r.f32(0.01, 0.1), r.below(c + 1), r.f32(0.01, 0.1));
+        }
+        run(g, r);
+    }
+    n
+}
+
 /// Prints the `PASS` / `FAIL` line of one (tier, kernel): `nbad` of `n` cases differed, `first` the first of them.
 fn report(
     tier: &str,
@@ -677,7 +861,7 @@ fn run() -> bool {
     let check = option_env!("EMBER_KERNELS_BENCH_ONLY").is_none();
     for &name in registry::all_tiers() {
         let Some(t) = registry::tier(name) else {
-            for kernel in ["conv2d_i8", "attention_i8"] {
+            for kernel in ["conv2d_i8", "attention_i8", "group_norm_i8"] {
                 hprintln!("SKIPPED {} {}: this core cannot run the tier", name, kernel);
                 skipped += 1;
             }
@@ -716,6 +900,21 @@ fn run() -> bool {
             }
         });
         let splits = SPLITS.0.swap(0, Ordering::Relaxed);
+        let mut r = Lcg(0x9a0c_2026);
+        let mut bad_gn: Option<GnCase> = None;
+        let mut nbad_gn = 0u32;
+        let n_gn = gn_cases(&mut r, |c, r| {
+            fill_gn(b, r, c);
+            if !check_gn(b, t, c) {
+                nbad_gn += 1;
+                bad_gn.get_or_insert(*c);
+            }
+        });
+        tally(
+            report(name, "group_norm_i8", n_gn, nbad_gn, bad_gn),
+            &mut pass,
+            &mut fail,
+        );
         tally(
             report(name, "attention_i8", n, nbad, bad),
             &mut pass,
@@ -803,6 +1002,28 @@ fn run() -> bool {
                 label,
                 instr,
                 macs,
+                centi / 100,
+                centi % 100
+            );
+        }
+    }
+
+    // Instructions per element of the int8 group norm + SiLU at the student's largest shape (32 channels of
+    // 32×32 in 32 groups), on activations that span a quarter of the int8 range.
+    let mut c = GnCase::plain(32, 1024, 32, true);
+    c.dist = 1;
+    if c.fits() {
+        fill_gn(b, &mut r, &c);
+        for t in runnable.iter().take(nrun).flatten() {
+            let t0 = timer::now();
+            run_gn(b, t, &c, true);
+            let instr = clock.instructions(timer::now() - t0);
+            let centi = instr * 100 / c.len().max(1) as u64;
+            hprintln!(
+                "BENCH {} group_norm 32x1024 silu: {} instructions, {} elements, {}.{:02} instructions/element",
+                t.name,
+                instr,
+                c.len(),
                 centi / 100,
                 centi % 100
             );

@@ -6,7 +6,8 @@
 //!   `SMLAD` (two 16-bit MACs per instruction), 2 output channels × 2 pixels per inner loop.
 //! * `"mve"` (Cortex-M55 / M85: Helium integer MVE): int8 convolution with `VMLADAVA.S8` (16 int8 MACs per
 //!   instruction), tail-predicated `DLSTP`/`LETP` loops.
-//! * Both: int8 attention with `SMLAD` scores and register-tiled value sums (`attn.rs`). rustc does not know the `mve` target feature (it is an LLVM
+//! * Both: int8 attention with `SMLAD` scores and register-tiled value sums (`attn.rs`), and the int8 group
+//!   norm's integer passes (statistics, range, table lookup) in `SMLAD` / `SEL` or Helium reductions (`gn.rs`). rustc does not know the `mve` target feature (it is an LLVM
 //!   code-generation feature only), but it reports `neon` for an M-profile core exactly when the core has MVE
 //!   (`target-cpu=cortex-m55` / `cortex-m85`), so the tier is selected by `mclass` + `neon`.
 //!
@@ -20,6 +21,8 @@ mod attn;
 mod conv;
 #[cfg(target_feature = "dsp")]
 mod dsp;
+#[cfg(target_feature = "dsp")]
+mod gn;
 #[cfg(all(target_feature = "mclass", target_feature = "neon"))]
 mod mve;
 
@@ -38,6 +41,7 @@ static DSP: KernelTable = KernelTable {
     conv2d_i8: dsp::conv2d_i8,
     attention_i8: attn::attention_i8_dsp,
     attention_i8_rows: Some(attn::attention_i8_rows_dsp),
+    group_norm_i8: gn::group_norm_i8_dsp,
     ..GENERIC
 };
 
@@ -50,6 +54,7 @@ static MVE: KernelTable = KernelTable {
     // Helium implies the DSP extension (Armv8.1-M): the `SMLAD` scores, Helium value sums.
     attention_i8: attn::attention_i8_mve,
     attention_i8_rows: Some(attn::attention_i8_rows_mve),
+    group_norm_i8: gn::group_norm_i8_mve,
     ..GENERIC
 };
 
