@@ -473,7 +473,8 @@ pub(super) unsafe fn conv2d_i8(
                         match &mut out {
                             Ok(d) => {
                                 if let Some(dst) = d.get_mut(base..base + g.ow) {
-                                    ch.store_i8(oy * g.ow, a, bb, dst);
+                                    // (No second part: its sums are 0 and its term too.)
+                                    store_i8_row(ch, oy * g.ow, a, bb, qa < quads, dst);
                                 }
                             }
                             Err(d) => {
@@ -486,5 +487,90 @@ pub(super) unsafe fn conv2d_i8(
                 }
             }
         }
+    }
+}
+
+/// [`quant::ChannelEpilogue::store_i8`] for one output row with NEON, 4 pixels per step and bit-identical: the
+/// scalar code's `i64` arithmetic lane by lane. `a + bias` is saturated to `i32` by `sqxtn` (the clamp of
+/// `Requant::apply`), multiplied by `smull`, the rounding constant added and the sum shifted by `sshl` with `−s` (an
+/// arithmetic shift right, i.e. the floor division); with every shift at least 2 each term is below `2^61` in
+/// magnitude, so the scalar code's saturating `i64` adds never saturate and plain adds agree; saturating narrows
+/// (`i64 → i32 → i16 → i8`) are the final clamp. `use_b` false: the second input part has no channels (its sums
+/// and term are 0). Rows with a smaller shift, a residual plane ending inside the row, and the last `len % 4`
+/// pixels take the scalar code. (The scalar epilogue was about 34 instructions per output pixel, a third of the
+/// packed `dotprod` convolution at 64 → 64, 16×16.)
+fn store_i8_row(
+    ch: &quant::ChannelEpilogue<'_>,
+    p0: usize,
+    a: &[i32],
+    b: &[i32],
+    use_b: bool,
+    out: &mut [i8],
+) {
+    use core::arch::aarch64::*;
+    let p = ch.parts();
+    let n = out.len().min(a.len()).min(b.len());
+    let r = p.rplane.get(p0..).unwrap_or(&[]);
+    let has_r = !r.is_empty();
+    let ok = p.ma.shift >= 2
+        && (!use_b || p.mb.shift >= 2)
+        && (!has_r || (p.mr.shift >= 2 && r.len() >= n));
+    let vn = if ok { n / 4 * 4 } else { 0 };
+    if vn > 0 {
+        // (A shift above 62 acts as 62, as in `Requant::apply`.)
+        let consts = |q: quant::Requant| {
+            let s = q.shift.min(62);
+            (q.mult, 1i64 << (s - 1), -(s as i64))
+        };
+        let (ma, ra, sa) = consts(p.ma);
+        let (mb, rb, sb) = consts(p.mb);
+        let (mr, rr, sr) = consts(p.mr);
+        // SAFETY: NEON is part of the aarch64 baseline. Every load and store covers pixels `i..i + 4` with
+        // `i + 4 ≤ vn ≤ n`, which is at most the length of `a`, `b`, `out` and (with a residual) `r`.
+        unsafe {
+            let bias = vdupq_n_s64(p.bias_q);
+            let term = |x: int32x4_t, m: i32, rnd: i64, s: i64| {
+                let (m, rnd, s) = (vdupq_n_s32(m), vdupq_n_s64(rnd), vdupq_n_s64(s));
+                let lo = vshlq_s64(
+                    vaddq_s64(vmull_s32(vget_low_s32(x), vget_low_s32(m)), rnd),
+                    s,
+                );
+                let hi = vshlq_s64(vaddq_s64(vmull_high_s32(x, m), rnd), s);
+                (lo, hi)
+            };
+            let mut i = 0;
+            while i < vn {
+                let av = vld1q_s32(a.as_ptr().add(i));
+                let x = vqmovn_high_s64(
+                    vqmovn_s64(vaddw_s32(bias, vget_low_s32(av))),
+                    vaddw_high_s32(bias, av),
+                );
+                let (mut lo, mut hi) = term(x, ma, ra, sa);
+                if use_b {
+                    let (l, h) = term(vld1q_s32(b.as_ptr().add(i)), mb, rb, sb);
+                    lo = vaddq_s64(lo, l);
+                    hi = vaddq_s64(hi, h);
+                }
+                if has_r {
+                    let w = (r.as_ptr().add(i) as *const u32).read_unaligned();
+                    let rv = vmovl_s16(vget_low_s16(vmovl_s8(vreinterpret_s8_u32(vdup_n_u32(w)))));
+                    let (l, h) = term(rv, mr, rr, sr);
+                    lo = vaddq_s64(lo, l);
+                    hi = vaddq_s64(hi, h);
+                }
+                let y32 = vqmovn_high_s64(vqmovn_s64(lo), hi);
+                let y16 = vqmovn_s32(y32);
+                let y8 = vqmovn_s16(vcombine_s16(y16, y16));
+                let word = vget_lane_u32::<0>(vreinterpret_u32_s8(y8));
+                (out.as_mut_ptr().add(i) as *mut u32).write_unaligned(word);
+                i += 4;
+            }
+        }
+    }
+    if vn < n {
+        let (Some(a), Some(b), Some(o)) = (a.get(vn..n), b.get(vn..n), out.get_mut(vn..n)) else {
+            return;
+        };
+        ch.store_i8(p0 + vn, a, b, o);
     }
 }
