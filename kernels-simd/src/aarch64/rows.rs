@@ -1,5 +1,6 @@
 //! Drivers shared by the aarch64 tiers: band tiles of the zero-padded input, packed weights of 4 output channels,
-//! the generic int8 epilogue; a tier supplies only the register-tile kernel (`F32BlockFn` / `I8BlockFn`).
+//! the int8 epilogue (generic's arithmetic, 4 pixels per NEON step); a tier supplies only the register-tile kernel
+//! (`F32BlockFn` / `I8BlockFn`).
 //!
 //! Tile layout, for a band of output rows `oy0 .. oy0 + B`: `[group][r][phase][col]` with `r` the padded input row
 //! `oy0·stride + r` (`nrows = (B − 1)·stride + k` rows per group, each input row stored once, not once per `ky`),
