@@ -418,12 +418,15 @@ impl<'a> ChannelEpilogue<'a> {
 
 /// One fixed-point multiplier of a [`FastI8`]: `(x · mult + 2^(s−1)) >> s` as the high word of the 64-bit product
 /// shifted right by `s − 32` (a multiplier below 1/2 has `s ≥ 32`); a zero multiplier maps everything to 0.
-#[cfg_attr(not(target_arch = "arm"), allow(dead_code))]
+#[cfg_attr(
+    not(any(target_arch = "arm", target_arch = "x86_64")),
+    allow(dead_code)
+)]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct HiRequant {
-    mult: i32,
-    round: i64,
-    rest: u32,
+    pub(crate) mult: i32,
+    pub(crate) round: i64,
+    pub(crate) rest: u32,
 }
 
 #[cfg_attr(not(target_arch = "arm"), allow(dead_code))]
@@ -456,12 +459,15 @@ impl HiRequant {
 /// [`Requant::apply`] of an int8 value (a residual element) in one 32 × 32 → 64-bit multiply: for a shift
 /// `8 ≤ s < 32` the value is pre-scaled by `2^(32−s)` (at most `2^7 · 2^24`: exact in `i32`) and the rounding
 /// constant becomes `2^31`, so the high word is the result; for `s ≥ 32` it is [`HiRequant`]'s form.
-#[cfg_attr(not(target_arch = "arm"), allow(dead_code))]
+#[cfg_attr(
+    not(any(target_arch = "arm", target_arch = "x86_64")),
+    allow(dead_code)
+)]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SmallRequant {
     mult: i32,
     round: i64,
-    pre: u32,
+    pub(crate) pre: u32,
     rest: u32,
 }
 
@@ -490,6 +496,15 @@ impl SmallRequant {
         })
     }
 
+    /// The multiply after the pre-scaling: `apply(x)` is `self.hi().apply((x as i32) << self.pre)`.
+    pub(crate) fn hi(self) -> HiRequant {
+        HiRequant {
+            mult: self.mult,
+            round: self.round,
+            rest: self.rest,
+        }
+    }
+
     /// `(x · mult + 2^(s−1)) >> s` for `x` in `[-128, 127]`: `(x · 2^pre · mult + 2^(s+pre−1)) >> (s + pre)` is
     /// the same floor division, and `s + pre` is 32 plus `rest`.
     #[inline(always)]
@@ -501,14 +516,17 @@ impl SmallRequant {
 
 /// A [`ChannelEpilogue`] for an int8 output in 32-bit arithmetic: what [`ChannelEpilogue::store_i8`] computes, with
 /// per-channel constants resolved once (a 32-bit core calls it per pixel pair).
-#[cfg_attr(not(target_arch = "arm"), allow(dead_code))]
+#[cfg_attr(
+    not(any(target_arch = "arm", target_arch = "x86_64")),
+    allow(dead_code)
+)]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct FastI8<'a> {
-    bias: i32,
-    ma: HiRequant,
-    mb: HiRequant,
-    mr: SmallRequant,
-    rplane: &'a [i8],
+    pub(crate) bias: i32,
+    pub(crate) ma: HiRequant,
+    pub(crate) mb: HiRequant,
+    pub(crate) mr: SmallRequant,
+    pub(crate) rplane: &'a [i8],
 }
 
 #[cfg_attr(not(target_arch = "arm"), allow(dead_code))]
@@ -567,7 +585,10 @@ impl FastI8<'_> {
 impl<'a> ChannelEpilogue<'a> {
     /// This channel's [`FastI8`], where both sums' multipliers are below 1/2 (or zero) and the residual's has a
     /// shift of at least 8.
-    #[cfg_attr(not(target_arch = "arm"), allow(dead_code))]
+    #[cfg_attr(
+        not(any(target_arch = "arm", target_arch = "x86_64")),
+        allow(dead_code)
+    )]
     pub(crate) fn fast_i8(&self) -> Option<FastI8<'a>> {
         Some(FastI8 {
             bias: i32::try_from(self.bias_q).ok()?,

@@ -430,7 +430,8 @@ pub(super) unsafe fn conv2d_i8_rows<const T: usize, const WB: usize>(
                 match &mut out {
                     Ok(d) => {
                         if let Some(dst) = d.get_mut(base..base + g.ow) {
-                            ch.store_i8(oy * g.ow, ra, rb, dst);
+                            // SAFETY: every x86 tier that calls this function has AVX2.
+                            store_i8_row(&ch, oy * g.ow, ra, rb, pa < pairs, dst);
                         }
                     }
                     Err(d) => {
@@ -889,4 +890,98 @@ pub(crate) fn linear(
     out: &mut [f32],
 ) {
     generic::linear_with(input, w, bias, silu_in, silu_out, out, f16_to_f32)
+}
+
+/// [`quant::ChannelEpilogue::store_i8`] for one output row with AVX2, 8 pixels per step, bit-identical: the
+/// 32-bit form of the epilogue ([`quant::FastI8`], where the channel has one: both sums' multipliers below 1/2 and a
+/// residual shift of at least 8) lane by lane. `a + bias` saturates in `i32` (overflow found from the signs), each
+/// term is the high word of a `vpmuldq` product plus the rounding constant (even and odd lanes multiplied
+/// separately), shifted right by the rest of the shift; the residual's value is pre-scaled by `2^pre` first; the
+/// residual's term is added with `i32` saturation and saturating packs (`i32 → i16 → i8`) are the final clamp.
+/// `use_b` false: the second input part has no channels (its sums and term are 0). A channel without that form,
+/// a residual plane ending inside the row and the last `len % 8` pixels take the scalar code.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn store_i8_row(
+    ch: &quant::ChannelEpilogue<'_>,
+    p0: usize,
+    a: &[i32],
+    b: &[i32],
+    use_b: bool,
+    out: &mut [i8],
+) {
+    let n = out.len().min(a.len()).min(b.len());
+    let vn = match ch.fast_i8() {
+        Some(f)
+            if f.rplane
+                .get(p0..)
+                .is_none_or(|r| r.is_empty() || r.len() >= n) =>
+        {
+            let r = f.rplane.get(p0..).unwrap_or(&[]);
+            let vn = n / 8 * 8;
+            let mut i = 0;
+            while i < vn {
+                // SAFETY: pixels `i..i + 8` with `i + 8 ≤ vn ≤ n`: inside `a`, `b`, `out` and (when present) `r`.
+                let av = _mm256_loadu_si256(a.as_ptr().add(i) as *const __m256i);
+                let mut y = hi_term(adds_epi32(av, _mm256_set1_epi32(f.bias)), f.ma);
+                if use_b {
+                    let bv = _mm256_loadu_si256(b.as_ptr().add(i) as *const __m256i);
+                    y = _mm256_add_epi32(y, hi_term(bv, f.mb));
+                }
+                if !r.is_empty() {
+                    let rv =
+                        _mm256_cvtepi8_epi32(_mm_loadl_epi64(r.as_ptr().add(i) as *const __m128i));
+                    let rv = _mm256_sll_epi32(rv, _mm_cvtsi32_si128(f.mr.pre as i32));
+                    y = adds_epi32(y, hi_term(rv, f.mr.hi()));
+                }
+                let p16 = _mm256_packs_epi32(y, y);
+                let p8 = _mm256_packs_epi16(p16, p16);
+                let lo = _mm_cvtsi128_si32(_mm256_castsi256_si128(p8)) as u32;
+                let hi = _mm_cvtsi128_si32(_mm256_extracti128_si256::<1>(p8)) as u32;
+                let o = out.as_mut_ptr().add(i);
+                (o as *mut u32).write_unaligned(lo);
+                (o.add(4) as *mut u32).write_unaligned(hi);
+                i += 8;
+            }
+            vn
+        }
+        _ => 0,
+    };
+    if vn < n {
+        let (Some(a), Some(b), Some(o)) = (a.get(vn..n), b.get(vn..n), out.get_mut(vn..n)) else {
+            return;
+        };
+        ch.store_i8(p0 + vn, a, b, o);
+    }
+}
+
+/// `(x · mult + round) >> 32 >> rest` per `i32` lane ([`quant::HiRequant::apply`]): `vpmuldq` multiplies the even
+/// lanes' values, the odd ones after a 32-bit shift; the high words of the even products move down and blend with
+/// the odd ones. Every result fits `i32` (`|x · mult| ≤ 2^62`).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn hi_term(x: __m256i, q: quant::HiRequant) -> __m256i {
+    let m = _mm256_set1_epi32(q.mult);
+    let r = _mm256_set1_epi64x(q.round);
+    let pe = _mm256_add_epi64(_mm256_mul_epi32(x, m), r);
+    let po = _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64::<32>(x), m), r);
+    let hi = _mm256_blend_epi32::<0b1010_1010>(_mm256_srli_epi64::<32>(pe), po);
+    _mm256_sra_epi32(hi, _mm_cvtsi32_si128(q.rest as i32))
+}
+
+/// `a.saturating_add(b)` per `i32` lane: a wrapped sum whose sign differs from both operands' overflowed, and
+/// takes `i32::MAX` or `i32::MIN` by `a`'s sign.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn adds_epi32(a: __m256i, b: __m256i) -> __m256i {
+    let s = _mm256_add_epi32(a, b);
+    let ov = _mm256_and_si256(_mm256_xor_si256(s, a), _mm256_xor_si256(s, b));
+    let sat = _mm256_xor_si256(_mm256_srai_epi32::<31>(a), _mm256_set1_epi32(i32::MAX));
+    _mm256_castps_si256(_mm256_blendv_ps(
+        _mm256_castsi256_ps(s),
+        _mm256_castsi256_ps(sat),
+        _mm256_castsi256_ps(ov),
+    ))
 }

@@ -544,8 +544,9 @@ unsafe fn gemm_avx(
     }
 }
 
-/// [`store_i8_rows`] with the scalar epilogue ([`quant::ChannelEpilogue::store_i8`]): for tiers without AVX-512, and
-/// for the AVX-512 one when a shift is below 2.
+/// [`store_i8_rows`] with the 32-bit epilogue in AVX2 where the channel has it, else the scalar one
+/// ([`quant::ChannelEpilogue::store_i8`]; see `avx2::store_i8_row`): for tiers without AVX-512, and for the AVX-512
+/// one when a shift is below 2.
 #[allow(clippy::too_many_arguments)]
 unsafe fn store_i8_rows_scalar(
     _p: &EpilogueParts<'_>,
@@ -569,7 +570,15 @@ unsafe fn store_i8_rows_scalar(
         while k < ow {
             let e = (k + PX).min(ow);
             let bb = rb.map_or(&zeros[..e - k], |b| &b[k..e]);
-            ch.store_i8(p0 + dy * ow + k, &ra[k..e], bb, &mut dst[k..e]);
+            // SAFETY: the tiers that reach this (AVX-VNNI, AVX-512) have AVX2.
+            super::avx2::store_i8_row(
+                ch,
+                p0 + dy * ow + k,
+                &ra[k..e],
+                bb,
+                b.is_some(),
+                &mut dst[k..e],
+            );
             k = e;
         }
     }
