@@ -388,7 +388,8 @@ pub(super) unsafe fn conv2d_i8_rows<const T: usize, const WB: usize>(
     let block = g.stride * rs;
     // Output channels are taken in chunks whose packed weights fit `wp`, packed once per chunk.
     let per = pairs * kk;
-    let chunk = (WB / per.max(1)).clamp(1, g.cout.max(1));
+    let chunk = (WB / per.max(1)).clamp(1, g.cout.max(1)).min(CHUNK_MAX);
+    let mut chans = [e.channel(0, so); CHUNK_MAX];
     for co0 in (0..g.cout).step_by(chunk) {
         let co1 = (co0 + chunk).min(g.cout);
         // Packed weights: [co][pair][ky][kx], same pairing as the tile.
@@ -403,14 +404,24 @@ pub(super) unsafe fn conv2d_i8_rows<const T: usize, const WB: usize>(
                 }
             }
         }
+        // The chunk's epilogues, resolved once (not per output row).
+        for (ch, co) in chans.iter_mut().zip(co0..co1) {
+            *ch = e.channel(co, so);
+        }
         for oy in 0..g.oh {
             // Tile of channel pairs: (x[c0] as i16) | (x[c1] as i16) << 16, zero-padded.
-            fill_tile(g, pairs, oy, &mut tile, |p, iy, ix| {
+            let pair = |p: usize, iy: usize, ix: usize| {
                 let (c0, c1) = pair_of(split, g.cin, p);
                 let lo = x(c0, iy, ix) as i16 as u16 as u32;
                 let hi = c1.map_or(0, |c| x(c, iy, ix)) as i16 as u16 as u32;
                 (lo | (hi << 16)) as i32
-            });
+            };
+            if g.stride == 1 {
+                // SAFETY: every x86 tier that calls this function has AVX2.
+                fill_pairs_s1(g, input, split, pairs, oy, &mut tile, pair);
+            } else {
+                fill_tile(g, pairs, oy, &mut tile, pair);
+            }
             for co in co0..co1 {
                 let args = RowArgs {
                     tile: &tile,
@@ -425,7 +436,7 @@ pub(super) unsafe fn conv2d_i8_rows<const T: usize, const WB: usize>(
                 // SAFETY: the caller guarantees the CPU features of `row`; tile and weights are laid out above.
                 row(&args, &mut row_a, &mut row_b);
                 let base = co * plane + oy * g.ow;
-                let ch = e.channel(co, so);
+                let ch = chans[(co - co0) % CHUNK_MAX];
                 let (ra, rb) = (&row_a[..g.ow], &row_b[..g.ow]);
                 match &mut out {
                     Ok(d) => {
@@ -440,6 +451,78 @@ pub(super) unsafe fn conv2d_i8_rows<const T: usize, const WB: usize>(
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Output channels per chunk of [`conv2d_i8_rows`] at most (their resolved epilogues live on the stack).
+const CHUNK_MAX: usize = 64;
+
+/// [`fill_tile`] of the int8 pair tile for a stride-1 layer: each tile row is the padded input row of a channel
+/// pair, `(x[c0] as i16) | (x[c1] as i16) << 16`, built 16 columns at a time (`vpmovsxbw` of both channels,
+/// `vpunpck{l,h}wd` and a 128-bit lane swap) with zeros in the padding; a row whose input is short (malformed)
+/// goes element by element through `pair` (the same values). (The element-wise fill was a quarter of the AVX2 int8
+/// forward.)
+///
+/// # Safety
+/// The CPU must have AVX2; `tile` holds `pairs · k` rows of [`row_stride`] elements.
+#[target_feature(enable = "avx2")]
+unsafe fn fill_pairs_s1(
+    g: &Conv2dGeom,
+    input: &[i8],
+    split: usize,
+    pairs: usize,
+    oy: usize,
+    tile: &mut [i32],
+    pair: impl Fn(usize, usize, usize) -> i32,
+) {
+    let rs = row_stride(g);
+    let plane_in = g.h * g.w;
+    for r in 0..pairs {
+        let (c0, c1) = pair_of(split, g.cin, r);
+        for ky in 0..g.k {
+            let base = tile_row(g, r, ky, 0);
+            let Some(row) = tile.get_mut(base..base + rs) else {
+                return;
+            };
+            row.fill(0);
+            let iy = oy + ky;
+            if iy < g.pad_t || iy - g.pad_t >= g.h {
+                continue;
+            }
+            let iy = iy - g.pad_t;
+            let src = |c: usize| input.get(c * plane_in + iy * g.w..c * plane_in + (iy + 1) * g.w);
+            let Some(mid) = row.get_mut(g.pad_l..(g.pad_l + g.w).min(rs)) else {
+                continue;
+            };
+            let (Some(x0), Some(x1)) = (src(c0), c1.map_or(Some(&[][..]), src)) else {
+                for (ix, t) in mid.iter_mut().enumerate() {
+                    *t = pair(r, iy, ix);
+                }
+                continue;
+            };
+            let n = mid.len();
+            let mut i = 0;
+            while i + 16 <= n {
+                // SAFETY: `i + 16 ≤ n ≤ g.w`: 16 bytes of each channel row (`x1` is either a full row or absent)
+                // and 16 tile elements.
+                let a = _mm256_cvtepi8_epi16(_mm_loadu_si128(x0.as_ptr().add(i) as *const __m128i));
+                let b = if c1.is_some() {
+                    _mm256_cvtepi8_epi16(_mm_loadu_si128(x1.as_ptr().add(i) as *const __m128i))
+                } else {
+                    _mm256_setzero_si256()
+                };
+                let (lo, hi) = (_mm256_unpacklo_epi16(a, b), _mm256_unpackhi_epi16(a, b));
+                let d = mid.as_mut_ptr().add(i) as *mut __m256i;
+                _mm256_storeu_si256(d, _mm256_permute2x128_si256::<0x20>(lo, hi));
+                _mm256_storeu_si256(d.add(1), _mm256_permute2x128_si256::<0x31>(lo, hi));
+                i += 16;
+            }
+            for (ix, t) in mid.iter_mut().enumerate().skip(i) {
+                let lo = x0.get(ix).map_or(0, |&v| v as i16 as u16 as u32);
+                let hi = x1.get(ix).map_or(0, |&v| v as i16 as u16 as u32);
+                *t = (lo | (hi << 16)) as i32;
             }
         }
     }
