@@ -797,6 +797,10 @@ unsafe fn exp_det8(x: __m256) -> __m256 {
 
 /// Largest `n · head_dim` of the int8 attention fast path (the transposed `v` of one head lives on the stack).
 const ATT_VT: usize = 32 * 1024;
+/// Channel-pair words of one head's keys for the `vpmaddwd` scores (64 KiB; larger heads take the `vpmulld` loop).
+const ATT_KP: usize = 16 * 1024;
+/// Channel-pair words of one query (heads of up to 512 channels).
+const ATT_QP: usize = 256;
 
 /// int8 attention, bit-identical to [`quant::attention_i8`]: exact integer scores 8 keys at a time, [`exp_det8`],
 /// the softmax sum in key order (scalar, as generic), and `Σ_j e_j · v_j` in key order for 8 channels at a time
@@ -852,6 +856,8 @@ unsafe fn attention_i8_avx2(
     let sp = scores.as_mut_ptr();
     let mut vt = [0f32; ATT_VT];
     let mut accs = [0f32; 1024];
+    let mut kp = [0i32; ATT_KP];
+    let mut qp = [0i32; ATT_QP];
     for h in 0..g.heads {
         let base = h * d * n;
         let (qh, kh, vh) = (
@@ -865,8 +871,48 @@ unsafe fn attention_i8_avx2(
                 vt[j * d + dd] = *vh.add(dd * n + j) as f32;
             }
         }
+        // k as i16 pairs of channels, `[dd / 2][j]` words (an odd last channel paired with 0), for `vpmaddwd`.
+        let pd = d.div_ceil(2);
+        let packed = pd * n <= ATT_KP && pd <= ATT_QP;
+        if packed {
+            for pp in 0..pd {
+                for j in 0..n {
+                    let lo = *kh.add(2 * pp * n + j) as i16 as u16 as u32;
+                    let hi = if 2 * pp + 1 < d {
+                        *kh.add((2 * pp + 1) * n + j) as i16 as u16 as u32
+                    } else {
+                        0
+                    };
+                    kp[pp * n + j] = (lo | (hi << 16)) as i32;
+                }
+            }
+        }
         for i in 0..n {
             let mut j = 0;
+            if packed {
+                // This query's channel pairs, likewise.
+                for (pp, w) in qp.iter_mut().enumerate().take(pd) {
+                    let lo = *qh.add(2 * pp * n + i) as i16 as u16 as u32;
+                    let hi = if 2 * pp + 1 < d {
+                        *qh.add((2 * pp + 1) * n + i) as i16 as u16 as u32
+                    } else {
+                        0
+                    };
+                    *w = (lo | (hi << 16)) as i32;
+                }
+                while j < n8 {
+                    let mut acc = _mm256_setzero_si256();
+                    for (pp, &w) in qp.iter().enumerate().take(pd) {
+                        let kv = _mm256_loadu_si256(kp.as_ptr().add(pp * n + j) as *const __m256i);
+                        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_set1_epi32(w), kv));
+                    }
+                    _mm256_storeu_ps(
+                        sp.add(j),
+                        _mm256_mul_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(qk)),
+                    );
+                    j += 8;
+                }
+            }
             while j < n8 {
                 let mut acc = _mm256_setzero_si256();
                 for dd in 0..d {
@@ -914,18 +960,41 @@ unsafe fn attention_i8_avx2(
                 let dn = (d - d0).min(1024);
                 let dn8 = dn - dn % 8;
                 accs[..dn].fill(0.0);
+                // Blocks of 32 channels with the sums in 4 registers (each still a multiply, then an add, in key
+                // order); the channels past the last block through `accs` below.
+                let mut c32 = 0;
+                while c32 + 32 <= dn {
+                    let mut a = [_mm256_setzero_ps(); 4];
+                    for j in 0..n {
+                        let ev = _mm256_set1_ps(*sp.add(j));
+                        let row = vt.as_ptr().add(j * d + d0 + c32);
+                        for (v, a) in a.iter_mut().enumerate() {
+                            *a = _mm256_add_ps(
+                                *a,
+                                _mm256_mul_ps(ev, _mm256_loadu_ps(row.add(8 * v))),
+                            );
+                        }
+                    }
+                    for (v, a) in a.iter().enumerate() {
+                        _mm256_storeu_ps(accs.as_mut_ptr().add(c32 + 8 * v), *a);
+                    }
+                    c32 += 32;
+                }
                 for j in 0..n {
+                    if c32 == dn {
+                        break;
+                    }
                     let e = *sp.add(j);
                     let ev = _mm256_set1_ps(e);
                     let row = vt.as_ptr().add(j * d + d0);
-                    let mut c = 0;
+                    let mut c = c32;
                     while c < dn8 {
                         let a = _mm256_loadu_ps(accs.as_ptr().add(c));
                         let prod = _mm256_mul_ps(ev, _mm256_loadu_ps(row.add(c)));
                         _mm256_storeu_ps(accs.as_mut_ptr().add(c), _mm256_add_ps(a, prod));
                         c += 8;
                     }
-                    for (c, a) in accs.iter_mut().enumerate().take(dn).skip(dn8) {
+                    for (c, a) in accs.iter_mut().enumerate().take(dn).skip(dn8.max(c32)) {
                         *a += e * *row.add(c);
                     }
                 }
