@@ -352,9 +352,27 @@ pub(crate) fn conv2d_i8(
     // SAFETY: reachable only through the AVX2 kernel table (see `conv2d`); `size_class` checked tile and weights.
     unsafe {
         if large {
-            conv2d_i8_rows::<TILE_L, WBLOCK_L>(g, input, split, w, &e, out, row_i8_avx2)
+            conv2d_i8_rows::<TILE_L, WBLOCK_L>(
+                g,
+                input,
+                split,
+                w,
+                &e,
+                out,
+                row_i8_avx2,
+                Some(row4_i8_avx2),
+            )
         } else {
-            conv2d_i8_rows::<TILE, WBLOCK>(g, input, split, w, &e, out, row_i8_avx2)
+            conv2d_i8_rows::<TILE, WBLOCK>(
+                g,
+                input,
+                split,
+                w,
+                &e,
+                out,
+                row_i8_avx2,
+                Some(row4_i8_avx2),
+            )
         }
     }
 }
@@ -396,6 +414,11 @@ pub(super) struct RowArgs<'t> {
 /// A tier's row kernel (`unsafe`: it requires its CPU features and a tile laid out by [`conv2d_i8_rows`]).
 pub(super) type RowFn = unsafe fn(&RowArgs<'_>, &mut [i32], &mut [i32]);
 
+/// A row kernel for 4 output channels at once: `wp` holds their weights, `per` words apart; channel `c`'s sums go
+/// to `row_a[c]` / `row_b[c]` (same contract as [`RowFn`] otherwise).
+pub(super) type Row4Fn =
+    unsafe fn(&RowArgs<'_>, usize, &mut [[i32; MAX_OW + 32]; 4], &mut [[i32; MAX_OW + 32]; 4]);
+
 /// The int8 convolution shared by the x86 tiers: row tiles, packed weights and the generic epilogue; `row` does the
 /// integer sums.
 ///
@@ -409,6 +432,7 @@ pub(super) unsafe fn conv2d_i8_rows<const T: usize, const WB: usize>(
     e: &ConvEpilogue<'_>,
     out: QOut<'_>,
     row: RowFn,
+    row4: Option<Row4Fn>,
 ) {
     let rs = row_stride(g);
     let kk = g.k * g.k;
@@ -423,8 +447,8 @@ pub(super) unsafe fn conv2d_i8_rows<const T: usize, const WB: usize>(
     };
     let mut tile = [0i32; T];
     let mut wp = [0i32; WB];
-    let mut row_a = [0i32; MAX_OW + 32];
-    let mut row_b = [0i32; MAX_OW + 32];
+    let mut rows4_a = [[0i32; MAX_OW + 32]; 4];
+    let mut rows4_b = [[0i32; MAX_OW + 32]; 4];
     let (so, mut out) = match out {
         QOut::I8 { data, scale } => (scale, Ok(data)),
         QOut::F32(data) => (0.0, Err(data)),
@@ -470,10 +494,14 @@ pub(super) unsafe fn conv2d_i8_rows<const T: usize, const WB: usize>(
             } else {
                 fill_tile(g, pairs, oy, &mut tile, pair);
             }
-            for co in co0..co1 {
+            let mut co = co0;
+            while co < co1 {
+                // Four channels per pass where the tier has that kernel, else one.
+                let four = row4.filter(|_| co + 4 <= co1);
+                let nc = if four.is_some() { 4 } else { 1 };
                 let args = RowArgs {
                     tile: &tile,
-                    wp: &wp[(co - co0) * per..(co - co0 + 1) * per],
+                    wp: &wp[(co - co0) * per..(co - co0 + nc) * per],
                     block,
                     koff,
                     k: g.k,
@@ -481,24 +509,32 @@ pub(super) unsafe fn conv2d_i8_rows<const T: usize, const WB: usize>(
                     pairs,
                     ow: g.ow,
                 };
-                // SAFETY: the caller guarantees the CPU features of `row`; tile and weights are laid out above.
-                row(&args, &mut row_a, &mut row_b);
-                let base = co * plane + oy * g.ow;
-                let ch = chans[(co - co0) % CHUNK_MAX];
-                let (ra, rb) = (&row_a[..g.ow], &row_b[..g.ow]);
-                match &mut out {
-                    Ok(d) => {
-                        if let Some(dst) = d.get_mut(base..base + g.ow) {
-                            // SAFETY: every x86 tier that calls this function has AVX2.
-                            store_i8_row(&ch, oy * g.ow, ra, rb, pa < pairs, dst);
+                // SAFETY: the caller guarantees the CPU features of `row` / `row4`; tile and weights are laid out
+                // above (`args.wp` holds `nc` channels of `per` words).
+                match four {
+                    Some(r4) => r4(&args, per, &mut rows4_a, &mut rows4_b),
+                    None => row(&args, &mut rows4_a[0], &mut rows4_b[0]),
+                }
+                for (c, (ra, rb)) in rows4_a.iter().zip(&rows4_b).enumerate().take(nc) {
+                    let co = co + c;
+                    let base = co * plane + oy * g.ow;
+                    let ch = chans[(co - co0) % CHUNK_MAX];
+                    let (ra, rb) = (&ra[..g.ow], &rb[..g.ow]);
+                    match &mut out {
+                        Ok(d) => {
+                            if let Some(dst) = d.get_mut(base..base + g.ow) {
+                                // SAFETY: every x86 tier that calls this function has AVX2.
+                                store_i8_row(&ch, oy * g.ow, ra, rb, pa < pairs, dst);
+                            }
                         }
-                    }
-                    Err(d) => {
-                        if let Some(dst) = d.get_mut(base..base + g.ow) {
-                            ch.store_f32(oy * g.ow, ra, rb, dst);
+                        Err(d) => {
+                            if let Some(dst) = d.get_mut(base..base + g.ow) {
+                                ch.store_f32(oy * g.ow, ra, rb, dst);
+                            }
                         }
                     }
                 }
+                co += nc;
             }
         }
     }
@@ -604,6 +640,48 @@ unsafe fn row_i8_avx2(a: &RowArgs<'_>, row_a: &mut [i32], row_b: &mut [i32]) {
             }
         }
         px += 32;
+    }
+}
+
+/// AVX2 row kernel for 4 output channels: `vpmaddwd` on 16 pixels (2 vectors) × 4 channels, so each pair of tile
+/// vectors serves 4 channels (the one-channel kernel loads a tile vector per `vpmaddwd`).
+#[target_feature(enable = "avx2,fma")]
+unsafe fn row4_i8_avx2(
+    a: &RowArgs<'_>,
+    per: usize,
+    row_a: &mut [[i32; MAX_OW + 32]; 4],
+    row_b: &mut [[i32; MAX_OW + 32]; 4],
+) {
+    let kk = a.k * a.k;
+    let mut px = 0;
+    while px < a.ow {
+        for (branch, dst) in [(0..a.pa, &mut *row_a), (a.pa..a.pairs, &mut *row_b)] {
+            let mut acc = [[_mm256_setzero_si256(); 2]; 4];
+            for p in branch {
+                for ky in 0..a.k {
+                    let rb = a.tile.as_ptr().add((p * a.k + ky) * a.block + px);
+                    let wrow = p * kk + ky * a.k;
+                    for kx in 0..a.k {
+                        // SAFETY: px + kx / stride + 15 < ow + (k - 1) / stride + 32 <= rs, inside the tile row;
+                        // `wp` holds 4 channels of `per = pairs · k²` words.
+                        let row = rb.add(*a.koff.get_unchecked(kx));
+                        let x0 = _mm256_loadu_si256(row as *const __m256i);
+                        let x1 = _mm256_loadu_si256(row.add(8) as *const __m256i);
+                        for (c, v) in acc.iter_mut().enumerate() {
+                            let wv = _mm256_set1_epi32(*a.wp.get_unchecked(c * per + wrow + kx));
+                            v[0] = _mm256_add_epi32(v[0], _mm256_madd_epi16(x0, wv));
+                            v[1] = _mm256_add_epi32(v[1], _mm256_madd_epi16(x1, wv));
+                        }
+                    }
+                }
+            }
+            for (d, v) in dst.iter_mut().zip(&acc) {
+                // SAFETY: px + 15 < MAX_OW + 32, the row buffers' length.
+                _mm256_storeu_si256(d.as_mut_ptr().add(px) as *mut __m256i, v[0]);
+                _mm256_storeu_si256(d.as_mut_ptr().add(px + 8) as *mut __m256i, v[1]);
+            }
+        }
+        px += 16;
     }
 }
 

@@ -112,9 +112,9 @@ fn conv2d_i8_any(
     // (`super::tier`); `size_class` checked the tile and weight block sizes.
     unsafe {
         if large {
-            conv2d_i8_rows::<TILE_L, WBLOCK_L>(g, input, split, w, &e, out, row_i8_vnni)
+            conv2d_i8_rows::<TILE_L, WBLOCK_L>(g, input, split, w, &e, out, row_i8_vnni, None)
         } else {
-            conv2d_i8_rows::<TILE, WBLOCK>(g, input, split, w, &e, out, row_i8_vnni)
+            conv2d_i8_rows::<TILE, WBLOCK>(g, input, split, w, &e, out, row_i8_vnni, None)
         }
     }
 }
