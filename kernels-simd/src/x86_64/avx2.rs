@@ -424,6 +424,7 @@ pub(super) type Row4Fn =
 ///
 /// # Safety
 /// `row` must be callable on this CPU; the caller checked `fits(g, pairs)` and the weight block size.
+#[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn conv2d_i8_rows<const T: usize, const WB: usize>(
     g: &Conv2dGeom,
     input: &[i8],
