@@ -99,16 +99,18 @@ pub(super) fn fill_tile<T: Copy + Default>(
     }
 }
 
-/// [`fill_tile`] for a stride-1 layer from whole input rows: each tile row is zeros, then the input row `src(r, iy)`
-/// copied in at the left padding (one `memcpy`, not a call of `val` per element, which was a third of the `f32`
-/// forward on this tier); a row `src` cannot give whole (malformed input) goes element by element through `val`.
+/// [`fill_tile`] for a stride-1 layer a whole row at a time: each tile row is zeros, then its inside columns (the
+/// input row `iy` of tile row group `r`, at the left padding) are written by `fill(r, iy, cols)` (a `memcpy` or a
+/// vector loop, not a call of `val` per element, which was a third of the `f32` forward and a quarter of the int8
+/// one on this tier); where `fill` returns false (an input row that is not whole: malformed input) they go element
+/// by element through `val`.
 #[inline(always)]
-pub(super) fn fill_tile_s1<'s, T: Copy + Default + 's>(
+pub(super) fn fill_tile_s1<T: Copy + Default>(
     g: &Conv2dGeom,
     rows: usize,
     oy: usize,
     tile: &mut [T],
-    src: impl Fn(usize, usize) -> Option<&'s [T]>,
+    mut fill: impl FnMut(usize, usize, &mut [T]) -> bool,
     val: impl Fn(usize, usize, usize) -> T,
 ) {
     let rs = row_stride(g);
@@ -127,12 +129,9 @@ pub(super) fn fill_tile_s1<'s, T: Copy + Default + 's>(
             let Some(mid) = row.get_mut(g.pad_l..(g.pad_l + g.w).min(rs)) else {
                 continue;
             };
-            match src(r, iy).and_then(|x| x.get(..mid.len())) {
-                Some(x) => mid.copy_from_slice(x),
-                None => {
-                    for (ix, t) in mid.iter_mut().enumerate() {
-                        *t = val(r, iy, ix);
-                    }
+            if !fill(r, iy, mid) {
+                for (ix, t) in mid.iter_mut().enumerate() {
+                    *t = val(r, iy, ix);
                 }
             }
         }
@@ -229,10 +228,17 @@ pub(super) unsafe fn conv2d_f32_rows<const T: usize, const WB: usize>(
                 .unwrap_or(0.0)
         };
         if g.stride == 1 {
-            let src = |ci: usize, iy: usize| {
-                input.get(ci * plane_in + iy * g.w..ci * plane_in + (iy + 1) * g.w)
+            let copy = |ci: usize, iy: usize, cols: &mut [f32]| {
+                let row = ci * plane_in + iy * g.w;
+                match input.get(row..row + cols.len()) {
+                    Some(x) => {
+                        cols.copy_from_slice(x);
+                        true
+                    }
+                    None => false,
+                }
             };
-            fill_tile_s1(g, g.cin, oy, &mut tile, src, val);
+            fill_tile_s1(g, g.cin, oy, &mut tile, copy, val);
         } else {
             fill_tile(g, g.cin, oy, &mut tile, val);
         }
@@ -490,8 +496,22 @@ pub(super) unsafe fn conv2d_i8_rows<const T: usize, const WB: usize>(
                 (lo | (hi << 16)) as i32
             };
             if g.stride == 1 {
-                // SAFETY: every x86 tier that calls this function has AVX2.
-                fill_pairs_s1(g, input, split, pairs, oy, &mut tile, pair);
+                let interleave = |p: usize, iy: usize, cols: &mut [i32]| {
+                    let (c0, c1) = pair_of(split, g.cin, p);
+                    let src = |c: usize| {
+                        let row = c * plane_in + iy * g.w;
+                        input.get(row..row + cols.len())
+                    };
+                    let x1 = match c1.map(src) {
+                        Some(None) => return false,
+                        x1 => x1.flatten(),
+                    };
+                    let Some(x0) = src(c0) else { return false };
+                    // SAFETY: every x86 tier that calls this function has AVX2; both rows hold `cols.len()` values.
+                    unsafe { pair_row(x0, x1, cols) };
+                    true
+                };
+                fill_tile_s1(g, pairs, oy, &mut tile, interleave, pair);
             } else {
                 fill_tile(g, pairs, oy, &mut tile, pair);
             }
@@ -544,72 +564,38 @@ pub(super) unsafe fn conv2d_i8_rows<const T: usize, const WB: usize>(
 /// Output channels per chunk of [`conv2d_i8_rows`] at most (their resolved epilogues live on the stack).
 const CHUNK_MAX: usize = 64;
 
-/// [`fill_tile`] of the int8 pair tile for a stride-1 layer: each tile row is the padded input row of a channel
-/// pair, `(x[c0] as i16) | (x[c1] as i16) << 16`, built 16 columns at a time (`vpmovsxbw` of both channels,
-/// `vpunpck{l,h}wd` and a 128-bit lane swap) with zeros in the padding; a row whose input is short (malformed)
-/// goes element by element through `pair` (the same values). (The element-wise fill was a quarter of the AVX2 int8
-/// forward.)
+/// One row of the int8 pair tile: `cols[i] = (x0[i] as i16) | (x1[i] as i16) << 16` (`x1` absent: 0), 16 columns
+/// per step (`vpmovsxbw` of both channels, `vpunpck{l,h}wd` and a 128-bit lane swap), the rest one by one (over the
+/// shortest of the slices).
 ///
 /// # Safety
-/// The CPU must have AVX2; `tile` holds `pairs · k` rows of [`row_stride`] elements.
+/// The CPU must have AVX2.
 #[target_feature(enable = "avx2")]
-unsafe fn fill_pairs_s1(
-    g: &Conv2dGeom,
-    input: &[i8],
-    split: usize,
-    pairs: usize,
-    oy: usize,
-    tile: &mut [i32],
-    pair: impl Fn(usize, usize, usize) -> i32,
-) {
-    let rs = row_stride(g);
-    let plane_in = g.h * g.w;
-    for r in 0..pairs {
-        let (c0, c1) = pair_of(split, g.cin, r);
-        for ky in 0..g.k {
-            let base = tile_row(g, r, ky, 0);
-            let Some(row) = tile.get_mut(base..base + rs) else {
-                return;
-            };
-            row.fill(0);
-            let iy = oy + ky;
-            if iy < g.pad_t || iy - g.pad_t >= g.h {
-                continue;
-            }
-            let iy = iy - g.pad_t;
-            let src = |c: usize| input.get(c * plane_in + iy * g.w..c * plane_in + (iy + 1) * g.w);
-            let Some(mid) = row.get_mut(g.pad_l..(g.pad_l + g.w).min(rs)) else {
-                continue;
-            };
-            let (Some(x0), Some(x1)) = (src(c0), c1.map_or(Some(&[][..]), src)) else {
-                for (ix, t) in mid.iter_mut().enumerate() {
-                    *t = pair(r, iy, ix);
-                }
-                continue;
-            };
-            let n = mid.len();
-            let mut i = 0;
-            while i + 16 <= n {
-                // SAFETY: `i + 16 ≤ n ≤ g.w`: 16 bytes of each channel row (`x1` is either a full row or absent)
-                // and 16 tile elements.
-                let a = _mm256_cvtepi8_epi16(_mm_loadu_si128(x0.as_ptr().add(i) as *const __m128i));
-                let b = if c1.is_some() {
-                    _mm256_cvtepi8_epi16(_mm_loadu_si128(x1.as_ptr().add(i) as *const __m128i))
-                } else {
-                    _mm256_setzero_si256()
-                };
-                let (lo, hi) = (_mm256_unpacklo_epi16(a, b), _mm256_unpackhi_epi16(a, b));
-                let d = mid.as_mut_ptr().add(i) as *mut __m256i;
-                _mm256_storeu_si256(d, _mm256_permute2x128_si256::<0x20>(lo, hi));
-                _mm256_storeu_si256(d.add(1), _mm256_permute2x128_si256::<0x31>(lo, hi));
-                i += 16;
-            }
-            for (ix, t) in mid.iter_mut().enumerate().skip(i) {
-                let lo = x0.get(ix).map_or(0, |&v| v as i16 as u16 as u32);
-                let hi = x1.get(ix).map_or(0, |&v| v as i16 as u16 as u32);
-                *t = (lo | (hi << 16)) as i32;
-            }
-        }
+unsafe fn pair_row(x0: &[i8], x1: Option<&[i8]>, cols: &mut [i32]) {
+    let n = cols
+        .len()
+        .min(x0.len())
+        .min(x1.map_or(usize::MAX, <[i8]>::len));
+    let mut i = 0;
+    while i + 16 <= n {
+        // SAFETY: `i + 16 ≤ n`: 16 bytes of each channel row and 16 tile elements.
+        let a = _mm256_cvtepi8_epi16(_mm_loadu_si128(x0.as_ptr().add(i) as *const __m128i));
+        let b = match x1 {
+            Some(x1) => _mm256_cvtepi8_epi16(_mm_loadu_si128(x1.as_ptr().add(i) as *const __m128i)),
+            None => _mm256_setzero_si256(),
+        };
+        let (lo, hi) = (_mm256_unpacklo_epi16(a, b), _mm256_unpackhi_epi16(a, b));
+        let d = cols.as_mut_ptr().add(i) as *mut __m256i;
+        _mm256_storeu_si256(d, _mm256_permute2x128_si256::<0x20>(lo, hi));
+        _mm256_storeu_si256(d.add(1), _mm256_permute2x128_si256::<0x31>(lo, hi));
+        i += 16;
+    }
+    for (ix, t) in cols.iter_mut().enumerate().take(n).skip(i) {
+        let lo = x0.get(ix).map_or(0, |&v| v as i16 as u16 as u32);
+        let hi = x1
+            .and_then(|x1| x1.get(ix))
+            .map_or(0, |&v| v as i16 as u16 as u32);
+        *t = (lo | (hi << 16)) as i32;
     }
 }
 
