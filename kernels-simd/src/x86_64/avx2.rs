@@ -675,7 +675,7 @@ unsafe fn row4_i8_avx2(
 /// `exp(x)` for 8 lanes: range reduction `x = n·ln2 + r`, degree-6 polynomial on `|r| <= ln2/2`, scale by `2^n`
 /// (relative error below 2e-7 for `x` in [-87, 88]; inputs below -87 give 0, as `expf` underflows there).
 #[target_feature(enable = "avx2,fma")]
-unsafe fn exp8(x: __m256) -> __m256 {
+pub(super) unsafe fn exp8(x: __m256) -> __m256 {
     let x = _mm256_max_ps(x, _mm256_set1_ps(-87.0));
     let x = _mm256_min_ps(x, _mm256_set1_ps(88.0));
     let n = _mm256_round_ps(

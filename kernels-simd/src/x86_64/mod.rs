@@ -3,6 +3,7 @@
 #![allow(unsafe_code)] // SIMD intrinsics behind #[target_feature]; every block states its invariant.
 
 mod attn512;
+mod attnf256;
 mod attnf512;
 pub mod avx2;
 pub mod avx512;
@@ -53,7 +54,8 @@ static AVX2: KernelTable = KernelTable {
     conv2d_i8: avx2::conv2d_i8,
     linear: avx2::linear,
     f16_to_f32: avx2::f16_to_f32,
-    attention: avx2::attention,
+    attention: attnf256::attention,
+    attention_rows: Some(attnf256::attention_rows),
     group_norm: avx2::group_norm,
     attention_i8: avx2::attention_i8,
     ..GENERIC
