@@ -674,6 +674,11 @@ fn check_f32_packed(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
             }
             p.iter_mut().for_each(|v| *v ^= 0x55);
             conv(&g, &x, w, p, Some(Weights::F32(&b)), &mut d);
+            if pack::winograd(&g) && c.iter().zip(&d).all(|(u, v)| u.to_bits() == v.to_bits()) {
+                return Err(format!(
+                    "{g:?}: a Winograd layer's output ignores its packed weights (the kernel fell back)"
+                ));
+            }
             read += (a.iter().zip(&d).any(|(u, v)| u.to_bits() != v.to_bits())) as usize;
             n += 1;
         }

@@ -162,6 +162,40 @@ pub(crate) fn conv2d(
     }
 }
 
+/// `f32` convolution on weights of family [`crate::pack::X86_AVX512_F32`]: the layers that
+/// [`crate::pack::winograd`] picks (packed in its Winograd layout) run [`super::wino256`]; every other layer (packed
+/// for the AVX-512 direct kernel, a layout this tier does not read) runs [`conv2d`] on the canonical weights `w`.
+pub(crate) fn conv2d_packed(
+    g: &Conv2dGeom,
+    input: &[f32],
+    w: Weights<'_>,
+    packed: &[u8],
+    bias: Option<Weights<'_>>,
+    out: &mut [f32],
+) {
+    // SAFETY: reachable only through the AVX2 tables (avx2 + fma detected); the kernel checks every length.
+    if crate::pack::winograd(g)
+        && unsafe { super::wino256::conv2d_packed(g, input, packed, bias, out) }
+    {
+        return;
+    }
+    conv2d(g, input, w, bias, out)
+}
+
+/// [`conv2d_packed`] for the output rows of `out` only, on the Winograd layers (false, nothing written, for the
+/// others or where a length does not fit).
+pub(crate) fn conv2d_packed_rows(
+    g: &Conv2dGeom,
+    input: &[f32],
+    packed: &[u8],
+    bias: Option<Weights<'_>>,
+    out: &crate::parallel::RowsOut<'_>,
+) -> bool {
+    // SAFETY: reachable only through the AVX2 tables (avx2 + fma detected); the kernel checks every length.
+    crate::pack::winograd(g)
+        && unsafe { super::wino256::conv2d_packed_rows(g, input, packed, bias, out) }
+}
+
 /// The generic convolution compiled for AVX2 (8-wide auto-vectorization): strided and oversized layers.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn conv2d_generic_avx2(

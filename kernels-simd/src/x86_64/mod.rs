@@ -16,6 +16,7 @@ mod gnf512;
 mod lin512;
 pub mod peak;
 mod vnni;
+mod wino256;
 mod wino512;
 
 use core::mem::MaybeUninit;
@@ -46,12 +47,15 @@ pub(crate) fn zeroed_prefix<T: Zeroable, const N: usize>(
     }
 }
 
-/// AVX2 + FMA (+ F16C): f32 and int8 direct convolution, f32 attention and group norm, linear with F16C rows.
+/// AVX2 + FMA (+ F16C): f32 Winograd (on packed weights) and direct convolution, int8 direct convolution, f32
+/// attention and group norm, linear with F16C rows.
 static AVX2: KernelTable = KernelTable {
     name: "avx2",
     bit_exact: false, // float kernels sum in other orders
     conv2d: avx2::conv2d,
     conv2d_i8: avx2::conv2d_i8,
+    conv2d_packed: Some((crate::pack::X86_AVX512_F32, avx2::conv2d_packed)),
+    conv2d_packed_rows: Some(avx2::conv2d_packed_rows),
     linear: avx2::linear,
     f16_to_f32: avx2::f16_to_f32,
     attention: attnf256::attention,

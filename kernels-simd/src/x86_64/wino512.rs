@@ -39,13 +39,14 @@ const WCC: usize = 64;
 
 /// The band geometry: tiles per row, tile rows per band.
 #[derive(Clone, Copy)]
-struct Plan {
-    tw: usize,
-    th: usize,
-    rows: usize,
+pub(super) struct Plan {
+    pub tw: usize,
+    pub th: usize,
+    pub rows: usize,
 }
 
-fn plan(g: &Conv2dGeom) -> Option<Plan> {
+/// The band geometry of a layer [`winograd`] picks (also the AVX2 kernel's, `wino256.rs`); `None` otherwise.
+pub(super) fn plan(g: &Conv2dGeom) -> Option<Plan> {
     if !winograd(g) {
         return None;
     }
