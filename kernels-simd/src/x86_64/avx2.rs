@@ -163,8 +163,9 @@ pub(crate) fn conv2d(
 }
 
 /// `f32` convolution on weights of family [`crate::pack::X86_AVX512_F32`]: the layers that
-/// [`crate::pack::winograd`] picks (packed in its Winograd layout) run [`super::wino256`]; every other layer (packed
-/// for the AVX-512 direct kernel, a layout this tier does not read) runs [`conv2d`] on the canonical weights `w`.
+/// [`crate::pack::winograd`] picks (packed in its Winograd layout) run [`super::wino256`], the others (packed for
+/// the channels-in-lanes direct kernels) [`super::direct256`]; a layer either declines runs [`conv2d`] on the
+/// canonical weights `w`.
 pub(crate) fn conv2d_packed(
     g: &Conv2dGeom,
     input: &[f32],
@@ -174,9 +175,11 @@ pub(crate) fn conv2d_packed(
     out: &mut [f32],
 ) {
     // SAFETY: reachable only through the AVX2 tables (avx2 + fma detected); the kernel checks every length.
-    if crate::pack::winograd(g)
-        && unsafe { super::wino256::conv2d_packed(g, input, packed, bias, out) }
-    {
+    if crate::pack::winograd(g) {
+        if unsafe { super::wino256::conv2d_packed(g, input, packed, bias, out) } {
+            return;
+        }
+    } else if unsafe { super::direct256::conv2d_packed(g, input, packed, bias, out) } {
         return;
     }
     conv2d(g, input, w, bias, out)

@@ -9,6 +9,7 @@ pub mod avx2;
 pub mod avx512;
 mod avxvnni;
 mod bands;
+mod direct256;
 mod direct512;
 mod gemm512;
 mod gn512;

@@ -387,7 +387,13 @@ unsafe fn output_tile(
 /// AVX2; `src + j · 16 + i` readable and `out + i · plane + j` writable for `i < 8`, `j < n`.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn transpose_out8(src: *const f32, n: usize, bias: &[f32; 8], out: *mut f32, plane: usize) {
+pub(super) unsafe fn transpose_out8(
+    src: *const f32,
+    n: usize,
+    bias: &[f32; 8],
+    out: *mut f32,
+    plane: usize,
+) {
     let mut j0 = 0;
     while j0 + 8 <= n {
         let r: [__m256; 8] =
