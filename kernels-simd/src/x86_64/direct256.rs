@@ -13,13 +13,12 @@
 
 use core::arch::x86_64::*;
 
+use super::wino256::{dispatch6, store16, Tile16, NP_MAX};
 use crate::pack::{fma16_len, FMA16_CO};
 use crate::{Conv2dGeom, Weights};
 
 /// Floats of the padded row buffer: `cin · k · ((ow − 1) · stride + k)` must fit (64 KiB).
 const ROWS: usize = 16 * 1024;
-/// Most output positions of a register tile.
-const NP_MAX: usize = 6;
 /// Widest output row (the stage of one row's 16 channels).
 const OW_MAX: usize = 256;
 
@@ -116,14 +115,7 @@ unsafe fn conv(
                 // SAFETY: AVX2 + FMA. Positions x0 + j < ow read buffer columns (x0 + j) · s + kx < rl of rows
                 // (ci · k + ky) < cin · k, inside `buf` (`fits`); block b < cout / 16 holds cin · k² vectors of 16
                 // floats (packed length checked); the stage holds OW_MAX · 16 >= (x0 + np) · 16 floats.
-                match np {
-                    6.. => t.run::<6>(),
-                    5 => t.run::<5>(),
-                    4 => t.run::<4>(),
-                    3 => t.run::<3>(),
-                    2 => t.run::<2>(),
-                    _ => t.run::<1>(),
-                }
+                dispatch6(&t, np);
                 x0 += np;
             }
             for h in 0..2 {
@@ -155,12 +147,10 @@ struct Tile {
     a: *mut f32,
 }
 
-impl Tile {
-    /// # Safety
-    /// AVX2 + FMA; `x` readable at every index above for `ci < cin`, `ky, kx < k`, `j < NP`; `w` at `cin · k²`
-    /// vectors of 16 floats; `a` at `16 · NP` writable floats.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
+impl Tile16 for Tile {
+    /// Safety: AVX2 + FMA; `x` readable at every index above for `ci < cin`, `ky, kx < k`, `j < NP`; `w` at
+    /// `cin · k²` vectors of 16 floats; `a` at `16 · NP` writable floats.
+    #[inline(always)]
     unsafe fn run<const NP: usize>(&self) {
         let mut acc = [[_mm256_setzero_ps(); 2]; NP];
         let mut w = self.w;
@@ -177,9 +167,6 @@ impl Tile {
                 }
             }
         }
-        for (j, a) in acc.iter().enumerate() {
-            _mm256_storeu_ps(self.a.add(j * FMA16_CO), a[0]);
-            _mm256_storeu_ps(self.a.add(j * FMA16_CO + 8), a[1]);
-        }
+        store16(&acc, self.a);
     }
 }

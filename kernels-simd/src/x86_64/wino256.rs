@@ -17,9 +17,9 @@
 use core::arch::x86_64::*;
 use core::mem::MaybeUninit;
 
-use super::wino512::{plan, Plan};
+use super::wino512::{lengths_fit, plan, tile_rows, Plan};
 use super::zeroed_prefix;
-use crate::pack::{wino16_len, FMA16_CO, WINO_NT, WINO_V};
+use crate::pack::{FMA16_CO, WINO_NT, WINO_V};
 use crate::{Conv2dGeom, Weights};
 
 /// Parked GEMM results of a band for one block of 16 channels: `16 · WINO_NT · 16` floats (32 KiB).
@@ -31,8 +31,8 @@ const SKEW: usize = 16;
 /// Columns of the padded row buffer: `2 · tw + 2` columns of tiles rounded up to 8 tiles, and the last 8-tile
 /// group's loads (18 columns from its first), for `tw <= WINO_NT`.
 const ROWBUF: usize = 2 * WINO_NT + 24;
-/// Most tiles of one register tile.
-const NP_MAX: usize = 6;
+/// Most tiles of one register tile ([`dispatch6`]).
+pub(super) const NP_MAX: usize = 6;
 
 /// f32 Winograd convolution on weights packed by [`wino16_pack`](crate::pack::wino16_pack); false (and `out`
 /// untouched) if [`crate::pack::winograd`] does not pick the layer or a length does not fit, in which case the
@@ -73,43 +73,16 @@ pub(super) unsafe fn conv2d_packed_rows(
     out: &crate::parallel::RowsOut<'_>,
 ) -> bool {
     let Some(p) = plan(g) else { return false };
-    let (r0, r1) = out.rows();
-    if !lengths_fit(g, input, packed, bias, out.len())
-        || out.shape() != (g.oh, g.ow)
-        || r0 % 2 != 0
-        || r0 >= r1
-        || r1 > g.oh
-        || (r1 % 2 != 0 && r1 != g.oh)
-    {
+    let Some(ty) = tile_rows(g, out) else {
+        return false;
+    };
+    if !lengths_fit(g, input, packed, bias, out.len()) {
         return false;
     }
-    // SAFETY: AVX2 + FMA (caller). Tile rows r0 / 2 .. ceil(r1 / 2) write output rows r0 .. r1 (an odd last row
-    // only when r1 = oh) of channels < cout, inside the output's cout · oh · ow floats (checked), which are this
-    // worker's rows (`RowsOut::as_mut_ptr`).
-    conv(
-        g,
-        p,
-        input,
-        packed,
-        bias,
-        out.as_mut_ptr(),
-        (r0 / 2, r1.div_ceil(2)),
-    );
+    // SAFETY: AVX2 + FMA (caller). Tile rows `ty` write output rows `out.rows()` of channels < cout (`tile_rows`),
+    // inside the output's cout · oh · ow floats (checked), which are this worker's rows (`RowsOut::as_mut_ptr`).
+    conv(g, p, input, packed, bias, out.as_mut_ptr(), ty);
     true
-}
-
-/// Whether the packed weights, input, bias and an output of `out_len` floats hold the layer.
-fn lengths_fit(
-    g: &Conv2dGeom,
-    input: &[f32],
-    packed: &[u8],
-    bias: Option<Weights<'_>>,
-    out_len: usize,
-) -> bool {
-    packed.len() == wino16_len(g)
-        && input.len() >= g.cin * g.h * g.w
-        && out_len >= g.cout * g.oh * g.ow
-        && bias.is_none_or(|b| b.len() >= g.cout)
 }
 
 /// The body of [`conv2d_packed`] for tile rows `ty.0 .. ty.1` (its own never-inlined frame: about 560 KiB of
@@ -205,14 +178,7 @@ unsafe fn conv(
                     // SAFETY: AVX2 + FMA. V[ξ][ci][t0 + j] (ci < cin, j < np, t0 + np <= nt) lies in `vbuf`; block
                     // b < cout / 16 holds 16 · cin vectors of 16 floats, read at ξ · cin + ci (packed length
                     // checked); the park holds 16 · ps floats and ξ · ps + (t0 + np) · 16 <= that.
-                    match np {
-                        6.. => t.run::<6>(),
-                        5 => t.run::<5>(),
-                        4 => t.run::<4>(),
-                        3 => t.run::<3>(),
-                        2 => t.run::<2>(),
-                        _ => t.run::<1>(),
-                    }
+                    dispatch6(&t, np);
                     t0 += np;
                 }
             }
@@ -319,12 +285,10 @@ struct Tile {
     a: *mut f32,
 }
 
-impl Tile {
-    /// # Safety
-    /// AVX2 + FMA; `x + ci · xs + j` readable for `ci < cin`, `j < NP`; `w` points at `cin` vectors of 16 floats;
-    /// `a` at `16 · NP` writable floats.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
+impl Tile16 for Tile {
+    /// Safety: AVX2 + FMA; `x + ci · xs + j` readable for `ci < cin`, `j < NP`; `w` points at `cin` vectors of 16
+    /// floats; `a` at `16 · NP` writable floats.
+    #[inline(always)]
     unsafe fn run<const NP: usize>(&self) {
         let mut acc = [[_mm256_setzero_ps(); 2]; NP];
         for ci in 0..self.cin {
@@ -337,10 +301,44 @@ impl Tile {
                 a[1] = _mm256_fmadd_ps(xb, w1, a[1]);
             }
         }
-        for (j, a) in acc.iter().enumerate() {
-            _mm256_storeu_ps(self.a.add(j * FMA16_CO), a[0]);
-            _mm256_storeu_ps(self.a.add(j * FMA16_CO + 8), a[1]);
-        }
+        store16(&acc, self.a);
+    }
+}
+
+/// A register tile of the AVX2 channels-in-lanes kernels (this one and `direct256.rs`): 16 output channels (two
+/// vectors) × `NP` positions, 2 · `NP` accumulators.
+pub(super) trait Tile16 {
+    /// Sum the tile and store it (16 floats per position). Safety: the CPU has AVX2 + FMA (the caller's
+    /// `target_feature` frame it is inlined into) and the implementor's pointers hold `NP` positions.
+    unsafe fn run<const NP: usize>(&self);
+}
+
+/// `t.run::<np>()` for `np` in 1 ..= 6 (more: 6; 6 positions × 2 accumulators, two weight vectors and a broadcast
+/// fill 15 of the 16 `ymm`).
+///
+/// # Safety
+/// As [`Tile16::run`] for `np.clamp(1, 6)` positions.
+#[inline(always)]
+pub(super) unsafe fn dispatch6<T: Tile16>(t: &T, np: usize) {
+    match np {
+        6.. => t.run::<6>(),
+        5 => t.run::<5>(),
+        4 => t.run::<4>(),
+        3 => t.run::<3>(),
+        2 => t.run::<2>(),
+        _ => t.run::<1>(),
+    }
+}
+
+/// Store `NP` positions' two accumulators at `a + 16 j`, `a + 16 j + 8`.
+///
+/// # Safety
+/// AVX; `a` writable at `16 · NP` floats.
+#[inline(always)]
+pub(super) unsafe fn store16<const NP: usize>(acc: &[[__m256; 2]; NP], a: *mut f32) {
+    for (j, v) in acc.iter().enumerate() {
+        _mm256_storeu_ps(a.add(j * FMA16_CO), v[0]);
+        _mm256_storeu_ps(a.add(j * FMA16_CO + 8), v[1]);
     }
 }
 

@@ -70,11 +70,7 @@ pub(super) unsafe fn conv2d_packed(
     out: &mut [f32],
 ) -> bool {
     let Some(p) = plan(g) else { return false };
-    if packed.len() != wino16_len(g)
-        || input.len() < g.cin * g.h * g.w
-        || out.len() < g.cout * g.oh * g.ow
-        || bias.is_some_and(|b| b.len() < g.cout)
-    {
+    if !lengths_fit(g, input, packed, bias, out.len()) {
         return false;
     }
     // SAFETY: AVX-512 F (caller); `out` holds cout · oh · ow floats (checked), all of which the whole range of
@@ -98,32 +94,47 @@ pub(super) unsafe fn conv2d_packed_rows(
     out: &crate::parallel::RowsOut<'_>,
 ) -> bool {
     let Some(p) = plan(g) else { return false };
-    let (r0, r1) = out.rows();
-    if packed.len() != wino16_len(g)
-        || input.len() < g.cin * g.h * g.w
-        || out.len() < g.cout * g.oh * g.ow
-        || out.shape() != (g.oh, g.ow)
-        || bias.is_some_and(|b| b.len() < g.cout)
-        || r0 % 2 != 0
-        || r0 >= r1
-        || r1 > g.oh
-        || (r1 % 2 != 0 && r1 != g.oh)
-    {
+    let Some(ty) = tile_rows(g, out) else {
+        return false;
+    };
+    if !lengths_fit(g, input, packed, bias, out.len()) {
         return false;
     }
-    // SAFETY: AVX-512 F (caller). Tile rows r0 / 2 .. ceil(r1 / 2) write output rows r0 .. r1 (an odd last row
-    // only when r1 = oh) of channels < cout, inside the output's cout · oh · ow floats (checked), which are this
-    // worker's rows (`RowsOut::as_mut_ptr`).
-    conv(
-        g,
-        p,
-        input,
-        packed,
-        bias,
-        out.as_mut_ptr(),
-        (r0 / 2, r1.div_ceil(2)),
-    );
+    // SAFETY: AVX-512 F (caller). Tile rows `ty` write output rows `out.rows()` of channels < cout (`tile_rows`),
+    // inside the output's cout · oh · ow floats (checked), which are this worker's rows (`RowsOut::as_mut_ptr`).
+    conv(g, p, input, packed, bias, out.as_mut_ptr(), ty);
     true
+}
+
+/// Whether the packed weights (the [`wino16_len`] layout), input, bias and an output of `out_len` floats hold the
+/// layer: the length checks of both Winograd kernels (this one and `wino256.rs`).
+pub(super) fn lengths_fit(
+    g: &Conv2dGeom,
+    input: &[f32],
+    packed: &[u8],
+    bias: Option<Weights<'_>>,
+    out_len: usize,
+) -> bool {
+    packed.len() == wino16_len(g)
+        && input.len() >= g.cin * g.h * g.w
+        && out_len >= g.cout * g.oh * g.ow
+        && bias.is_none_or(|b| b.len() >= g.cout)
+}
+
+/// The tile rows `r0 / 2 .. ceil(r1 / 2)` that write exactly a worker's output rows `r0 .. r1` of an `oh × ow`
+/// output: `None` unless `r0` starts a tile row (even), `r1` ends one (even, or the last row) and the rows lie in
+/// the output.
+pub(super) fn tile_rows(
+    g: &Conv2dGeom,
+    out: &crate::parallel::RowsOut<'_>,
+) -> Option<(usize, usize)> {
+    let (r0, r1) = out.rows();
+    let ok = out.shape() == (g.oh, g.ow)
+        && r0 % 2 == 0
+        && r0 < r1
+        && r1 <= g.oh
+        && (r1 % 2 == 0 || r1 == g.oh);
+    ok.then(|| (r0 / 2, r1.div_ceil(2)))
 }
 
 /// The body of [`conv2d_packed`] for tile rows `ty.0 .. ty.1` (its own never-inlined frame: about 690 KiB of
