@@ -12,6 +12,7 @@ mod bands;
 mod direct256;
 mod direct512;
 mod gemm512;
+mod gn256;
 mod gn512;
 mod gnf512;
 mod lin512;
@@ -49,7 +50,7 @@ pub(crate) fn zeroed_prefix<T: Zeroable, const N: usize>(
 }
 
 /// AVX2 + FMA (+ F16C): f32 Winograd (on packed weights) and direct convolution, int8 direct convolution, f32
-/// attention and group norm, linear with F16C rows.
+/// attention, f32 and int8 group norm, linear with F16C rows.
 static AVX2: KernelTable = KernelTable {
     name: "avx2",
     bit_exact: false, // float kernels sum in other orders
@@ -62,6 +63,7 @@ static AVX2: KernelTable = KernelTable {
     attention: attnf256::attention,
     attention_rows: Some(attnf256::attention_rows),
     group_norm: avx2::group_norm,
+    group_norm_i8: gn256::group_norm_i8,
     attention_i8: avx2::attention_i8,
     ..GENERIC
 };
