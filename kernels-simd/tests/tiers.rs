@@ -481,6 +481,33 @@ fn check_attention_i8(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
         }
         cases += 1;
     }
+    // Score scales that make scores zero, negative, infinite (inf − inf = NaN in the softmax) or NaN.
+    for sq in [0.0f32, -0.03, 1e30, f32::INFINITY, f32::NAN] {
+        let g = ember_kernels::generic::AttentionGeom {
+            heads: 2,
+            head_dim: 16,
+            n: 40,
+        };
+        let total = 2 * 16 * 40;
+        let mk = |rng: &mut Lcg| -> Vec<i8> { (0..total).map(|_| rng.i8()).collect() };
+        let (q, k, v) = (mk(rng), mk(rng), mk(rng));
+        let run = |table: &KernelTable| -> (Vec<i8>, Vec<f32>) {
+            let mut s = vec![0f32; 40];
+            let (mut a, mut f) = (vec![0i8; total], vec![0f32; total]);
+            let out = QOut::I8 {
+                data: &mut a,
+                scale: 0.04,
+            };
+            (table.attention_i8)(&g, &q, sq, &k, 0.03, &v, 0.05, &mut s, out);
+            (table.attention_i8)(&g, &q, sq, &k, 0.03, &v, 0.05, &mut s, QOut::F32(&mut f));
+            (a, f)
+        };
+        let ((a, fa), (b, fb)) = (run(&GENERIC), run(t));
+        if a != b || fa.iter().zip(&fb).any(|(x, y)| x.to_bits() != y.to_bits()) {
+            return Err(format!("query scale {sq}: output differs from generic"));
+        }
+        cases += 1;
+    }
     // Malformed slices, as generic handles them: a short score row (nothing written), a short output or `q` (the
     // heads that fit written).
     let g = ember_kernels::generic::AttentionGeom {

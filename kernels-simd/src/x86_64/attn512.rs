@@ -87,9 +87,11 @@ pub(crate) fn attention_i8_rows(
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn exp_det16(x: __m512) -> __m512 {
+    // `f32::clamp` keeps a NaN: `vmaxps` / `vminps` return their second operand when either is NaN, so x goes
+    // second.
     let x = _mm512_min_ps(
-        _mm512_max_ps(x, _mm512_set1_ps(-87.0)),
         _mm512_set1_ps(88.0),
+        _mm512_max_ps(_mm512_set1_ps(-87.0), x),
     );
     let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
         _mm512_mul_ps(x, _mm512_set1_ps(core::f32::consts::LOG2_E)),

@@ -923,10 +923,12 @@ unsafe fn group_norm_avx2(a: &generic::GroupNormArgs<'_>, input: &[f32], out: &m
 /// [`quant::exp_det`] on 8 lanes, the same operations in the same order (multiply then add, never fused), so the
 /// bits are the scalar function's.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn exp_det8(x: __m256) -> __m256 {
+pub(super) unsafe fn exp_det8(x: __m256) -> __m256 {
+    // `f32::clamp` keeps a NaN: `vmaxps` / `vminps` return their second operand when either is NaN, so x goes
+    // second.
     let x = _mm256_min_ps(
-        _mm256_max_ps(x, _mm256_set1_ps(-87.0)),
         _mm256_set1_ps(88.0),
+        _mm256_max_ps(_mm256_set1_ps(-87.0), x),
     );
     let n = _mm256_round_ps(
         _mm256_mul_ps(x, _mm256_set1_ps(core::f32::consts::LOG2_E)),

@@ -133,7 +133,7 @@ unsafe fn store8(ch: &GnChannel, x: __m256, out: &mut [i8]) {
 /// [`quant::quantize`] on 8 lanes: `round(v / scale)` (ties away from zero), clamped to [-128, 127], NaN → 0.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn quantize8(v: __m256, scale: f32) -> __m256i {
+pub(super) unsafe fn quantize8(v: __m256, scale: f32) -> __m256i {
     let d = _mm256_div_ps(v, _mm256_set1_ps(scale));
     let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(d);
     let sign = _mm256_set1_ps(-0.0);

@@ -2,6 +2,7 @@
 //! it only when the CPU (runtime detection with `std`, `target_feature` without) can run it.
 #![allow(unsafe_code)] // SIMD intrinsics behind #[target_feature]; every block states its invariant.
 
+mod attn256;
 mod attn512;
 mod attnf256;
 mod attnf512;
@@ -64,7 +65,8 @@ static AVX2: KernelTable = KernelTable {
     attention_rows: Some(attnf256::attention_rows),
     group_norm: avx2::group_norm,
     group_norm_i8: gn256::group_norm_i8,
-    attention_i8: avx2::attention_i8,
+    attention_i8: attn256::attention_i8,
+    attention_i8_rows: Some(attn256::attention_i8_rows),
     ..GENERIC
 };
 
