@@ -412,6 +412,43 @@ fn check_group_norm_i8(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> 
             cases += 1;
         }
     }
+    // Channels holding few distinct values (the table-of-the-range path), at both ends of the int8 range (table
+    // entries past 127 wrap) and constant.
+    for (lo, width) in [(120i32, 8i32), (-128, 5), (-3, 40), (7, 1), (-128, 256)] {
+        for (c, hw, groups) in [(8, 300, 4), (16, 64, 8), (4, 1024, 2), (2, 9, 1)] {
+            let x: Vec<i8> = (0..c * hw)
+                .map(|_| (lo + (rng.i8() as i32 + 128) % width) as i8)
+                .collect();
+            let gamma: Vec<f32> = (0..c).map(|_| rng.f()).collect();
+            let beta: Vec<f32> = (0..c).map(|_| rng.f()).collect();
+            let a = ember_kernels::quant::GroupNormI8Args {
+                c,
+                hw,
+                groups,
+                eps: 1e-5,
+                gamma: Weights::F32(&gamma),
+                beta: Weights::F32(&beta),
+                scale_shift: None,
+                silu: true,
+                in_q: ActQ {
+                    scale: 0.02,
+                    split: usize::MAX,
+                    scale2: 0.05,
+                },
+                out_scale: 0.03,
+            };
+            let (mut o1, mut o2) = (vec![0i8; c * hw], vec![0i8; c * hw]);
+            (GENERIC.group_norm_i8)(&a, &x, &mut o1);
+            (t.group_norm_i8)(&a, &x, &mut o2);
+            if o1 != o2 {
+                return Err(format!(
+                    "c {c} hw {hw}, inputs {lo}..{}: output differs",
+                    lo + width
+                ));
+            }
+            cases += 1;
+        }
+    }
     Ok(cases)
 }
 

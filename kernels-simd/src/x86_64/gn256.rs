@@ -2,9 +2,8 @@
 //! The statistics are generic's integer sums (here with `vpmaddwd`), and the element function
 //! `quantize(silu(x · mul + add))` runs on 8 lanes with the very operations of the scalar code, `libm::expf`
 //! replayed lane by lane for `|x|` in `(2^-14, 87.33)`; lanes outside that range (huge, tiny or NaN arguments)
-//! take the scalar code, so every input gives generic's bits. A channel of more than 256 elements goes through a
-//! table of all 256 inputs (32 vector evaluations, then one scalar lookup per element: AVX2 has no 256-entry byte
-//! permute); a shorter one is evaluated element by element, 8 at a time.
+//! take the scalar code, so every input gives generic's bits. A channel with fewer distinct values than elements
+//! goes through a table of its range, as the scalar code; the others are evaluated element by element.
 
 use core::arch::x86_64::*;
 
@@ -65,35 +64,38 @@ unsafe fn hsum_epi32(v: __m256i) -> i64 {
     l.iter().map(|&v| v as i64).sum()
 }
 
-/// `y[i] = ch.apply(x[i])` (stops at the shorter slice); above 256 elements through a table of the 256 inputs
-/// (the values are the same either way).
+/// `y[i] = ch.apply(x[i])` (stops at the shorter slice). When the channel's range `min..=max` holds fewer values
+/// than it has elements, through a table of that range (8 vector evaluations per 8 values, then one scalar lookup
+/// per element: AVX2 has no 256-entry byte permute), as the scalar code does (the values are the same either
+/// way); otherwise element by element, 8 at a time.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn channel(ch: &GnChannel, x: &[i8], y: &mut [i8]) {
     let n = x.len().min(y.len());
-    if n > 256 {
+    let (x, y) = (&x[..n], &mut y[..n]);
+    let (lo, hi) = quant::range_i8(x);
+    let span = (hi as i32 - lo as i32 + 1).max(0) as usize;
+    if span < n {
         let mut lut = [0i8; 256];
-        for (b, l) in lut.chunks_exact_mut(8).enumerate() {
-            // Inputs 8b .. 8b + 7 as unsigned bytes, i.e. table index v holds f(v as i8).
+        for (b, l) in lut.chunks_exact_mut(8).take(span.div_ceil(8)).enumerate() {
+            // Entry e holds f(lo + e) (wrapped to i8: entries past the range are never read).
             let idx = _mm256_add_epi32(
-                _mm256_set1_epi32(8 * b as i32),
+                _mm256_set1_epi32(lo as i32 + 8 * b as i32),
                 _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
             );
             let xs = _mm256_srai_epi32::<24>(_mm256_slli_epi32::<24>(idx));
             store8(ch, _mm256_cvtepi32_ps(xs), l);
         }
-        for (o, &v) in y[..n].iter_mut().zip(&x[..n]) {
-            *o = lut[v as u8 as usize];
-        }
+        quant::lookup_i8(&lut, lo, x, y);
         return;
     }
     let mut i = 0;
     while i + 8 <= n {
-        // SAFETY: i + 8 <= n <= x.len(): an 8-byte load.
+        // SAFETY: i + 8 <= n = x.len(): an 8-byte load.
         let xs = _mm256_cvtepi8_epi32(_mm_loadl_epi64(x.as_ptr().add(i) as *const __m128i));
         store8(ch, _mm256_cvtepi32_ps(xs), &mut y[i..i + 8]);
         i += 8;
     }
-    for (o, &v) in y[i..n].iter_mut().zip(&x[i..n]) {
+    for (o, &v) in y[i..].iter_mut().zip(&x[i..]) {
         *o = ch.apply(v);
     }
 }
