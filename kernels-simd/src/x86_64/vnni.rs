@@ -137,8 +137,30 @@ unsafe fn conv(
 }
 
 /// The GEMM of one channel block (see [`gemm`]).
-type GemmFn =
-    unsafe fn(&[i32], usize, usize, &[usize], &[u8], usize, [i32; CO], &mut [[i32; FMAX]; CO]);
+type GemmFn = unsafe fn(&[i32], usize, usize, &[usize], &[u8], usize, [i32; CO], &mut Sums<'_>);
+
+/// The integer sums of one channel block: channel `c`'s position `f` at `buf[c · stride + f]`, `f < stride`.
+pub(super) struct Sums<'a> {
+    buf: &'a mut [i32],
+    stride: usize,
+}
+
+impl<'a> Sums<'a> {
+    /// `buf` as `CO` rows of `stride`; `None` if it is shorter than that.
+    fn new(buf: &'a mut [i32], stride: usize) -> Option<Self> {
+        (buf.len() >= CO * stride).then_some(Sums { buf, stride })
+    }
+
+    /// Channel `c`'s row (`c < CO`).
+    fn row(&self, c: usize) -> &[i32] {
+        &self.buf[c * self.stride..(c + 1) * self.stride]
+    }
+
+    /// Where channel `c`'s position `f` is (`c < CO`, `f < stride` for a write the caller may make).
+    fn at(&mut self, c: usize, f: usize) -> *mut i32 {
+        self.buf.as_mut_ptr().wrapping_add(c * self.stride + f)
+    }
+}
 /// The int8 epilogue of one channel's band (see [`store_i8_rows`]).
 type StoreFn = unsafe fn(
     &EpilogueParts<'_>,
@@ -218,8 +240,15 @@ unsafe fn conv_body(
     let wp = zeroed_prefix(&mut wp_m, if pre.is_some() { 0 } else { bl });
     let nwa = l.qa * kk * CO * 4;
     let nw = l.quads * kk * CO * 4;
-    let mut buf_a = [[0i32; FMAX]; CO];
-    let mut buf_b = [[0i32; FMAX]; CO];
+    // The sums of the two branches, each CO rows as long as a full band's padded positions (zeroing all FMAX of
+    // them on every call cost 128 KiB of stores per convolution).
+    let fs = l.b.fpad(l.b.rows, g.ow);
+    let mut sums_m = MaybeUninit::<[i32; 2 * CO * FMAX]>::uninit();
+    let sums = zeroed_prefix(&mut sums_m, 2 * CO * fs);
+    let (sa, sb) = sums.split_at_mut(sums.len() / 2);
+    let (Some(mut buf_a), Some(mut buf_b)) = (Sums::new(sa, fs), Sums::new(sb, fs)) else {
+        return; // unreachable: `layout` keeps a band's positions within FMAX
+    };
     let (so, mut out) = match out {
         QOut::I8 { data, scale } => (scale, Ok(data)),
         QOut::F32(data) => (0.0, Err(data)),
@@ -256,7 +285,7 @@ unsafe fn conv_body(
             for c in 0..CO.min(g.cout - co0) {
                 let co = co0 + c;
                 let ch = e.channel(co, so);
-                let rb_all = two.then_some(&buf_b[c][..]);
+                let rb_all = two.then_some(buf_b.row(c));
                 match &mut out {
                     Ok(d) => {
                         let base = co * plane + oy0 * g.ow;
@@ -268,7 +297,7 @@ unsafe fn conv_body(
                                 oy0 * g.ow,
                                 g.ow,
                                 l.b.wph,
-                                &buf_a[c],
+                                buf_a.row(c),
                                 rb_all,
                                 dst,
                             );
@@ -278,8 +307,8 @@ unsafe fn conv_body(
                         for dy in 0..r {
                             let oy = oy0 + dy;
                             let (f, p0) = (dy * l.b.wph, oy * g.ow);
-                            let ra = &buf_a[c][f..f + g.ow];
-                            let rb = two.then(|| &buf_b[c][f..f + g.ow]);
+                            let ra = &buf_a.row(c)[f..f + g.ow];
+                            let rb = two.then(|| &buf_b.row(c)[f..f + g.ow]);
                             let base = co * plane + p0;
                             if let Some(dst) = d.get_mut(base..base + g.ow) {
                                 let zeros = [0i32; PX];
@@ -407,11 +436,12 @@ pub(super) fn as_bytes_mut(t: &mut [i32]) -> &mut [u8] {
 
 /// `buf[c][f] = Σ_q Σ_t (tile word of quad q0 + q at off[t] + f) · (weight word of quad q, tap t, channel c)
 /// − corr[c]` for `f < fpad`: register tiles of 8 channels × 48 positions (24 accumulators; 3 loads and 8
-/// broadcasts per 24 `vpdpbusd`) while 48 positions remain, then 8 × 32. Integer sums: the width changes no bit.
+/// broadcasts per 24 `vpdpbusd`) while 48 positions remain, then 8 × 32 and 8 × 16, never past `fpad` (the sums'
+/// rows are `fpad` long). Integer sums: the width changes no bit.
 ///
 /// # Safety
 /// AVX-512 F/BW/VNNI; every tap offset plus a position below `fpad` stays below `qs` in each quad's region, `fpad`
-/// is a multiple of 32 and at most `FMAX`, and `wp` holds the quads' words.
+/// is a multiple of 16 and at most `buf`'s stride, and `wp` holds the quads' words.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn gemm(
@@ -422,20 +452,24 @@ unsafe fn gemm(
     wp: &[u8],
     fpad: usize,
     corr: [i32; CO],
-    buf: &mut [[i32; FMAX]; CO],
+    buf: &mut Sums<'_>,
 ) {
-    let end = fpad.min(FMAX);
+    let end = fpad.min(buf.stride);
     let mut f0 = 0;
     while f0 + 3 * 16 <= end {
         // SAFETY (caller): every position below `fpad` is in range; f0 + 47 < end.
         gemm_tile::<3>(tile, qs, q0, off, wp, f0, corr, buf);
         f0 += 3 * 16;
     }
-    while f0 < end {
-        // SAFETY: as above; f0 is a multiple of 16 and `end` of 32, and only multiples of 48 were taken, so
-        // f0 + 31 < end.
+    // The rest: 32 positions, then 16 (f0 and `end` are multiples of 16, so a tile never passes `end`).
+    while f0 + 2 * 16 <= end {
+        // SAFETY: as above; f0 + 31 < end.
         gemm_tile::<2>(tile, qs, q0, off, wp, f0, corr, buf);
-        f0 += PX;
+        f0 += 2 * 16;
+    }
+    if f0 < end {
+        // SAFETY: as above; f0 + 15 < end.
+        gemm_tile::<1>(tile, qs, q0, off, wp, f0, corr, buf);
     }
 }
 
@@ -454,7 +488,7 @@ unsafe fn gemm_tile<const N: usize>(
     wp: &[u8],
     f0: usize,
     corr: [i32; CO],
-    buf: &mut [[i32; FMAX]; CO],
+    buf: &mut Sums<'_>,
 ) {
     let taps = off.len();
     let nq = wp.len() / (taps * CO * 4).max(1);
@@ -483,8 +517,8 @@ unsafe fn gemm_tile<const N: usize>(
     for (c, a) in acc.iter().enumerate() {
         let cv = _mm512_set1_epi32(corr[c]);
         for (j, aj) in a.iter().enumerate() {
-            // SAFETY: f0 + 16N <= FMAX.
-            let d = buf[c].as_mut_ptr().add(f0 + 16 * j);
+            // SAFETY: f0 + 16N <= fpad <= the stride: inside channel c's row.
+            let d = buf.at(c, f0 + 16 * j);
             _mm512_storeu_si512(d as *mut __m512i, _mm512_sub_epi32(*aj, cv));
         }
     }
@@ -506,11 +540,11 @@ unsafe fn gemm_avx(
     wp: &[u8],
     fpad: usize,
     corr: [i32; CO],
-    buf: &mut [[i32; FMAX]; CO],
+    buf: &mut Sums<'_>,
 ) {
     let taps = off.len();
     let nq = wp.len() / (taps * CO * 4).max(1);
-    let end = fpad.min(FMAX);
+    let end = fpad.min(buf.stride);
     for half in [0usize, 4] {
         let mut f0 = 0;
         while f0 + 16 <= end {
@@ -534,8 +568,8 @@ unsafe fn gemm_avx(
             }
             for (c, a) in acc.iter().enumerate() {
                 let cv = _mm256_set1_epi32(corr[half + c]);
-                // SAFETY: f0 + 15 < end <= FMAX.
-                let d = buf[half + c].as_mut_ptr().add(f0);
+                // SAFETY: f0 + 15 < end <= the stride: inside channel half + c's row.
+                let d = buf.at(half + c, f0);
                 _mm256_storeu_si256(d as *mut __m256i, _mm256_sub_epi32(a[0], cv));
                 _mm256_storeu_si256(d.add(8) as *mut __m256i, _mm256_sub_epi32(a[1], cv));
             }
