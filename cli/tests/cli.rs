@@ -33,11 +33,35 @@ fn quantize_tool() -> PathBuf {
     qt
 }
 
-fn tmpdir(name: &str) -> PathBuf {
+/// A fresh scratch folder, removed when the test ends (kept after a failure, to look at).
+struct TmpDir(PathBuf);
+
+impl std::ops::Deref for TmpDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TmpDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn tmpdir(name: &str) -> TmpDir {
     let d = std::env::temp_dir().join(format!("ember-cli-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TmpDir(d)
 }
 
 fn f32s(st: &SafeTensors<'_>, name: &str) -> Vec<f32> {
@@ -416,7 +440,6 @@ fn sample_with_init_noise_matches_diffusers_pipeline() {
         assert!(err.contains(needle), "{args:?}: {err}");
         assert!(!out.exists(), "{args:?} left a file");
     }
-    let _ = std::fs::remove_dir_all(&d);
 }
 
 /// The main job: `ember generate` with the built-in student. Raw output holds `sample` [N,1,32,32] in [-1, 1] and
@@ -493,5 +516,4 @@ fn generate_with_the_built_in_student() {
         );
         assert!(!out.exists());
     }
-    let _ = std::fs::remove_dir_all(&d);
 }
