@@ -12,8 +12,10 @@
 //! Same products as the canonical kernel in another summation order: held to the float convolution bound.
 
 use core::arch::x86_64::*;
+use core::mem::MaybeUninit;
 
 use super::wino256::{dispatch6, store16, Tile16, NP_MAX};
+use super::zeroed_prefix;
 use crate::pack::{fma16_len, FMA16_CO};
 use crate::{Conv2dGeom, Weights};
 
@@ -80,8 +82,15 @@ unsafe fn conv(
     out: &mut [f32],
 ) {
     let (rl, kk, plane) = (row_len(g), g.k * g.k, g.oh * g.ow);
-    let mut buf = [0f32; ROWS];
-    let mut stage = [0f32; OW_MAX * FMA16_CO];
+    // Scratch sized for the largest layer; only the part this one uses is zeroed (all of it, 80 KiB, was a
+    // visible share of the small layers' time).
+    let mut buf_m = MaybeUninit::<[f32; ROWS]>::uninit();
+    let buf = zeroed_prefix(&mut buf_m, g.cin * g.k * rl);
+    let mut stage_m = MaybeUninit::<[f32; OW_MAX * FMA16_CO]>::uninit();
+    let stage = zeroed_prefix(&mut stage_m, g.ow * FMA16_CO);
+    if buf.len() < g.cin * g.k * rl || stage.len() < g.ow * FMA16_CO {
+        return; // unreachable: `fits`
+    }
     let ubase = packed.as_ptr() as *const f32;
     let blocks = g.ow.div_ceil(NP_MAX);
     for oy in 0..g.oh {
@@ -114,7 +123,7 @@ unsafe fn conv(
                 };
                 // SAFETY: AVX2 + FMA. Positions x0 + j < ow read buffer columns (x0 + j) · s + kx < rl of rows
                 // (ci · k + ky) < cin · k, inside `buf` (`fits`); block b < cout / 16 holds cin · k² vectors of 16
-                // floats (packed length checked); the stage holds OW_MAX · 16 >= (x0 + np) · 16 floats.
+                // floats (packed length checked); the stage holds ow · 16 >= (x0 + np) · 16 floats.
                 dispatch6(&t, np);
                 x0 += np;
             }
