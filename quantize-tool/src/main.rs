@@ -85,8 +85,9 @@ enum Cmd {
         #[arg(long)]
         self_test: bool,
         /// Also store every convolution's weights packed offline for these kernel families (comma-separated:
-        /// `x86_64-avx512` (int8 convolutions, and float ones as its part `x86_64-avx512-f32`), `aarch64-neon` (int8
-        /// convolutions)), so the SIMD kernels skip packing them per call. The canonical weights stay, so the
+        /// `x86_64-avx512` (int8 convolutions, and float ones as its part `x86_64-avx512-f32`, which the AVX2 and
+        /// AVX-VNNI tiers read too), `aarch64-neon` (int8 convolutions)), so the SIMD kernels skip packing them per
+        /// call. The canonical weights stay, so the
         /// blob still runs everywhere; it grows by about the weights' size per family (f16 weights are packed as
         /// f32, twice their size).
         #[arg(long, value_delimiter = ',')]
@@ -115,8 +116,8 @@ enum Cmd {
         /// Output blob.
         #[arg(short, long)]
         output: PathBuf,
-        /// Kernel families, comma-separated (`x86_64-avx512` (int8 and float), `x86_64-avx512-f32` (float only),
-        /// `aarch64-neon`).
+        /// Kernel families, comma-separated (`x86_64-avx512` (int8 and float), `x86_64-avx512-f32` (float only;
+        /// also read by the AVX2 and AVX-VNNI tiers), `aarch64-neon`).
         #[arg(long, value_delimiter = ',', required = true)]
         family: Vec<String>,
     },
