@@ -18,9 +18,10 @@ use crate::Conv2dGeom;
 /// this code, in the [`fma8_pack`] layout; the runtime no longer reads those and packs per call instead.)
 pub const X86_AVX512: u32 = 1;
 
-/// Family: the x86_64 AVX-512 tier's float convolutions: the 3×3 stride-1 layers that [`winograd`] picks as
-/// Winograd F(2×2, 3×3) transformed weights ([`wino16_pack`], `x86_64/wino512.rs`), every other layer in the
-/// [`fma16_pack`] layout (output channels in the lanes, `x86_64/direct512.rs`). `quantize-tool`'s `x86_64-avx512`
+/// Family: the x86_64 float convolutions (AVX-512 tier, and the AVX2 / AVX-VNNI tiers with two `ymm` per 16
+/// channels): the 3×3 stride-1 layers that [`winograd`] picks as Winograd F(2×2, 3×3) transformed weights
+/// ([`wino16_pack`], `x86_64/wino512.rs`, `wino256.rs`), every other layer in the [`fma16_pack`] layout (output
+/// channels in the lanes, `x86_64/direct512.rs`, `direct256.rs`). `quantize-tool`'s `x86_64-avx512`
 /// writes both this and [`X86_AVX512`]. (Code 3, [`fma16_pack`] for every layer, was this family before the
 /// Winograd kernel; the runtime no longer reads it and packs per call instead.)
 pub const X86_AVX512_F32: u32 = 4;
