@@ -828,8 +828,8 @@ fn check_f16_to_f32(t: &KernelTable, _rng: &mut Lcg) -> Result<usize, String> {
     Ok(n + 1)
 }
 
-/// The tier's float and int8 convolutions on the widest layers of the benchmark models, run in a thread with
-/// Rust's default 2 MiB stack (the kernels keep their scratch on the stack; an overflow aborts the test).
+/// The tier's float and int8 convolutions on the widest layers of the benchmark models, and its attention kernels at
+/// their largest stack-block geometries, run in a thread with Rust's default 2 MiB stack (the kernels keep their scratch on the stack; an overflow aborts the test).
 fn check_stack(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
     let t = *t;
     let seed = rng.next();
@@ -889,6 +889,32 @@ fn check_stack(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
                     data: &mut o8,
                     scale: 0.5,
                 },
+            );
+            n += 2;
+        }
+        // The attention kernels at the largest geometries of their stack blocks (ddpm-cifar10-32's 256 channels ×
+        // 256 tokens, and 1024 tokens).
+        for (d, tokens) in [(256, 256), (64, 1024)] {
+            let g = ember_kernels::generic::AttentionGeom {
+                heads: 1,
+                head_dim: d,
+                n: tokens,
+            };
+            let x: Vec<f32> = (0..d * tokens).map(|_| rng.f()).collect();
+            let xq: Vec<i8> = (0..d * tokens).map(|_| rng.i8()).collect();
+            let mut s = vec![0f32; tokens];
+            let mut out = vec![0f32; d * tokens];
+            (t.attention)(&g, &x, &x, &x, &mut s, &mut out);
+            (t.attention_i8)(
+                &g,
+                &xq,
+                0.02,
+                &xq,
+                0.02,
+                &xq,
+                0.02,
+                &mut s,
+                QOut::F32(&mut out),
             );
             n += 2;
         }
@@ -1028,7 +1054,7 @@ fn main() {
                 "conv2d packed (= per call; Winograd 1e-5)",
                 check_f32_packed,
             ),
-            ("conv2d in a 2 MiB thread (stack scratch)", check_stack),
+            ("kernels in a 2 MiB thread (stack scratch)", check_stack),
             ("linear (bit-exact)", check_linear),
             ("f16 -> f32 (all 65536, bit-exact)", check_f16_to_f32),
             ("attention_i8 (bit-exact)", check_attention_i8),
