@@ -721,11 +721,22 @@ impl GnChannel {
     /// first: the same bits with fewer `expf` (a 32×32 channel of activations typically spans well under the 256
     /// int8 values, and an 8×8 one under its 64 elements).
     pub fn apply_slice(&self, xc: &[i8], yc: &mut [i8]) {
-        self.apply_slice_with(xc, yc, range_i8, lookup_i8);
+        self.apply_slice_with(xc, yc, range_i8, lookup_i8, |x, y| self.apply_each(x, y), 1);
     }
 
-    /// [`GnChannel::apply_slice`] with a tier's `range(x) = (min x, max x)` (any value for an empty `x`) and
-    /// `lookup(lut, lo, x, y)`: `y[i] = lut[(x[i] − lo) as u8]` over the shorter slice.
+    /// `y[i] = self.apply(x[i])`, one element at a time (stops at the shorter slice).
+    pub fn apply_each(&self, x: &[i8], y: &mut [i8]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = self.apply(x);
+        }
+    }
+
+    /// [`GnChannel::apply_slice`] with a tier's `range(x) = (min x, max x)` (any value for an empty `x`),
+    /// `lookup(lut, lo, x, y)`: `y[i] = lut[(x[i] − lo) as u8]` over the shorter slice, and `eval(x, y)`:
+    /// `y[i] = self.apply(x[i])` over the shorter slice (the tier's vector form of [`GnChannel::apply_each`]), which
+    /// builds the table of the range or, for a channel with as many distinct values as elements, runs on it directly.
+    /// The table is evaluated over the range rounded up to `lanes` entries (the tier's vector width: the entries
+    /// past the range, never looked up, cost less than a scalar tail).
     #[inline(always)]
     pub(crate) fn apply_slice_with(
         &self,
@@ -733,6 +744,8 @@ impl GnChannel {
         yc: &mut [i8],
         range: impl Fn(&[i8]) -> (i8, i8),
         lookup: impl Fn(&[i8; 256], i8, &[i8], &mut [i8]),
+        eval: impl Fn(&[i8], &mut [i8]),
+        lanes: usize,
     ) {
         let n = xc.len().min(yc.len());
         let (xc, yc) = (&xc[..n], &mut yc[..n]);
@@ -742,15 +755,16 @@ impl GnChannel {
         let (lo, hi) = range(xc);
         let span = (hi as i32 - lo as i32 + 1).max(0) as usize;
         if span < n {
-            let mut lut = [0i8; 256];
-            for (l, v) in lut.iter_mut().zip(lo..=hi) {
-                *l = self.apply(v);
+            let len = span.next_multiple_of(lanes.max(1)).min(256);
+            let mut vals = [0i8; 256];
+            for (e, v) in vals.iter_mut().enumerate().take(len) {
+                *v = lo.wrapping_add(e as u8 as i8);
             }
+            let mut lut = [0i8; 256];
+            eval(&vals[..len], &mut lut[..len]);
             lookup(&lut, lo, xc, yc);
         } else {
-            for (y, &x) in yc.iter_mut().zip(xc) {
-                *y = self.apply(x);
-            }
+            eval(xc, yc);
         }
     }
 }

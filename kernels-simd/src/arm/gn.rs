@@ -32,7 +32,16 @@ pub(super) fn group_norm_i8_dsp(a: &GroupNormI8Args<'_>, input: &[i8], out: &mut
         input,
         out,
         |x| blocked(x, sums_dsp),
-        |ch, x, y| ch.apply_slice_with(x, y, range_dsp, quant::lookup_i8),
+        |ch, x, y| {
+            ch.apply_slice_with(
+                x,
+                y,
+                range_dsp,
+                quant::lookup_i8,
+                |x, y| ch.apply_each(x, y),
+                1,
+            )
+        },
     );
 }
 
@@ -121,7 +130,7 @@ pub(super) fn group_norm_i8_mve(a: &GroupNormI8Args<'_>, input: &[i8], out: &mut
         input,
         out,
         |x| blocked(x, sums_mve),
-        |ch, x, y| ch.apply_slice_with(x, y, range_mve, lookup_mve),
+        |ch, x, y| ch.apply_slice_with(x, y, range_mve, lookup_mve, |x, y| ch.apply_each(x, y), 1),
     );
 }
 

@@ -3,7 +3,7 @@
 //! `quantize(silu(x · mul + add))` runs on 8 lanes with the very operations of the scalar code, `libm::expf`
 //! replayed lane by lane for `|x|` in `(2^-14, 87.33)`; lanes outside that range (huge, tiny or NaN arguments)
 //! take the scalar code, so every input gives generic's bits. A channel with fewer distinct values than elements
-//! goes through a table of its range, as the scalar code; the others are evaluated element by element.
+//! goes through a table of its range, as the scalar code does; the others are evaluated element by element.
 
 use core::arch::x86_64::*;
 
@@ -64,40 +64,34 @@ unsafe fn hsum_epi32(v: __m256i) -> i64 {
     l.iter().map(|&v| v as i64).sum()
 }
 
-/// `y[i] = ch.apply(x[i])` (stops at the shorter slice). When the channel's range `min..=max` holds fewer values
-/// than it has elements, through a table of that range (8 vector evaluations per 8 values, then one scalar lookup
-/// per element: AVX2 has no 256-entry byte permute), as the scalar code does (the values are the same either
-/// way); otherwise element by element, 8 at a time.
+/// `y[i] = ch.apply(x[i])` (stops at the shorter slice), through the table of the channel's range where that is
+/// shorter than the channel, as the scalar code ([`GnChannel::apply_slice_with`]); the table entries or the
+/// elements are evaluated 8 at a time ([`eval8`]), and looked up one by one (AVX2 has no 256-entry byte permute).
 #[target_feature(enable = "avx2,fma")]
 unsafe fn channel(ch: &GnChannel, x: &[i8], y: &mut [i8]) {
+    // SAFETY (the closure): AVX2 + FMA, this function's own features.
+    ch.apply_slice_with(
+        x,
+        y,
+        quant::range_i8,
+        quant::lookup_i8,
+        |x, y| unsafe { eval8(ch, x, y) },
+        8,
+    );
+}
+
+/// `y[i] = ch.apply(x[i])` over the shorter slice, 8 elements per vector, the tail one by one.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn eval8(ch: &GnChannel, x: &[i8], y: &mut [i8]) {
     let n = x.len().min(y.len());
-    let (x, y) = (&x[..n], &mut y[..n]);
-    let (lo, hi) = quant::range_i8(x);
-    let span = (hi as i32 - lo as i32 + 1).max(0) as usize;
-    if span < n {
-        let mut lut = [0i8; 256];
-        for (b, l) in lut.chunks_exact_mut(8).take(span.div_ceil(8)).enumerate() {
-            // Entry e holds f(lo + e) (wrapped to i8: entries past the range are never read).
-            let idx = _mm256_add_epi32(
-                _mm256_set1_epi32(lo as i32 + 8 * b as i32),
-                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-            );
-            let xs = _mm256_srai_epi32::<24>(_mm256_slli_epi32::<24>(idx));
-            store8(ch, _mm256_cvtepi32_ps(xs), l);
-        }
-        quant::lookup_i8(&lut, lo, x, y);
-        return;
-    }
     let mut i = 0;
     while i + 8 <= n {
-        // SAFETY: i + 8 <= n = x.len(): an 8-byte load.
+        // SAFETY: i + 8 <= n <= x.len(): an 8-byte load.
         let xs = _mm256_cvtepi8_epi32(_mm_loadl_epi64(x.as_ptr().add(i) as *const __m128i));
         store8(ch, _mm256_cvtepi32_ps(xs), &mut y[i..i + 8]);
         i += 8;
     }
-    for (o, &v) in y[i..].iter_mut().zip(&x[i..]) {
-        *o = ch.apply(v);
-    }
+    ch.apply_each(&x[i..n], &mut y[i..n]);
 }
 
 /// `out[l] = ch.apply(x[l])` for 8 lanes of exact small integers `x` (stops at `out`'s length).

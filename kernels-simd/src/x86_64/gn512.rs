@@ -58,44 +58,39 @@ unsafe fn sums_vec(x: &[i8]) -> (i64, i64) {
     )
 }
 
-/// `y[i] = ch.apply(x[i])` (stops at the shorter slice). When the channel's range `min..=max` holds fewer values
-/// than it has elements, through a table of that range (16 vector evaluations per 16 values), as the scalar code
-/// does (the values are the same either way); otherwise element by element, 16 at a time.
+/// `y[i] = ch.apply(x[i])` (stops at the shorter slice), through the table of the channel's range where that is
+/// shorter than the channel, as the scalar code ([`GnChannel::apply_slice_with`]); the table entries or the
+/// elements are evaluated 16 at a time ([`eval16`]), and looked up 64 at a time with VBMI.
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn channel(ch: &GnChannel, x: &[i8], y: &mut [i8]) {
-    let n = x.len().min(y.len());
-    let (x, y) = (&x[..n], &mut y[..n]);
-    let (lo, hi) = quant::range_i8(x);
-    let span = (hi as i32 - lo as i32 + 1).max(0) as usize;
-    if span < n {
-        let mut lut = [0i8; 256];
-        for (b, l) in lut.chunks_exact_mut(16).take(span.div_ceil(16)).enumerate() {
-            // Entry e holds f(lo + e) (wrapped to i8: entries past the range are never read).
-            let idx = _mm512_add_epi32(
-                _mm512_set1_epi32(lo as i32 + 16 * b as i32),
-                _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-            );
-            let xs = _mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(idx));
-            store16(ch, _mm512_cvtepi32_ps(xs), l);
-        }
-        if has_vbmi() {
-            // SAFETY: AVX-512 VBMI detected; `lut` is 256 bytes.
-            unsafe { lookup_vbmi(&lut, lo, x, y) };
-        } else {
-            quant::lookup_i8(&lut, lo, x, y);
-        }
-        return;
+    // SAFETY (the closures): AVX-512 F/BW, this function's own features; VBMI where detected.
+    let eval = |x: &[i8], y: &mut [i8]| unsafe { eval16(ch, x, y) };
+    if has_vbmi() {
+        ch.apply_slice_with(
+            x,
+            y,
+            quant::range_i8,
+            |lut, lo, x, y| unsafe { lookup_vbmi(lut, lo, x, y) },
+            eval,
+            16,
+        );
+    } else {
+        ch.apply_slice_with(x, y, quant::range_i8, quant::lookup_i8, eval, 16);
     }
+}
+
+/// `y[i] = ch.apply(x[i])` over the shorter slice, 16 elements per vector, the tail one by one.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn eval16(ch: &GnChannel, x: &[i8], y: &mut [i8]) {
+    let n = x.len().min(y.len());
     let mut i = 0;
     while i + 16 <= n {
-        // SAFETY: i + 16 <= n = x.len().
+        // SAFETY: i + 16 <= n <= x.len().
         let xs = _mm512_cvtepi8_epi32(_mm_loadu_si128(x.as_ptr().add(i) as *const __m128i));
         store16(ch, _mm512_cvtepi32_ps(xs), &mut y[i..i + 16]);
         i += 16;
     }
-    for (o, &v) in y[i..].iter_mut().zip(&x[i..]) {
-        *o = ch.apply(v);
-    }
+    ch.apply_each(&x[i..n], &mut y[i..n]);
 }
 
 /// Whether the CPU has AVX-512 VBMI (`vpermt2b`): Ice Lake, Sapphire Rapids, Zen 4 and later.
