@@ -142,10 +142,9 @@ impl ConvCase {
             pack::float_pack(fam, g, Weights::F32(&self.w), &mut fstore[at..at + len])
                 .then_some((f, at..at + len))
         });
-        let qp = t.conv2d_i8_packed.map(|(_, f)| {
-            let mut p = vec![0u8; pack::vnni8_len(g, g.cin)];
-            pack::vnni8_pack(g, g.cin, &self.wq, &mut p);
-            (f, p)
+        let qp = t.conv2d_i8_packed.and_then(|(fam, f)| {
+            let mut p = vec![0u8; pack::int8_len(fam, g, g.cin)?];
+            pack::int8_pack(fam, g, g.cin, &self.wq, &mut p).then_some((f, p))
         });
         let (x, w, b, y) = (&self.x, &self.w, &self.b, &mut self.y);
         let f32_times = timed_runs(

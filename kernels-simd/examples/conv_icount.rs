@@ -13,18 +13,11 @@ use ember_kernels::quant::{self, ActQ, QOut};
 use ember_kernels::registry::tier;
 use ember_kernels::{pack, Conv2dGeom, Weights};
 
-/// A packed layout's length for a layer and split.
-type LenFn = fn(&Conv2dGeom, usize) -> usize;
-/// A packed layout's packer (layer, split, canonical weights, output bytes).
-type PackFn = fn(&Conv2dGeom, usize, &[i8], &mut [u8]) -> bool;
-
-/// Bytes of the tier's packed int8 layout for `g` (0 for a tier without one).
+/// Bytes of the tier's packed int8 layout for `g` (0 for a tier without one, or one that does not pack `g`).
 fn len_of_packed(t: &ember_kernels::registry::KernelTable, g: &Conv2dGeom, split: usize) -> usize {
-    match t.conv2d_i8_packed.map(|(f, _)| f) {
-        Some(pack::AARCH64_NEON) => pack::neon4_len(g, split),
-        Some(pack::X86_AVX512) => pack::vnni8_len(g, split),
-        _ => 0,
-    }
+    t.conv2d_i8_packed
+        .and_then(|(f, _)| pack::int8_len(f, g, split))
+        .unwrap_or(0)
 }
 
 fn main() {
@@ -154,14 +147,15 @@ fn main() {
         let packed: Option<(ember_kernels::registry::Conv2dI8PackedFn, Vec<u32>)> = (kind == "i8p")
             .then(|| {
                 let (fam, f) = t.conv2d_i8_packed?;
-                let (len_of, pack_fn): (LenFn, PackFn) = match fam {
-                    pack::AARCH64_NEON => (pack::neon4_len, pack::neon4_pack),
-                    pack::X86_AVX512 => (pack::vnni8_len, pack::vnni8_pack),
-                    _ => return None,
-                };
-                let n = len_of(&g, cin);
+                let n = pack::int8_len(fam, &g, cin)?;
                 let mut words = vec![0u32; n.div_ceil(4)];
-                let ok = pack_fn(&g, cin, &wt, &mut bytemuck::cast_slice_mut(&mut words)[..n]);
+                let ok = pack::int8_pack(
+                    fam,
+                    &g,
+                    cin,
+                    &wt,
+                    &mut bytemuck::cast_slice_mut(&mut words)[..n],
+                );
                 ok.then_some((f, words))
             })
             .flatten();

@@ -44,11 +44,34 @@ pub const NEON4_CO: usize = 4;
 /// quads; the dotprod kernel, which needs no padding, reads the padded zero quads too).
 pub const NEON4_QALIGN: usize = 2;
 
+/// Family: the x86_64 AVX2 tier's int8 convolutions (CPUs without VNNI): the 3×3 stride-1 layers that [`wino8`]
+/// picks as exact integer Winograd F(2×2, 3×3) weights ([`wino8_pack`], `x86_64/wino8.rs`); other layers get no
+/// entry (the AVX2 direct kernel packs them per call).
+pub const X86_AVX2_WINO8: u32 = 5;
+
+/// Output channels per block of the [`wino8_pack`] layout.
+pub const WINO8_CO: usize = 4;
+
+/// Output tiles (2×2) per band of the int8 Winograd kernel at most.
+pub const WINO8_NT: usize = 64;
+
+/// 32-bit words of the transformed input one band of the int8 Winograd kernel may hold (`16` per pair of input
+/// channels and 2×2 output tile; 256 KiB of stack scratch, host tier only).
+pub const WINO8_V: usize = 64 * 1024;
+
+/// Most input channels [`wino8`] takes: the kernel's `i32` sums hold 4 × the convolution's, at most
+/// `4 · 9 · 128 · 127 · cin`, which must stay below `2³¹`.
+pub const WINO8_MAX_CIN: usize = 2048;
+
+/// Fewest input channels for which [`wino8`] picks the int8 Winograd kernel.
+pub const WINO8_MIN_CIN: usize = 8;
+
 /// Every family this build can write, with its command-line name.
 pub const FAMILIES: &[(u32, &str)] = &[
     (X86_AVX512, "x86_64-avx512"),
     (AARCH64_NEON, "aarch64-neon"),
     (X86_AVX512_F32, "x86_64-avx512-f32"),
+    (X86_AVX2_WINO8, "x86_64-avx2-int8"),
 ];
 
 /// Output channels per block of family `f`'s layout (a split of a layer's channels must fall on a block
@@ -58,6 +81,7 @@ pub fn block_channels(f: u32) -> usize {
         X86_AVX512 => VNNI8_CO,
         AARCH64_NEON => NEON4_CO,
         X86_AVX512_F32 => FMA16_CO,
+        X86_AVX2_WINO8 => WINO8_CO,
         _ => 1,
     }
 }
@@ -354,6 +378,28 @@ pub fn fma8_pack(g: &Conv2dGeom, w: crate::Weights<'_>, out: &mut [u8]) -> bool 
 /// Output channels per block of the [`fma16_pack`] layout (one `zmm` of `f32`).
 pub const FMA16_CO: usize = 16;
 
+/// Whether family `fam` packs this int8 convolution (input split at `split`), and its packed length in bytes
+/// (`None`: the family has no int8 layout, or its kernel does not take the layer).
+pub fn int8_len(fam: u32, g: &Conv2dGeom, split: usize) -> Option<usize> {
+    match fam {
+        X86_AVX512 => Some(vnni8_len(g, split)),
+        AARCH64_NEON => Some(neon4_len(g, split)),
+        X86_AVX2_WINO8 if wino8(g, split) => Some(wino8_len(g, split)),
+        _ => None,
+    }
+}
+
+/// Pack an int8 convolution's weights (`[cout][cin][k][k]`, input split at `split`) for family `fam` into `out`
+/// ([`int8_len`] bytes); false where the family does not pack the layer or a length is short.
+pub fn int8_pack(fam: u32, g: &Conv2dGeom, split: usize, w: &[i8], out: &mut [u8]) -> bool {
+    match fam {
+        X86_AVX512 => vnni8_pack(g, split, w, out),
+        AARCH64_NEON => neon4_pack(g, split, w, out),
+        X86_AVX2_WINO8 => wino8(g, split) && wino8_pack(g, split, w, out),
+        _ => false,
+    }
+}
+
 /// Whether family `fam` packs this float convolution, and its packed length in bytes (`None`: the family has no
 /// float layout, or its kernel does not take the layer, so packing it would only grow the blob).
 pub fn float_len(fam: u32, g: &Conv2dGeom) -> Option<usize> {
@@ -522,6 +568,109 @@ pub fn fma16_pack(g: &Conv2dGeom, w: crate::Weights<'_>, out: &mut [u8]) -> bool
             for (j, &v) in row[..n].iter().enumerate() {
                 let at = ((b * per + i0 + j) * FMA16_CO + c) * 4;
                 out[at..at + 4].copy_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+    true
+}
+
+/// Pairs of input channels (one `i32` word of two `i16`, the operand of `vpmaddwd`) of branch A (channels
+/// `< split`) and in all, for the [`wino8_pack`] layout and its kernel: branch B's pairs follow A's, so the two
+/// branches never share a pair.
+pub fn wino8_pairs(cin: usize, split: usize) -> (usize, usize) {
+    let split = split.min(cin);
+    let pa = split.div_ceil(2);
+    (pa, pa + (cin - split).div_ceil(2))
+}
+
+/// The input channels of pair `p` (the second `None` where a branch has an odd count), `pa` from [`wino8_pairs`].
+pub fn wino8_pair(p: usize, pa: usize, split: usize, cin: usize) -> (usize, Option<usize>) {
+    let split = split.min(cin);
+    let (c0, end) = if p < pa {
+        (2 * p, split)
+    } else {
+        (split + 2 * (p - pa), cin)
+    };
+    (c0, (c0 + 1 < end).then_some(c0 + 1))
+}
+
+/// Whether family [`X86_AVX2_WINO8`] runs this int8 layer as integer Winograd F(2×2, 3×3) (and packs it with
+/// [`wino8_pack`]): 3×3, stride 1, padding ≤ 2, [`WINO8_MIN_CIN`] ..= [`WINO8_MAX_CIN`] input channels, output
+/// columns in whole groups of 4 tiles (`⌈ow / 2⌉` a multiple of 4, at most [`WINO8_NT`]) and one row of tiles
+/// within the band ([`WINO8_V`]). The choice does not depend on `cout`, so a split by 4-channel blocks keeps one
+/// layout.
+pub fn wino8(g: &Conv2dGeom, split: usize) -> bool {
+    let tw = g.ow.div_ceil(2);
+    let (_, pairs) = wino8_pairs(g.cin, split);
+    g.k == 3
+        && g.stride == 1
+        && g.cout > 0
+        && (WINO8_MIN_CIN..=WINO8_MAX_CIN).contains(&g.cin)
+        && g.pad_t <= 2
+        && g.pad_l <= 2
+        && g.oh >= 2
+        && tw.is_multiple_of(4)
+        && tw <= WINO8_NT
+        && 16 * pairs * tw.next_multiple_of(8) <= WINO8_V
+}
+
+/// Bytes of a whole layer in the [`wino8_pack`] layout: per block of 4 output channels, `16 · pairs · 4` words.
+pub fn wino8_len(g: &Conv2dGeom, split: usize) -> usize {
+    g.cout.div_ceil(WINO8_CO) * 16 * wino8_pairs(g.cin, split).1 * WINO8_CO * 4
+}
+
+/// One int8 3×3 filter `f` (row-major) in the Winograd domain, scaled to integers: `U = (2G) f (2G)ᵀ` with
+/// `2G = [[2, 0, 0], [1, 1, 1], [1, −1, 1], [0, 0, 2]]` (4 × [`wino_filter`]'s `U`, exact); `U[4r + c]`,
+/// `|U| ≤ 9 · 128`, so an `i16`.
+pub fn wino8_filter(f: &[i8; 9]) -> [i16; 16] {
+    const G2: [[i32; 3]; 4] = [[2, 0, 0], [1, 1, 1], [1, -1, 1], [0, 0, 2]];
+    core::array::from_fn(|xi| {
+        let (r, c) = (xi / 4, xi % 4);
+        let mut s = 0i32;
+        for (i, gr) in G2[r].iter().enumerate() {
+            for (j, gc) in G2[c].iter().enumerate() {
+                s += gr * f[3 * i + j] as i32 * gc;
+            }
+        }
+        s as i16
+    })
+}
+
+/// Pack an int8 3×3 convolution's weights (`[cout][cin][3][3]`) for the AVX2 integer Winograd kernel
+/// (`x86_64/wino8.rs`), input split at `split` (the concatenation's two branches, [`wino8_pairs`]): per block of 4
+/// output channels, `16 · pairs · 4` little-endian words `[ξ][pair][channel]`, each the two channels' [`wino8_filter`]
+/// values `ξ` as `i16` (first channel low; 0 for an absent channel or a channel `>= cout`). False if the layer is
+/// not 3×3 or a length is short.
+pub fn wino8_pack(g: &Conv2dGeom, split: usize, w: &[i8], out: &mut [u8]) -> bool {
+    let (pa, pairs) = wino8_pairs(g.cin, split);
+    let Some(out) = out.get_mut(..wino8_len(g, split)) else {
+        return false;
+    };
+    if g.k != 3 || w.len() < g.cout * g.cin * 9 {
+        return false;
+    }
+    let filter = |co: usize, ci: Option<usize>| -> [i16; 16] {
+        match ci.filter(|_| co < g.cout) {
+            Some(ci) => {
+                let at = (co * g.cin + ci) * 9;
+                let mut f = [0i8; 9];
+                f.copy_from_slice(&w[at..at + 9]);
+                wino8_filter(&f)
+            }
+            None => [0; 16],
+        }
+    };
+    for b in 0..g.cout.div_ceil(WINO8_CO) {
+        for p in 0..pairs {
+            let (c0, c1) = wino8_pair(p, pa, split, g.cin);
+            for c in 0..WINO8_CO {
+                let co = b * WINO8_CO + c;
+                let (lo, hi) = (filter(co, Some(c0)), filter(co, c1));
+                for xi in 0..16 {
+                    let word = (lo[xi] as u16 as u32) | ((hi[xi] as u16 as u32) << 16);
+                    let at = (((b * 16 + xi) * pairs + p) * WINO8_CO + c) * 4;
+                    out[at..at + 4].copy_from_slice(&word.to_le_bytes());
+                }
             }
         }
     }

@@ -7,7 +7,7 @@
 use ember_kernels::pack;
 use ember_kernels::parallel::{self, Parallel};
 use ember_kernels::quant::{self, ActQ, QOut};
-use ember_kernels::registry::{all_tiers, tier, KernelTable, GENERIC};
+use ember_kernels::registry::{all_tiers, tier, Conv2dI8PackedFn, KernelTable, GENERIC};
 use ember_kernels::{Conv2dGeom, Weights};
 
 struct Lcg(u64);
@@ -86,6 +86,62 @@ fn shapes(rng: &mut Lcg) -> Vec<Conv2dGeom> {
             1 + rng.below(2),
             pad,
         ));
+    }
+    v
+}
+
+/// Layers the AVX2 integer Winograd kernel takes (`pack::wino8`): every padding up to 2, odd output sizes (the last
+/// tile row or column half outside), tile rows of 4 to 64 tiles, bands of several tile rows and many bands, odd
+/// input channel counts (a half-empty pair), output channels not a multiple of 4, and the largest input.
+fn wino8_shapes(rng: &mut Lcg) -> Vec<Conv2dGeom> {
+    let mk = |cin, h, w, cout, pad_t: usize, pad_l: usize, pad_b: usize, pad_r: usize| Conv2dGeom {
+        cin,
+        h,
+        w,
+        cout,
+        k: 3,
+        stride: 1,
+        pad_t,
+        pad_l,
+        oh: h + pad_t + pad_b - 2,
+        ow: w + pad_l + pad_r - 2,
+    };
+    let mut v = vec![
+        mk(8, 8, 8, 4, 1, 1, 1, 1),
+        mk(9, 8, 8, 5, 1, 1, 1, 1),
+        mk(32, 32, 32, 8, 1, 1, 1, 1),
+        mk(33, 16, 16, 12, 1, 1, 1, 1),
+        mk(17, 7, 7, 4, 1, 1, 1, 1),
+        mk(16, 9, 15, 6, 1, 1, 1, 1),
+        mk(12, 10, 10, 4, 0, 0, 0, 0),
+        mk(12, 6, 6, 4, 2, 2, 2, 2),
+        mk(10, 5, 9, 3, 2, 0, 1, 1),
+        mk(24, 64, 64, 4, 1, 1, 1, 1),
+        mk(128, 8, 8, 8, 1, 1, 1, 1),
+        mk(96, 32, 32, 4, 1, 1, 1, 1),
+        mk(1024, 2, 8, 4, 1, 1, 1, 1),
+        mk(1024, 3, 7, 5, 1, 1, 1, 1),
+        mk(40, 127, 16, 4, 1, 1, 1, 1),
+    ];
+    for _ in 0..12 {
+        let (ow, oh) = (8 * (1 + rng.below(8)) - rng.below(2), 2 + rng.below(30));
+        let (pt, pl, pb, pr) = (rng.below(3), rng.below(3), rng.below(3), rng.below(3));
+        let (h, w) = (
+            (oh + 2).saturating_sub(pt + pb),
+            (ow + 2).saturating_sub(pl + pr),
+        );
+        if h > 0 && w > 0 {
+            v.push(mk(
+                8 + rng.below(60),
+                h,
+                w,
+                1 + rng.below(9),
+                pt,
+                pl,
+                pb,
+                pr,
+            ));
+        }
     }
     v
 }
@@ -937,19 +993,21 @@ fn check_i8_packed(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
     let Some((fam, conv)) = t.conv2d_i8_packed else {
         return Ok(0);
     };
-    // The family's layout: its length and packer.
-    type LenFn = fn(&Conv2dGeom, usize) -> usize;
-    type PackFn = fn(&Conv2dGeom, usize, &[i8], &mut [u8]) -> bool;
-    let (len_of, pack_fn): (LenFn, PackFn) = match fam {
-        pack::X86_AVX512 => (pack::vnni8_len, pack::vnni8_pack),
-        pack::AARCH64_NEON => (pack::neon4_len, pack::neon4_pack),
-        _ => return Err(format!("unknown family {fam}")),
-    };
     let (mut n, mut read) = (0, 0);
-    for g in shapes(rng) {
+    let mut all = shapes(rng);
+    if fam == pack::X86_AVX2_WINO8 {
+        all.extend(wino8_shapes(rng));
+    }
+    for g in all {
         for variant in 0..3 {
-            let x: Vec<i8> = (0..g.cin * g.h * g.w).map(|_| rng.i8()).collect();
-            let w: Vec<i8> = (0..g.cout * g.cin * g.k * g.k).map(|_| rng.i8()).collect();
+            // The widest layers also with only extreme values (the int8 Winograd kernel's sums wrap in `i32`).
+            let extreme = variant == 2 && g.cin >= 512;
+            let mut val = || match extreme {
+                true => [-128, 127][rng.below(2)],
+                false => rng.i8(),
+            };
+            let x: Vec<i8> = (0..g.cin * g.h * g.w).map(|_| val()).collect();
+            let w: Vec<i8> = (0..g.cout * g.cin * g.k * g.k).map(|_| val()).collect();
             let ws: Vec<f32> = (0..g.cout).map(|_| 0.001 + 0.01 * rng.f().abs()).collect();
             let b: Vec<f32> = (0..g.cout).map(|_| rng.f()).collect();
             let len = g.cout * g.oh * g.ow;
@@ -963,9 +1021,12 @@ fn check_i8_packed(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
                 ActQ::single(0.03)
             };
             let split = in_q.split.min(g.cin);
+            // A family packs only the layers its kernel takes (the integer Winograd family: 3×3 stride 1).
+            let Some(plen) = pack::int8_len(fam, &g, split) else {
+                continue;
+            };
             // Variant 2: the packed bytes 4-byte aligned (a `Vec<u32>`'s memory), which the aarch64 kernels use
             // in place; variants 0 and 1: one byte off, which they must not read as words (and still be right).
-            let plen = len_of(&g, split);
             let mut words = vec![0u32; plen / 4 + 2];
             let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
             let p = if variant == 2 {
@@ -973,7 +1034,7 @@ fn check_i8_packed(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
             } else {
                 &mut bytes[1..1 + plen]
             };
-            if !pack_fn(&g, split, &w, p) {
+            if !pack::int8_pack(fam, &g, split, &w, p) {
                 return Err(format!("{g:?}: pack refused"));
             }
             let mut acc = vec![0i32; quant::conv2d_i8_scratch_len(&g)];
@@ -1015,6 +1076,54 @@ fn check_i8_packed(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
                 return Err(format!(
                     "{g:?} {in_q:?}: packed int8 output differs from generic"
                 ));
+            }
+            // Variant 0 also with a per-channel add, a residual and a divisor, into int8 and into f32.
+            if variant == 0 {
+                let res: Vec<i8> = (0..len).map(|_| rng.i8()).collect();
+                let add: Vec<f32> = (0..g.cout).map(|_| rng.f()).collect();
+                let (mut fa, mut fb) = (vec![0f32; len], vec![0f32; len]);
+                for f32_out in [false, true] {
+                    let run = |k: Conv2dI8PackedFn,
+                               generic: bool,
+                               q: &mut [i8],
+                               f: &mut [f32],
+                               acc: &mut [i32]| {
+                        let o = if f32_out {
+                            QOut::F32(f)
+                        } else {
+                            QOut::I8 {
+                                data: q,
+                                scale: 0.4,
+                            }
+                        };
+                        let args = (
+                            Some(Weights::F32(&b[..])),
+                            Some(&add[..]),
+                            Some((&res[..], 0.07)),
+                        );
+                        if generic {
+                            (GENERIC.conv2d_i8)(
+                                &g, &x, in_q, &w, &ws, args.0, args.1, args.2, 1.5, acc, o,
+                            )
+                        } else {
+                            k(
+                                &g, &x, in_q, &w, p, &ws, args.0, args.1, args.2, 1.5, acc, o,
+                            )
+                        }
+                    };
+                    run(conv, true, &mut qa, &mut fa, &mut acc);
+                    run(conv, false, &mut qb, &mut fb, &mut acc);
+                    let same = if f32_out {
+                        fa.iter().zip(&fb).all(|(a, b)| a.to_bits() == b.to_bits())
+                    } else {
+                        qa == qb
+                    };
+                    if !same {
+                        return Err(format!(
+                            "{g:?} {in_q:?}: packed int8 conv with residual (f32 output: {f32_out}) differs from generic"
+                        ));
+                    }
+                }
             }
             p.iter_mut().for_each(|v| *v ^= 0x55);
             conv(

@@ -1,6 +1,6 @@
 //! `convert --pack FAMILY`: the PACKED section, every convolution's weights re-laid out offline in a kernel
 //! family's tile layout (`ember_kernels::pack`, `docs/FORMAT.md`): int8 convolutions in the family's int8 layout,
-//! float ones in its float layout.
+//! float ones in its float layout (each only where the family's kernel takes the layer).
 //!
 //! The section is built from the finished blob as the runtime parses it, so the geometry and the input split
 //! each entry records are exactly what the runtime will see; the kernel checks both before it uses the bytes.
@@ -19,10 +19,8 @@ pub const PACK_ALIGN: usize = 64;
 /// What one PACKED entry holds and how to fill it.
 #[derive(Clone, Copy)]
 enum Layout {
-    /// int8 weights in family [`pack::X86_AVX512`]'s layout.
-    Vnni8,
-    /// int8 weights in family [`pack::AARCH64_NEON`]'s layout.
-    Neon4,
+    /// int8 weights in the family's int8 layout.
+    Int8,
     /// float weights in the family's float layout.
     Float,
 }
@@ -42,11 +40,8 @@ impl Job<'_> {
     /// Pack into `out` (exactly `len` bytes); false if the weights are shorter than the shape.
     fn fill(&self, out: &mut [u8]) -> bool {
         match (self.layout, self.wt) {
-            (Layout::Vnni8, Weights::I8 { data, .. }) => {
-                pack::vnni8_pack(&self.g, self.split, data, out)
-            }
-            (Layout::Neon4, Weights::I8 { data, .. }) => {
-                pack::neon4_pack(&self.g, self.split, data, out)
+            (Layout::Int8, Weights::I8 { data, .. }) => {
+                pack::int8_pack(self.fam, &self.g, self.split, data, out)
             }
             (Layout::Float, wt) => pack::float_pack(self.fam, &self.g, wt, out),
             _ => false,
@@ -97,11 +92,13 @@ pub fn section(m: &Model<'_>, families: &[u32]) -> Result<Option<Vec<u8>>, Conve
             };
             let (layout, len) = match (fam, wt) {
                 // int8 convolution (the runtime's int8 path: int8 weights and a scratch buffer).
-                (pack::X86_AVX512, Weights::I8 { .. }) if scratch != NONE => {
-                    (Layout::Vnni8, pack::vnni8_len(&g, split))
-                }
-                (pack::AARCH64_NEON, Weights::I8 { .. }) if scratch != NONE => {
-                    (Layout::Neon4, pack::neon4_len(&g, split))
+                // int8 convolution (the runtime's int8 path: int8 weights and a scratch buffer), where the family's
+                // kernel takes it.
+                (_, Weights::I8 { .. }) if scratch != NONE => {
+                    let Some(len) = pack::int8_len(fam, &g, split) else {
+                        continue;
+                    };
+                    (Layout::Int8, len)
                 }
                 // Float convolution (f32 or f16 weights, f32 math), where the family's kernel takes it.
                 (_, Weights::F32(_) | Weights::F16(_)) if scratch == NONE => {

@@ -305,13 +305,16 @@ fn every_packed_int8_metadata_byte_mutation_is_handled() {
     assert!(accepted > 0);
 }
 
-/// The committed int8 student with its weights packed for the x86_64 VNNI kernel (`quantize-tool pack`).
+/// The committed int8 student with its weights packed for the x86_64 VNNI kernel and the AVX2 integer Winograd kernel
+/// (`quantize-tool pack`).
 fn packed_student() -> AlignedBytes {
     let qb = read("models/mnist-student/student-4-int8.ember");
     let q = Model::parse(qb.as_slice()).unwrap();
-    let sec = quantize_tool::pack::section(&q, &[ember_kernels::pack::VNNI8])
-        .unwrap()
-        .unwrap();
+    let fams = [
+        ember_kernels::pack::VNNI8,
+        ember_kernels::pack::X86_AVX2_WINO8,
+    ];
+    let sec = quantize_tool::pack::section(&q, &fams).unwrap().unwrap();
     quantize_tool::write::add_section(
         qb.as_slice(),
         section::PACKED,
@@ -338,7 +341,18 @@ fn malformed_packed_sections_get_typed_errors_or_are_not_used() {
     let n_int8_convs = (0..m.n_ops())
         .filter(|&i| matches!(m.op(i).unwrap(), Op::Conv2d { scratch, .. } if scratch != u32::MAX))
         .count();
-    assert_eq!(n_entries, n_int8_convs, "one entry per int8 convolution");
+    let of_family = |f: u32| m.packed_entries().filter(|e| e.0 == f).count();
+    assert_eq!(
+        of_family(ember_kernels::pack::VNNI8),
+        n_int8_convs,
+        "one VNNI entry per int8 convolution"
+    );
+    let n_wino8 = of_family(ember_kernels::pack::X86_AVX2_WINO8);
+    assert!(
+        n_wino8 > 0 && n_wino8 < n_int8_convs,
+        "integer Winograd entries for the 3×3 stride-1 layers only ({n_wino8})"
+    );
+    assert_eq!(n_entries, n_int8_convs + n_wino8);
     let (poff, plen) = section_of(&blob, section::PACKED).unwrap();
     let bad = Err(Error::BadSection(SectionKind::Packed));
     let word = |b: &mut Vec<u8>, at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_le_bytes());
@@ -384,8 +398,10 @@ fn malformed_packed_sections_get_typed_errors_or_are_not_used() {
         "an entry 16 bytes short falls back to the canonical weights"
     );
     let mut other = blob.clone();
+    // Unknown families 77 and 78 in place of the two known ones (the entries stay sorted by family and op).
     for i in 0..n_entries {
-        word(&mut other, packed_entry_at(poff, i), 77);
+        let at = packed_entry_at(poff, i);
+        word(&mut other, at, 76 + rd(at).min(2));
     }
     fix_crc(&mut other);
     assert_eq!(sample(&other), want, "an unknown family is ignored");
@@ -399,7 +415,8 @@ fn int8_student_is_bit_identical_on_every_tier() {
     use ember_kernels::registry::{all_tiers, tier};
     let qb = read("models/mnist-student/student-4-int8.ember");
     let q = Model::parse(qb.as_slice()).unwrap();
-    // The same blob with its weights packed offline for the VNNI kernel (read by the avx512 tier).
+    // The same blob with its weights packed offline for the VNNI kernel (read by the avx512 and avxvnni tiers) and
+    // the integer Winograd kernel (the avx2 tier).
     let pb = packed_student();
     let p = Model::parse(pb.as_slice()).unwrap();
     let cfg = quantize_tool::inspect::default_sampler(&q);

@@ -21,10 +21,11 @@ pub mod peak;
 mod vnni;
 mod wino256;
 mod wino512;
+mod wino8;
 
 use core::mem::MaybeUninit;
 
-use crate::registry::{KernelTable, GENERIC};
+use crate::registry::KernelTable;
 
 /// Element types whose all-zero bytes are a valid value (the scratch element types of these kernels).
 pub(crate) trait Zeroable: Copy {}
@@ -50,13 +51,15 @@ pub(crate) fn zeroed_prefix<T: Zeroable, const N: usize>(
     }
 }
 
-/// AVX2 + FMA (+ F16C): f32 Winograd (on packed weights) and direct convolution, int8 direct convolution, f32
+/// AVX2 + FMA (+ F16C): f32 Winograd (on packed weights) and direct convolution, int8 exact Winograd (on packed
+/// weights) and direct convolution, f32
 /// attention, f32 and int8 group norm, linear with F16C rows.
 static AVX2: KernelTable = KernelTable {
     name: "avx2",
     bit_exact: false, // float kernels sum in other orders
     conv2d: avx2::conv2d,
     conv2d_i8: avx2::conv2d_i8,
+    conv2d_i8_packed: Some((crate::pack::X86_AVX2_WINO8, wino8::conv2d_i8_packed)),
     conv2d_packed: Some((crate::pack::X86_AVX512_F32, avx2::conv2d_packed)),
     conv2d_packed_rows: Some(avx2::conv2d_packed_rows),
     linear: avx2::linear,
@@ -67,7 +70,6 @@ static AVX2: KernelTable = KernelTable {
     group_norm_i8: gn256::group_norm_i8,
     attention_i8: attn256::attention_i8,
     attention_i8_rows: Some(attn256::attention_i8_rows),
-    ..GENERIC
 };
 
 /// AVX2 + AVX-VNNI (no AVX-512): the AVX2 tier with the VNNI int8 convolution on 256-bit vectors, reading the
