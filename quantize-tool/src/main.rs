@@ -86,8 +86,9 @@ enum Cmd {
         self_test: bool,
         /// Also store every convolution's weights packed offline for these kernel families (comma-separated:
         /// `x86_64-avx512` (int8 convolutions, and float ones as its part `x86_64-avx512-f32`, which the AVX2 and
-        /// AVX-VNNI tiers read too), `aarch64-neon` (int8 convolutions)), so the SIMD kernels skip packing them per
-        /// call. The canonical weights stay, so the
+        /// AVX-VNNI tiers read too), `x86_64-avx2` (the AVX2 tier: `x86_64-avx512-f32` and `x86_64-avx2-int8`, its
+        /// int8 3×3 layers as integer Winograd), `aarch64-neon` (int8 convolutions)), so the SIMD kernels skip
+        /// packing them per call. The canonical weights stay, so the
         /// blob still runs everywhere; it grows by about the weights' size per family (f16 weights are packed as
         /// f32, twice their size).
         #[arg(long, value_delimiter = ',')]
@@ -117,7 +118,8 @@ enum Cmd {
         #[arg(short, long)]
         output: PathBuf,
         /// Kernel families, comma-separated (`x86_64-avx512` (int8 and float), `x86_64-avx512-f32` (float only;
-        /// also read by the AVX2 and AVX-VNNI tiers), `aarch64-neon`).
+        /// also read by the AVX2 and AVX-VNNI tiers), `x86_64-avx2` (float and int8 for CPUs without VNNI),
+        /// `x86_64-avx2-int8` (int8 only), `aarch64-neon`).
         #[arg(long, value_delimiter = ',', required = true)]
         family: Vec<String>,
     },
@@ -599,17 +601,26 @@ fn main() -> ExitCode {
 }
 
 /// Kernel family codes from their names (`ember_kernels::pack::FAMILIES`). `x86_64-avx512` names the whole
-/// AVX-512 tier: its int8 layout and its float one (`x86_64-avx512-f32`).
+/// AVX-512 tier: its int8 layout and its float one (`x86_64-avx512-f32`); `x86_64-avx2` names the AVX2 tier's two
+/// (`x86_64-avx512-f32` and `x86_64-avx2-int8`).
 fn families(names: &[String]) -> Result<Vec<u32>, String> {
+    use ember_kernels::pack;
     let mut out = Vec::new();
     for n in names {
-        let code = ember_kernels::pack::family_code(n.trim()).ok_or_else(|| {
-            let known: Vec<&str> = ember_kernels::pack::FAMILIES.iter().map(|f| f.1).collect();
-            format!("unknown kernel family `{n}` (known: {})", known.join(", "))
+        if n.trim() == "x86_64-avx2" {
+            out.extend([pack::X86_AVX512_F32, pack::X86_AVX2_WINO8]);
+            continue;
+        }
+        let code = pack::family_code(n.trim()).ok_or_else(|| {
+            let known: Vec<&str> = pack::FAMILIES.iter().map(|f| f.1).collect();
+            format!(
+                "unknown kernel family `{n}` (known: {}, x86_64-avx2)",
+                known.join(", ")
+            )
         })?;
         out.push(code);
-        if code == ember_kernels::pack::X86_AVX512 {
-            out.push(ember_kernels::pack::X86_AVX512_F32);
+        if code == pack::X86_AVX512 {
+            out.push(pack::X86_AVX512_F32);
         }
     }
     Ok(out)
