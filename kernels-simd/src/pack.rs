@@ -52,6 +52,11 @@ pub const X86_AVX2_WINO8: u32 = 5;
 /// Output channels per block of the [`wino8_pack`] layout.
 pub const WINO8_CO: usize = 4;
 
+/// Family: the aarch64 `neon` tier (CPUs without FEAT_DotProd, e.g. Cortex-A53): int8 3×3 stride-1 layers that
+/// [`wino8`] picks as exact integer Winograd F(2×2, 3×3) weights ([`wino8n_pack`], `aarch64/wino8.rs`), every
+/// other int8 layer in the [`neon4_pack`] layout of family [`AARCH64_NEON`] (4-channel blocks either way).
+pub const AARCH64_NEON_WINO8: u32 = 6;
+
 /// Output tiles (2×2) per band of the int8 Winograd kernel at most.
 pub const WINO8_NT: usize = 64;
 
@@ -72,6 +77,7 @@ pub const FAMILIES: &[(u32, &str)] = &[
     (AARCH64_NEON, "aarch64-neon"),
     (X86_AVX512_F32, "x86_64-avx512-f32"),
     (X86_AVX2_WINO8, "x86_64-avx2-int8"),
+    (AARCH64_NEON_WINO8, "aarch64-neon-wino8"),
 ];
 
 /// Output channels per block of family `f`'s layout (a split of a layer's channels must fall on a block
@@ -82,6 +88,7 @@ pub fn block_channels(f: u32) -> usize {
         AARCH64_NEON => NEON4_CO,
         X86_AVX512_F32 => FMA16_CO,
         X86_AVX2_WINO8 => WINO8_CO,
+        AARCH64_NEON_WINO8 => WINO8_CO,
         _ => 1,
     }
 }
@@ -385,6 +392,8 @@ pub fn int8_len(fam: u32, g: &Conv2dGeom, split: usize) -> Option<usize> {
         X86_AVX512 => Some(vnni8_len(g, split)),
         AARCH64_NEON => Some(neon4_len(g, split)),
         X86_AVX2_WINO8 if wino8(g, split) => Some(wino8_len(g, split)),
+        AARCH64_NEON_WINO8 if wino8(g, split) => Some(wino8n_len(g)),
+        AARCH64_NEON_WINO8 => Some(neon4_len(g, split)),
         _ => None,
     }
 }
@@ -396,6 +405,8 @@ pub fn int8_pack(fam: u32, g: &Conv2dGeom, split: usize, w: &[i8], out: &mut [u8
         X86_AVX512 => vnni8_pack(g, split, w, out),
         AARCH64_NEON => neon4_pack(g, split, w, out),
         X86_AVX2_WINO8 => wino8(g, split) && wino8_pack(g, split, w, out),
+        AARCH64_NEON_WINO8 if wino8(g, split) => wino8n_pack(g, w, out),
+        AARCH64_NEON_WINO8 => neon4_pack(g, split, w, out),
         _ => false,
     }
 }
@@ -671,6 +682,39 @@ pub fn wino8_pack(g: &Conv2dGeom, split: usize, w: &[i8], out: &mut [u8]) -> boo
                     let at = (((b * 16 + xi) * pairs + p) * WINO8_CO + c) * 4;
                     out[at..at + 4].copy_from_slice(&word.to_le_bytes());
                 }
+            }
+        }
+    }
+    true
+}
+
+/// Bytes of a whole layer in the [`wino8n_pack`] layout: per block of 4 output channels, `16 · cin · 4` `i16`.
+pub fn wino8n_len(g: &Conv2dGeom) -> usize {
+    g.cout.div_ceil(WINO8_CO) * 16 * g.cin * WINO8_CO * 2
+}
+
+/// Pack an int8 3×3 convolution's weights (`[cout][cin][3][3]`) for the NEON integer Winograd kernel
+/// (`aarch64/wino8.rs`): per block of 4 output channels, `16 · cin · 4` little-endian `i16` `[ξ][cin][channel]` of
+/// [`wino8_filter`]'s values (0 for channels `>= cout`), so one (ξ, input channel) of a block is one 8-byte `d`
+/// register for `smlal` by lane. (No input split: the kernel sums each branch's channels separately.) False if the
+/// layer is not 3×3 or a length is short.
+pub fn wino8n_pack(g: &Conv2dGeom, w: &[i8], out: &mut [u8]) -> bool {
+    let Some(out) = out.get_mut(..wino8n_len(g)) else {
+        return false;
+    };
+    if g.k != 3 || w.len() < g.cout * g.cin * 9 {
+        return false;
+    }
+    out.fill(0);
+    let mut f = [0i8; 9];
+    for co in 0..g.cout {
+        let (b, c) = (co / WINO8_CO, co % WINO8_CO);
+        for ci in 0..g.cin {
+            let at = (co * g.cin + ci) * 9;
+            f.copy_from_slice(&w[at..at + 9]);
+            for (xi, u) in wino8_filter(&f).into_iter().enumerate() {
+                let o = (((b * 16 + xi) * g.cin + ci) * WINO8_CO + c) * 2;
+                out[o..o + 2].copy_from_slice(&u.to_le_bytes());
             }
         }
     }

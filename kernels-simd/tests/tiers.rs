@@ -90,7 +90,7 @@ fn shapes(rng: &mut Lcg) -> Vec<Conv2dGeom> {
     v
 }
 
-/// Layers the AVX2 integer Winograd kernel takes (`pack::wino8`): every padding up to 2, odd output sizes (the last
+/// Layers the AVX2 and NEON integer Winograd kernels take (`pack::wino8`): every padding up to 2, odd output sizes (the last
 /// tile row or column half outside), tile rows of 4 to 64 tiles, bands of several tile rows and many bands, odd
 /// input channel counts (a half-empty pair), output channels not a multiple of 4, and the largest input.
 fn wino8_shapes(rng: &mut Lcg) -> Vec<Conv2dGeom> {
@@ -995,7 +995,7 @@ fn check_i8_packed(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
     };
     let (mut n, mut read) = (0, 0);
     let mut all = shapes(rng);
-    if fam == pack::X86_AVX2_WINO8 {
+    if [pack::X86_AVX2_WINO8, pack::AARCH64_NEON_WINO8].contains(&fam) {
         all.extend(wino8_shapes(rng));
     }
     for g in all {
@@ -1021,7 +1021,7 @@ fn check_i8_packed(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
                 ActQ::single(0.03)
             };
             let split = in_q.split.min(g.cin);
-            // A family packs only the layers its kernel takes (the integer Winograd family: 3×3 stride 1).
+            // A family packs only the layers its kernel takes (the x86 integer Winograd family: 3×3 stride 1).
             let Some(plen) = pack::int8_len(fam, &g, split) else {
                 continue;
             };

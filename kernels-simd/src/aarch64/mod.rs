@@ -7,6 +7,8 @@
 //!   `fcvtl` (ARMv8.0 Advanced SIMD, no FEAT_FP16 needed) in the convolution and the linear layer ([`neon`]);
 //!   int8 attention with lane-indexed `smlal` scores and query rows in the lanes, bit-identical to generic
 //!   (`attn_i8.rs`).
+//!   On weights packed offline (family `aarch64-neon-wino8`) its int8 3×3 stride-1 layers run as exact integer
+//!   Winograd F(2×2, 3×3) with `smlal` by lane, bit-identical too ([`wino8`]).
 //! * `dotprod` (FEAT_DotProd, Cortex-A55/A76 and later): int8 convolution with `sdot` ([`dotprod`]); the rest from
 //!   `neon`.
 //!
@@ -17,6 +19,7 @@ mod attn_i8;
 pub mod dotprod;
 pub mod neon;
 mod rows;
+mod wino8;
 
 use crate::registry::{KernelTable, GENERIC};
 
@@ -27,7 +30,7 @@ static NEON: KernelTable = KernelTable {
     bit_exact: false, // float kernels sum in other orders
     conv2d: neon::conv2d,
     conv2d_i8: neon::conv2d_i8,
-    conv2d_i8_packed: Some((crate::pack::AARCH64_NEON, neon::conv2d_i8_packed)),
+    conv2d_i8_packed: Some((crate::pack::AARCH64_NEON_WINO8, wino8::conv2d_i8_packed)),
     linear: neon::linear,
     f16_to_f32: neon::f16_to_f32,
     group_norm: neon::group_norm,

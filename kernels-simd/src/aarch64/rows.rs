@@ -500,7 +500,7 @@ pub(super) unsafe fn conv2d_i8(
 /// and term are 0). Rows with a smaller shift, a residual plane ending inside the row, and the last `len % 4`
 /// pixels take the scalar code. (The scalar epilogue was about 34 instructions per output pixel, a third of the
 /// packed `dotprod` convolution at 64 → 64, 16×16.)
-fn store_i8_row(
+pub(super) fn store_i8_row(
     ch: &quant::ChannelEpilogue<'_>,
     p0: usize,
     a: &[i32],
