@@ -578,6 +578,10 @@ pub(super) unsafe fn conv2d_i8_rows<const T: usize, const WB: usize>(
                     true
                 };
                 fill_tile_s1(g, pairs, oy, &mut tile, interleave, pair);
+            } else if g.stride == 2 && input.len() >= (g.cin * plane_in).max(16) {
+                // SAFETY: every x86 tier that calls this function has AVX2; the input holds every channel plane
+                // and at least 16 bytes.
+                unsafe { fill_tile_s2_pairs(g, split, pairs, oy, &mut tile, input) };
             } else {
                 fill_tile(g, pairs, oy, &mut tile, pair);
             }
@@ -622,6 +626,99 @@ pub(super) unsafe fn conv2d_i8_rows<const T: usize, const WB: usize>(
                     }
                 }
                 co += nc;
+            }
+        }
+    }
+}
+
+/// Padded columns `s .. s + 16` of the int8 row `input[at .. at + w]` (0 outside the row), from one 16-byte window
+/// inside `input` (which may start before or end after the row) shuffled into place by `vpshufb`, the columns
+/// outside the row zeroed by the shuffle's index: no byte copy, so no store-to-load forwarding stall.
+///
+/// # Safety
+/// AVX2; `input.len() >= 16` and `at + w <= input.len()`.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn padded16(input: &[i8], at: usize, w: usize, s: isize) -> __m128i {
+    let j = _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let abs = at as isize + s;
+    let lo = abs.clamp(0, input.len() as isize - 16);
+    // Row column s + j is valid for jl <= j < jh, and lies at byte off + j of the window.
+    let (jl, jh) = ((-s).clamp(0, 16) as i8, (w as isize - s).clamp(0, 16) as i8);
+    let off = (abs - lo).clamp(-16, 16) as i8;
+    let valid = _mm_andnot_si128(
+        _mm_cmpgt_epi8(_mm_set1_epi8(jl), j),
+        _mm_cmpgt_epi8(_mm_set1_epi8(jh), j),
+    );
+    let idx = _mm_or_si128(
+        _mm_and_si128(valid, _mm_add_epi8(j, _mm_set1_epi8(off))),
+        _mm_andnot_si128(valid, _mm_set1_epi8(-128)),
+    );
+    // SAFETY: 0 <= lo <= input.len() − 16 (caller: len >= 16); valid lanes index the window at off + j in 0 .. 16
+    // (the row's bytes lie inside it), the others are zeroed (index bit 7).
+    let win = _mm_loadu_si128(input.as_ptr().offset(lo) as *const __m128i);
+    _mm_shuffle_epi8(win, idx)
+}
+
+/// The pair tile of a stride-2 int8 layer for output row `oy` (the layout of [`fill_tile`] with channel pairs
+/// [`pair_of`]), 8 columns of both phase rows per step: the 16 padded columns of both channels from [`padded16`],
+/// split into even and odd bytes by one `vpshufb`, sign-extended and interleaved into `i16` pair words.
+///
+/// # Safety
+/// AVX2; `input` holds the `cin` planes of `h · w` and at least 16 bytes; `tile` holds the layer's tile
+/// (`pairs · k · 2` rows of [`row_stride`]).
+#[target_feature(enable = "avx2")]
+unsafe fn fill_tile_s2_pairs(
+    g: &Conv2dGeom,
+    split: usize,
+    pairs: usize,
+    oy: usize,
+    tile: &mut [i32],
+    input: &[i8],
+) {
+    let rs = row_stride(g);
+    let plane_in = g.h * g.w;
+    let deint = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    for p in 0..pairs {
+        let (c0, c1) = pair_of(split, g.cin, p);
+        for ky in 0..g.k {
+            let (b0, b1) = (tile_row(g, p, ky, 0), tile_row(g, p, ky, 1));
+            let (Some(_), Some(_)) = (tile.get(b0..b0 + rs), tile.get(b1..b1 + rs)) else {
+                return;
+            };
+            let iy = (oy * 2 + ky).wrapping_sub(g.pad_t);
+            if iy >= g.h {
+                tile[b0..b0 + rs].fill(0);
+                tile[b1..b1 + rs].fill(0);
+                continue;
+            }
+            let mut col = 0;
+            while col + 8 <= rs {
+                let s = (2 * col) as isize - g.pad_l as isize;
+                // (No closures here: they would not inherit this function's target features.)
+                let a = _mm_shuffle_epi8(padded16(input, c0 * plane_in + iy * g.w, g.w, s), deint);
+                let b = match c1 {
+                    Some(c1) => {
+                        _mm_shuffle_epi8(padded16(input, c1 * plane_in + iy * g.w, g.w, s), deint)
+                    }
+                    None => _mm_setzero_si128(),
+                };
+                // Low 8 bytes: even columns (phase 0), high 8: odd (phase 1).
+                for (ph, base) in [(0, b0), (1, b1)] {
+                    let (a8, b8) = if ph == 0 {
+                        (a, b)
+                    } else {
+                        (_mm_srli_si128::<8>(a), _mm_srli_si128::<8>(b))
+                    };
+                    let (a16, b16) = (_mm_cvtepi8_epi16(a8), _mm_cvtepi8_epi16(b8));
+                    let words = _mm256_set_m128i(
+                        _mm_unpackhi_epi16(a16, b16),
+                        _mm_unpacklo_epi16(a16, b16),
+                    );
+                    // SAFETY: columns col .. col + 8 <= rs of the tile row at `base` (checked above).
+                    _mm256_storeu_si256(tile.as_mut_ptr().add(base + col) as *mut __m256i, words);
+                }
+                col += 8;
             }
         }
     }

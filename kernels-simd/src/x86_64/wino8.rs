@@ -297,10 +297,8 @@ unsafe fn store_row(
 
 /// One input row into its even and odd padded columns: `out[0][k] = x[2k − pad_l]`, `out[1][k] = x[2k + 1 −
 /// pad_l]` for `k < nk`, 0 outside the row (`row` `None`: a row of padding; `Some(at)`: the row is `input[at ..
-/// at + w]`). 16 padded columns per step, straight from `input`: a 16-byte window inside `input` (which may start
-/// before or end after the row) is shuffled by `vpshufb` into place, the columns outside the row zeroed by the
-/// shuffle's index, then sign-extended (`vpmovsxbw`) and split into even bytes (a shift pair) and odd ones (one
-/// shift). No byte copy, so no store-to-load forwarding stall.
+/// at + w]`). 16 padded columns per step, straight from `input` ([`avx2::padded16`]), sign-extended
+/// (`vpmovsxbw`) and split into even bytes (a shift pair) and odd ones (one shift).
 ///
 /// # Safety
 /// AVX2; `nk` is a multiple of 8 and at most [`ROWBUF`]; `input.len() >= 16`; `at + w <= input.len()`.
@@ -319,29 +317,11 @@ unsafe fn split_row(
         out[1][..nk].fill(0);
         return;
     };
-    let j = _mm_setr_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    let last = input.len() as isize - 16;
     let mut k = 0;
     while k + 8 <= nk {
-        // Padded columns 2k .. 2k + 16 are row columns s .. s + 16.
-        let s = (2 * k) as isize - pad_l as isize;
-        let abs = at as isize + s;
-        let lo = abs.clamp(0, last);
-        // Row column s + j is valid for jl <= j < jh, and lies at byte off + j of the window.
-        let (jl, jh) = ((-s).clamp(0, 16) as i8, (w as isize - s).clamp(0, 16) as i8);
-        let off = (abs - lo) as i8;
-        let valid = _mm_andnot_si128(
-            _mm_cmpgt_epi8(_mm_set1_epi8(jl), j),
-            _mm_cmpgt_epi8(_mm_set1_epi8(jh), j),
-        );
-        let idx = _mm_or_si128(
-            _mm_and_si128(valid, _mm_add_epi8(j, _mm_set1_epi8(off))),
-            _mm_andnot_si128(valid, _mm_set1_epi8(-128)),
-        );
-        // SAFETY: 0 <= lo <= input.len() − 16: the 16 bytes are inside `input`; valid lanes index the window at
-        // off + j in 0 .. 16 (the row's bytes lie inside it), the others are zeroed (index bit 7).
-        let win = _mm_loadu_si128(input.as_ptr().offset(lo) as *const __m128i);
-        let v = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(win, idx));
+        // Padded columns 2k .. 2k + 16 are row columns 2k − pad_l ..; input.len() >= 16 and the row lies inside.
+        let win = avx2::padded16(input, at, w, (2 * k) as isize - pad_l as isize);
+        let v = _mm256_cvtepi8_epi16(win);
         let even = _mm256_srai_epi32::<16>(_mm256_slli_epi32::<16>(v));
         let odd = _mm256_srai_epi32::<16>(v);
         // SAFETY: columns k .. k + 8 <= nk <= ROWBUF of both phases.
