@@ -206,12 +206,11 @@ fn split_convolutions_are_bit_identical() {
                 Some(p)
             });
             // The layer also packed offline in the tier's family, if it reads one.
-            let packed: Option<Vec<u8>> = t.conv2d_i8_packed.map(|(fam, _)| {
-                assert_eq!(fam, ember_kernels::pack::VNNI8);
+            let packed: Option<Vec<u8>> = t.conv2d_i8_packed.and_then(|(fam, _)| {
                 let split = in_q.split.min(g.cin);
-                let mut p = vec![0u8; ember_kernels::pack::vnni8_len(&g, split)];
-                assert!(ember_kernels::pack::vnni8_pack(&g, split, &wq, &mut p));
-                p
+                let mut p = vec![0u8; ember_kernels::pack::int8_len(fam, &g, split)?];
+                assert!(ember_kernels::pack::int8_pack(fam, &g, split, &wq, &mut p));
+                Some(p)
             });
             let run_q = |par: &dyn Parallel, pw: Option<&[u8]>, acc: &mut [i32], out: &mut [i8]| {
                 parallel::conv2d_i8(
