@@ -947,6 +947,21 @@ fn check_stack(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
                 },
             );
             n += 2;
+            // The packed int8 kernel too (the integer Winograd kernels keep a band of 256 KiB on the stack).
+            if let Some((fam, f)) = t.conv2d_i8_packed {
+                if let Some(len) = pack::int8_len(fam, &g, g.cin) {
+                    let mut p = vec![0u8; len];
+                    if pack::int8_pack(fam, &g, g.cin, &wq, &mut p) {
+                        let o = QOut::I8 {
+                            data: &mut o8,
+                            scale: 0.5,
+                        };
+                        let q = ActQ::single(0.02);
+                        f(&g, &xq, q, &wq, &p, &ws, None, None, None, 1.0, &mut acc, o);
+                        n += 1;
+                    }
+                }
+            }
         }
         // The attention kernels at the largest geometries of their stack blocks (ddpm-cifar10-32's 256 channels ×
         // 256 tokens, and 1024 tokens).
