@@ -79,9 +79,11 @@ step "instructions per MAC (difference of $((N + 1)) and 1 evaluations, divided 
 printf '%-8s %-4s %-24s %12s %14s %10s\n' tier kind "layer (cin→cout, h×w, k)" MACs "insns/eval" "insns/MAC"
 for shape in "64 64 16 16 3" "32 32 32 32 3" "128 128 8 8 3" "64 64 16 16 1"; do
     read -r cin cout h w k <<<"$shape"
-    for kind in i8 i8p f32; do
+    for kind in i8 i8p f32 f32p; do
         for tier in generic neon dotprod; do
             [ "$kind" = f32 ] && [ "$tier" = dotprod ] && continue  # dotprod's f32 kernels are neon's
+            [ "$kind" = f32p ] && [ "$tier" != neon ] && continue   # f32p: weights packed offline (aarch64-neon-f32)
+            [ "$kind" = f32p ] && [ "$k" != 3 ] && continue         # (3×3 layers only: Winograd)
             [ "$kind" = i8p ] && [ "$tier" = generic ] && continue  # i8p: weights packed offline (aarch64-neon)
             macs=$(qemu-aarch64 -L "$SYSROOT" -cpu max "$BIN" "$tier" "$kind" "$cin" "$cout" "$h" "$w" "$k" 0 \
                 | sed -n 's/.*macs \([0-9]*\).*/\1/p')

@@ -2,7 +2,7 @@
 //! an instruction-counting emulator (scripts/aarch64-icount.sh runs it under `qemu-aarch64` with a counting TCG
 //! plugin, twice with different `iters`, and divides the difference by the MACs).
 //!
-//! `conv_icount <tier> <i8|i8p|f32|f16> <cin> <cout> <h> <w> <k> <iters>`: a stride-1, "same"-padded `k × k`
+//! `conv_icount <tier> <i8|i8p|f32|f32p|f16> <cin> <cout> <h> <w> <k> <iters>`: a stride-1, "same"-padded `k × k`
 //! convolution of a `[cin, h, w]` input (`f16`: `f32` activations, `f16` weights; `i8p`: int8 with the weights
 //! packed beforehand in the tier's offline layout, as a blob's PACKED section holds them); or
 //! `conv_icount <tier> linear16 <in> <out> 1 1 1 <iters>`: a linear layer with `f16` weights; or
@@ -122,7 +122,7 @@ fn main() {
             (t.conv2d)(&g, &x, Weights::F16(&wt), None, &mut out);
         }
         sum = out.iter().map(|&v| v as f64).sum();
-    } else if kind == "f32" {
+    } else if kind == "f32" || kind == "f32p" {
         let x: Vec<f32> = (0..cin * h * w)
             .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
             .collect();
@@ -130,8 +130,23 @@ fn main() {
             .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
             .collect();
         let mut out = vec![0f32; len];
+        // `f32p`: the weights packed beforehand in the tier's float family (Winograd layers on aarch64).
+        let packed = (kind == "f32p")
+            .then(|| {
+                let (fam, f) = t.conv2d_packed?;
+                let mut p = vec![0u8; pack::float_len(fam, &g)?];
+                pack::float_pack(fam, &g, Weights::F32(&wt), &mut p).then_some((f, p))
+            })
+            .flatten();
+        if kind == "f32p" && packed.is_none() {
+            eprintln!("tier {tname} packs no float layout for this layer");
+            std::process::exit(3);
+        }
         for _ in 0..iters {
-            (t.conv2d)(&g, &x, Weights::F32(&wt), None, &mut out);
+            match &packed {
+                Some((f, p)) => f(&g, &x, Weights::F32(&wt), p, None, &mut out),
+                None => (t.conv2d)(&g, &x, Weights::F32(&wt), None, &mut out),
+            }
         }
         sum = out.iter().map(|&v| v as f64).sum();
     } else {

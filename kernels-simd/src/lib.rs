@@ -30,6 +30,8 @@ pub mod pack;
 pub mod parallel;
 pub mod quant;
 pub mod registry;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod scratch;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
 

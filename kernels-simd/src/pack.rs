@@ -71,6 +71,11 @@ pub const WINO8_MAX_CIN: usize = 2048;
 /// Fewest input channels for which [`wino8`] picks the int8 Winograd kernel.
 pub const WINO8_MIN_CIN: usize = 8;
 
+/// Family: the aarch64 `neon` / `dotprod` tiers' float convolutions: the 3×3 stride-1 layers that [`wino_neon`]
+/// picks as Winograd F(2×2, 3×3) transformed weights ([`winon_pack`], `aarch64/winof.rs`); other float layers get
+/// no entry (the NEON direct kernel packs them per call).
+pub const AARCH64_NEON_F32: u32 = 7;
+
 /// Every family this build can write, with its command-line name.
 pub const FAMILIES: &[(u32, &str)] = &[
     (X86_AVX512, "x86_64-avx512"),
@@ -78,6 +83,7 @@ pub const FAMILIES: &[(u32, &str)] = &[
     (X86_AVX512_F32, "x86_64-avx512-f32"),
     (X86_AVX2_WINO8, "x86_64-avx2-int8"),
     (AARCH64_NEON_WINO8, "aarch64-neon-wino8"),
+    (AARCH64_NEON_F32, "aarch64-neon-f32"),
 ];
 
 /// Output channels per block of family `f`'s layout (a split of a layer's channels must fall on a block
@@ -88,7 +94,7 @@ pub fn block_channels(f: u32) -> usize {
         AARCH64_NEON => NEON4_CO,
         X86_AVX512_F32 => FMA16_CO,
         X86_AVX2_WINO8 => WINO8_CO,
-        AARCH64_NEON_WINO8 => WINO8_CO,
+        AARCH64_NEON_WINO8 | AARCH64_NEON_F32 => WINO8_CO,
         _ => 1,
     }
 }
@@ -414,6 +420,9 @@ pub fn int8_pack(fam: u32, g: &Conv2dGeom, split: usize, w: &[i8], out: &mut [u8
 /// Whether family `fam` packs this float convolution, and its packed length in bytes (`None`: the family has no
 /// float layout, or its kernel does not take the layer, so packing it would only grow the blob).
 pub fn float_len(fam: u32, g: &Conv2dGeom) -> Option<usize> {
+    if fam == AARCH64_NEON_F32 {
+        return wino_neon(g).then(|| winon_len(g));
+    }
     if fam != X86_AVX512_F32 {
         return None;
     }
@@ -430,6 +439,9 @@ pub fn float_len(fam: u32, g: &Conv2dGeom) -> Option<usize> {
 /// Pack a float convolution's weights for family `fam` into `out` ([`float_len`] bytes); false where
 /// [`float_len`] is `None` or a length is short.
 pub fn float_pack(fam: u32, g: &Conv2dGeom, w: crate::Weights<'_>, out: &mut [u8]) -> bool {
+    if fam == AARCH64_NEON_F32 {
+        return wino_neon(g) && winon_pack(g, w, out);
+    }
     float_len(fam, g).is_some()
         && if winograd(g) {
             wino16_pack(g, w, out)
@@ -715,6 +727,70 @@ pub fn wino8n_pack(g: &Conv2dGeom, w: &[i8], out: &mut [u8]) -> bool {
             for (xi, u) in wino8_filter(&f).into_iter().enumerate() {
                 let o = (((b * 16 + xi) * g.cin + ci) * WINO8_CO + c) * 2;
                 out[o..o + 2].copy_from_slice(&u.to_le_bytes());
+            }
+        }
+    }
+    true
+}
+
+/// Whether family `fam`'s float kernel runs `g` as Winograd F(2×2, 3×3) on its packed weights (it then sums in
+/// another order than a direct convolution: within the float bound, not bit-identical).
+pub fn float_winograd(fam: u32, g: &Conv2dGeom) -> bool {
+    match fam {
+        X86_AVX512_F32 => winograd(g),
+        AARCH64_NEON_F32 => wino_neon(g),
+        _ => false,
+    }
+}
+
+/// Whether family [`AARCH64_NEON_F32`] runs this float layer as Winograd F(2×2, 3×3) (and packs it with
+/// [`winon_pack`]): 3×3, stride 1, padding ≤ 2, at least [`WINO8_MIN_CIN`] input channels, output columns in whole
+/// groups of 4 tiles (`⌈ow / 2⌉` a multiple of 4, at most [`WINO8_NT`]) and one row of tiles within the band
+/// ([`WINO_V`] floats). The choice does not depend on `cout`.
+pub fn wino_neon(g: &Conv2dGeom) -> bool {
+    let tw = g.ow.div_ceil(2);
+    g.k == 3
+        && g.stride == 1
+        && g.cout > 0
+        && g.cin >= WINO8_MIN_CIN
+        && g.pad_t <= 2
+        && g.pad_l <= 2
+        && g.oh >= 2
+        && tw.is_multiple_of(4)
+        && tw <= WINO8_NT
+        && 16 * g.cin * tw.next_multiple_of(8) <= WINO_V
+}
+
+/// Bytes of a whole layer in the [`winon_pack`] layout: per block of 4 output channels, `16 · cin · 4` floats.
+pub fn winon_len(g: &Conv2dGeom) -> usize {
+    g.cout.div_ceil(WINO8_CO) * 16 * g.cin * WINO8_CO * 4
+}
+
+/// Pack a 3×3 float convolution's weights (`[cout][cin][3][3]`, f32 or f16) for the NEON Winograd kernel
+/// (`aarch64/winof.rs`): per block of 4 output channels, `16 · cin · 4` little-endian `f32` `[ξ][cin][channel]` of
+/// [`wino_filter`]'s values (0 past `cout`), so one (ξ, input channel) of a block is one `q` register for `fmla` by
+/// lane. False if the layer is not 3×3, a length is short or the weights are int8.
+pub fn winon_pack(g: &Conv2dGeom, w: crate::Weights<'_>, out: &mut [u8]) -> bool {
+    let Some(out) = out.get_mut(..winon_len(g)) else {
+        return false;
+    };
+    if g.k != 3 || w.len() < g.cout * g.cin * 9 || matches!(w, crate::Weights::I8 { .. }) {
+        return false;
+    }
+    out.fill(0);
+    let mut f = [0f32; 9];
+    for co in 0..g.cout {
+        let (b, c) = (co / WINO8_CO, co % WINO8_CO);
+        for ci in 0..g.cin {
+            let at = (co * g.cin + ci) * 9;
+            match w {
+                crate::Weights::F32(all) => f.copy_from_slice(&all[at..at + 9]),
+                crate::Weights::F16(all) => crate::generic::f16_to_f32(&all[at..at + 9], &mut f),
+                crate::Weights::I8 { .. } => return false,
+            }
+            for (xi, u) in wino_filter(&f).into_iter().enumerate() {
+                let o = (((b * 16 + xi) * g.cin + ci) * WINO8_CO + c) * 4;
+                out[o..o + 4].copy_from_slice(&u.to_le_bytes());
             }
         }
     }

@@ -744,11 +744,13 @@ fn check_f32_packed(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
     let Some((fam, conv)) = t.conv2d_packed else {
         return Ok(0);
     };
-    if fam != pack::X86_AVX512_F32 {
-        return Err(format!("unknown family {fam}"));
-    }
     let (mut n, mut read, mut wino) = (0, 0, 0);
-    for g in shapes(rng).into_iter().chain(packed_shapes(rng)) {
+    let mut all = shapes(rng);
+    all.extend(packed_shapes(rng));
+    if fam == pack::AARCH64_NEON_F32 {
+        all.extend(wino8_shapes(rng));
+    }
+    for g in all {
         let Some(plen) = pack::float_len(fam, &g) else {
             continue;
         };
@@ -768,7 +770,7 @@ fn check_f32_packed(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
             let (mut a, mut c, mut d) = (vec![0f32; len], vec![0f32; len], vec![0f32; len]);
             (t.conv2d)(&g, &x, w, Some(Weights::F32(&b)), &mut a);
             conv(&g, &x, w, p, Some(Weights::F32(&b)), &mut c);
-            if pack::winograd(&g) {
+            if pack::float_winograd(fam, &g) {
                 // Winograd F(2x2, 3x3) on the packed layout: another summation than the per-call kernel, so held
                 // to the float bound against generic instead of bit equality.
                 let mut want = vec![0f32; len];
@@ -794,7 +796,9 @@ fn check_f32_packed(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
             }
             p.iter_mut().for_each(|v| *v ^= 0x55);
             conv(&g, &x, w, p, Some(Weights::F32(&b)), &mut d);
-            if pack::winograd(&g) && c.iter().zip(&d).all(|(u, v)| u.to_bits() == v.to_bits()) {
+            if pack::float_winograd(fam, &g)
+                && c.iter().zip(&d).all(|(u, v)| u.to_bits() == v.to_bits())
+            {
                 return Err(format!(
                     "{g:?}: a Winograd layer's output ignores its packed weights (the kernel fell back)"
                 ));

@@ -88,8 +88,8 @@ enum Cmd {
         /// `x86_64-avx512` (int8 convolutions, and float ones as its part `x86_64-avx512-f32`, which the AVX2 and
         /// AVX-VNNI tiers read too), `x86_64-avx2` (the AVX2 tier: `x86_64-avx512-f32` and `x86_64-avx2-int8`, its
         /// int8 3×3 layers as integer Winograd), `aarch64-neon` (int8 convolutions, for the `dotprod` tier and,
-        /// as its part `aarch64-neon-wino8` with the 3×3 layers as integer Winograd, the `neon` tier)), so the
-        /// SIMD kernels skip packing them per call. The canonical weights stay, so the
+        /// as its part `aarch64-neon-wino8` with the 3×3 layers as integer Winograd, the `neon` tier; float 3×3
+        /// layers as Winograd as its part `aarch64-neon-f32`)), so the SIMD kernels skip packing them per call. The canonical weights stay, so the
         /// blob still runs everywhere; it grows by about the weights' size per family (f16 weights are packed as
         /// f32, twice their size).
         #[arg(long, value_delimiter = ',')]
@@ -120,8 +120,8 @@ enum Cmd {
         output: PathBuf,
         /// Kernel families, comma-separated (`x86_64-avx512` (int8 and float), `x86_64-avx512-f32` (float only;
         /// also read by the AVX2 and AVX-VNNI tiers), `x86_64-avx2` (float and int8 for CPUs without VNNI),
-        /// `x86_64-avx2-int8` (int8 only), `aarch64-neon` (int8: `dotprod` and `neon` tiers), `aarch64-neon-wino8`
-        /// (int8: `neon` tier only)).
+        /// `x86_64-avx2-int8` (int8 only), `aarch64-neon` (int8 and float: `dotprod` and `neon` tiers),
+        /// `aarch64-neon-wino8` (int8: `neon` tier only), `aarch64-neon-f32` (float, 3×3 layers as Winograd)).
         #[arg(long, value_delimiter = ',', required = true)]
         family: Vec<String>,
     },
@@ -604,8 +604,8 @@ fn main() -> ExitCode {
 
 /// Kernel family codes from their names (`ember_kernels::pack::FAMILIES`). `x86_64-avx512` names the whole
 /// AVX-512 tier: its int8 layout and its float one (`x86_64-avx512-f32`); `x86_64-avx2` names the AVX2 tier's two
-/// (`x86_64-avx512-f32` and `x86_64-avx2-int8`); `aarch64-neon` names the `dotprod` tier's layout and the `neon`
-/// tier's (`aarch64-neon-wino8`).
+/// (`x86_64-avx512-f32` and `x86_64-avx2-int8`); `aarch64-neon` names the aarch64 tiers' three (`aarch64-neon`,
+/// `aarch64-neon-wino8`, `aarch64-neon-f32`).
 fn families(names: &[String]) -> Result<Vec<u32>, String> {
     use ember_kernels::pack;
     let mut out = Vec::new();
@@ -626,7 +626,7 @@ fn families(names: &[String]) -> Result<Vec<u32>, String> {
             out.push(pack::X86_AVX512_F32);
         }
         if code == pack::AARCH64_NEON {
-            out.push(pack::AARCH64_NEON_WINO8);
+            out.extend([pack::AARCH64_NEON_WINO8, pack::AARCH64_NEON_F32]);
         }
     }
     Ok(out)

@@ -8,7 +8,8 @@
 //!   int8 attention with lane-indexed `smlal` scores and query rows in the lanes, bit-identical to generic
 //!   (`attn_i8.rs`).
 //!   On weights packed offline (family `aarch64-neon-wino8`) its int8 3×3 stride-1 layers run as exact integer
-//!   Winograd F(2×2, 3×3) with `smlal` by lane, bit-identical too ([`wino8`]).
+//!   Winograd F(2×2, 3×3) with `smlal` by lane, bit-identical too ([`wino8`]); on family `aarch64-neon-f32` its
+//!   `f32` 3×3 stride-1 layers run as Winograd F(2×2, 3×3) with `fmla` by lane ([`winof`], both tiers).
 //! * `dotprod` (FEAT_DotProd, Cortex-A55/A76 and later): int8 convolution with `sdot` ([`dotprod`]); the rest from
 //!   `neon`.
 //!
@@ -20,6 +21,7 @@ pub mod dotprod;
 pub mod neon;
 mod rows;
 mod wino8;
+mod winof;
 
 use crate::registry::{KernelTable, GENERIC};
 
@@ -29,6 +31,7 @@ static NEON: KernelTable = KernelTable {
     name: "neon",
     bit_exact: false, // float kernels sum in other orders
     conv2d: neon::conv2d,
+    conv2d_packed: Some((crate::pack::AARCH64_NEON_F32, winof::conv2d_packed)),
     conv2d_i8: neon::conv2d_i8,
     conv2d_i8_packed: Some((crate::pack::AARCH64_NEON_WINO8, wino8::conv2d_i8_packed)),
     linear: neon::linear,

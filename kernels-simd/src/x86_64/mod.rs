@@ -23,33 +23,9 @@ mod wino256;
 mod wino512;
 mod wino8;
 
-use core::mem::MaybeUninit;
-
 use crate::registry::KernelTable;
 
-/// Element types whose all-zero bytes are a valid value (the scratch element types of these kernels).
-pub(crate) trait Zeroable: Copy {}
-impl Zeroable for f32 {}
-impl Zeroable for i32 {}
-impl Zeroable for u8 {}
-impl<T: Zeroable, const M: usize> Zeroable for [T; M] {}
-
-/// The first `n` elements (at most `N`) of the uninitialized stack array `buf`, zeroed: what a kernel needs of a
-/// scratch sized for its largest layer, without zeroing the rest (hundreds of KiB) on every call.
-pub(crate) fn zeroed_prefix<T: Zeroable, const N: usize>(
-    buf: &mut MaybeUninit<[T; N]>,
-    n: usize,
-) -> &mut [T] {
-    let n = n.min(N);
-    let p = buf.as_mut_ptr() as *mut T;
-    // SAFETY: `p` is the start of `N` contiguous `T` inside `buf` (arrays have no padding) and `n <= N`; the first
-    // `n` are written with zero bytes, a valid `T` (`Zeroable`), before the slice over exactly them is formed, and
-    // the slice borrows `buf` mutably for its lifetime.
-    unsafe {
-        core::ptr::write_bytes(p, 0, n);
-        core::slice::from_raw_parts_mut(p, n)
-    }
-}
+pub(crate) use crate::scratch::zeroed_prefix;
 
 /// AVX2 + FMA (+ F16C): f32 Winograd (on packed weights) and direct convolution, int8 exact Winograd (on packed
 /// weights) and direct convolution, f32
