@@ -2,7 +2,8 @@
 # The aarch64 kernel tiers (NEON, dotprod) against the generic kernels, under QEMU user mode:
 #   (1) `-cpu max` (has FEAT_DotProd): every kernel of the `neon` and `dotprod` tiers must pass
 #       (int8 bit-exact, f32 within tolerance);
-#   (2) `-cpu cortex-a53` (ARMv8.0, no dotprod): `neon` must pass and `dotprod` must report SKIPPED.
+#   (2) `-cpu cortex-a53` (ARMv8.0, no dotprod): `neon` must pass and `dotprod` must report SKIPPED;
+#   (3) the cross-built `ember generate` on the int8 student under both CPUs: the same bytes as on the x86 host.
 # Cross-builds kernels-simd/tests/tiers.rs with Debian's rustc (-Zbuild-std, std feature for runtime detection) and
 # installs the apt packages it needs when missing (scripts/cross-tools.sh). Fails on any mismatch.
 set -euo pipefail
@@ -48,5 +49,26 @@ out=$(run_tiers cortex-a53) || { printf '%s\n' "$out"; die "tier test failed und
 printf '%s\n' "$out" | grep -E "^tier |FAILED|error" || true
 check "$out" neon ok
 check "$out" dotprod SKIPPED
+
+step "(3) end to end: the cross-built ember generate, int8 student, under -cpu cortex-a53 (neon) and -cpu max (dotprod)"
+# The host runner packs the blob at load for the tier's families (aarch64-neon-wino8 on the A53: the integer
+# Winograd kernel; aarch64-neon with dotprod), so the whole 4-step sampling goes through the packed kernels; int8
+# kernels are exact, so the samples must be the x86 host's, byte for byte (the output file has no timestamps).
+(cd "$ROOT" && CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+    xcargo build -q -p ember-cli --release --target aarch64-unknown-linux-gnu -Zbuild-std --target-dir "$TARGET_DIR") \
+    || die "cross build of ember failed"
+(cd "$ROOT" && cargo build -q -p ember-cli --release) || die "host build of ember failed"
+E2E="$(mktemp -d)"
+trap 'rm -rf "$E2E"' EXIT
+MODEL="$ROOT/models/mnist-student/student-4-int8.ember"
+"$ROOT/target/release/ember" generate --model "$MODEL" --classes 3,8 --per-class 1 -o "$E2E/host.safetensors" \
+    >/dev/null || die "host ember generate failed"
+for cpu in cortex-a53 max; do
+    qemu-aarch64 -L "$SYSROOT" -cpu "$cpu" "$TARGET_DIR/aarch64-unknown-linux-gnu/release/ember" generate \
+        --model "$MODEL" --classes 3,8 --per-class 1 -o "$E2E/$cpu.safetensors" | tail -1 \
+        || die "ember generate under -cpu $cpu failed"
+    cmp "$E2E/host.safetensors" "$E2E/$cpu.safetensors" || die "-cpu $cpu: samples differ from the x86 host's"
+    echo "-cpu $cpu: samples byte-identical to the x86 host's"
+done
 
 step "aarch64 tiers: OK"
