@@ -13,8 +13,8 @@
 //! Layout: the vector lanes hold 8 output tiles. Per band of tile rows, every pair of input channels is
 //! transformed into `V[ξ][pair][tile]` (two channels' `i16` values in one word, first channel low); the input rows
 //! are first split into even and odd columns, so tile columns are plain unaligned loads. Per block of 4 output
-//! channels and up to 24 tiles, the 16 GEMMs `M[ξ] = Σ_pair V[ξ][pair] · U[ξ][pair]` run with one weight word
-//! broadcast per channel and pair (12 accumulators), separately for the two input branches of a concatenation
+//! channels and up to 16 tiles, the 16 GEMMs `M[ξ] = Σ_pair V[ξ][pair] · U[ξ][pair]` run with one weight word
+//! broadcast per channel and pair (8 accumulators), separately for the two input branches of a concatenation
 //! (each has its own scale in the epilogue); the output transform turns 8 tiles' 16 vectors into their 2×2
 //! outputs, interleaved into output rows by `vpunpck{l,h}dq` and a lane swap, and the AVX2 epilogue
 //! ([`super::avx2::store_i8_row`]) requantizes each output row.
@@ -33,8 +33,8 @@ use crate::{Conv2dGeom, Weights};
 const ROWBUF: usize = WINO8_NT + 16;
 /// Input rows of a band at most (2 per tile row, plus 2): tile rows `WINO8_NT / 4` for the narrowest rows taken.
 const BAND_ROWS: usize = 2 * (WINO8_NT / 4) + 2;
-/// Tiles of one register tile at most (3 vectors).
-const NV_MAX: usize = 3;
+/// Vectors of 8 tiles in one register tile at most (2: 8 accumulators; 3 spilled registers and was no faster).
+const NV_MAX: usize = 2;
 /// Words of one branch's parked GEMM results: `[ξ][channel][NV_MAX · 8]`.
 const PARK: usize = 16 * WINO8_CO * NV_MAX * 8;
 /// Words of one branch's output stage: `[channel][2 · rows][2 · tw]`, `rows · tw <= WINO8_NT`.
@@ -209,7 +209,6 @@ unsafe fn conv(
                         // words (ξ · pairs + q) · 4 + c lie in the packed bytes (length checked, read unaligned);
                         // the park row holds 4 · NV_MAX · 8 words.
                         match nv {
-                            3 => gemm::<3>(vx, ntp, ux, (q0, q1), pk),
                             2 => gemm::<2>(vx, ntp, ux, (q0, q1), pk),
                             _ => gemm::<1>(vx, ntp, ux, (q0, q1), pk),
                         }
