@@ -796,3 +796,100 @@ pub fn winon_pack(g: &Conv2dGeom, w: crate::Weights<'_>, out: &mut [u8]) -> bool
     }
     true
 }
+
+/// The band geometry of the integer and NEON Winograd kernels (`x86_64/wino8.rs`, `aarch64/wino8.rs`,
+/// `aarch64/winof.rs`): 2×2 tiles per row, tile rows, and tile rows per band.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WinoBand {
+    /// Tiles per tile row (`⌈ow / 2⌉`).
+    pub tw: usize,
+    /// Tile rows (`⌈oh / 2⌉`).
+    pub th: usize,
+    /// Tile rows per band: at most [`WINO8_NT`] tiles, and `per_tile ·` (the band's tiles rounded up to 8) within
+    /// the kernel's scratch.
+    pub rows: usize,
+}
+
+/// The band of a layer whose transformed input takes `per_tile` scratch elements per tile, in a scratch of `budget`
+/// elements; `None` if not even one tile row fits (the caller checked its layer selection first).
+pub fn wino_band(g: &Conv2dGeom, per_tile: usize, budget: usize) -> Option<WinoBand> {
+    let (tw, th) = (g.ow.div_ceil(2), g.oh.div_ceil(2));
+    let need = |rows: usize| per_tile.saturating_mul((rows * tw).next_multiple_of(8));
+    let mut rows = (WINO8_NT / tw.max(1)).min(th).max(1);
+    while rows > 1 && need(rows) > budget {
+        rows -= 1;
+    }
+    (tw > 0 && need(rows) <= budget).then_some(WinoBand { tw, th, rows })
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec::Vec;
+
+    /// The integer filter transform is exactly 4 × the float one (whose `½` entries make every value a multiple
+    /// of ¼ of an integer sum, exact in `f64`), and stays within `i16` at the int8 extremes.
+    #[test]
+    fn wino8_filter_is_four_times_the_float_transform() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut cases: Vec<[i8; 9]> = std::vec![[-128; 9], [127; 9], [0; 9]];
+        cases.push(core::array::from_fn(
+            |i| if i % 2 == 0 { -128 } else { 127 },
+        ));
+        for _ in 0..2000 {
+            cases.push(core::array::from_fn(|_| next() as i8));
+        }
+        for f in cases {
+            let u = wino8_filter(&f);
+            let ff: [f32; 9] = core::array::from_fn(|i| f[i] as f32);
+            let uf = wino_filter(&ff);
+            for xi in 0..16 {
+                assert_eq!(u[xi] as f32, 4.0 * uf[xi], "{f:?} ξ {xi}");
+                assert!(u[xi].unsigned_abs() <= 9 * 128, "{f:?} ξ {xi}: {}", u[xi]);
+            }
+        }
+    }
+
+    /// The band never exceeds its budget or the tile cap, and covers the layer's tile rows.
+    #[test]
+    fn wino_band_fits_its_budget() {
+        for (cin, hw) in [(8, 8), (64, 32), (128, 16), (512, 8), (96, 32), (33, 7)] {
+            let g = Conv2dGeom {
+                cin,
+                h: hw,
+                w: hw,
+                cout: 4,
+                k: 3,
+                stride: 1,
+                pad_t: 1,
+                pad_l: 1,
+                oh: hw,
+                ow: hw,
+            };
+            let b = wino_band(&g, 16 * cin, WINO8_V).expect("one tile row fits");
+            assert_eq!((b.tw, b.th), (hw.div_ceil(2), hw.div_ceil(2)));
+            assert!(b.rows >= 1 && b.rows <= b.th && b.rows * b.tw <= WINO8_NT.max(b.tw));
+            assert!(16 * cin * (b.rows * b.tw).next_multiple_of(8) <= WINO8_V);
+        }
+        let wide = Conv2dGeom {
+            cin: 4096,
+            h: 32,
+            w: 32,
+            cout: 4,
+            k: 3,
+            stride: 1,
+            pad_t: 1,
+            pad_l: 1,
+            oh: 32,
+            ow: 32,
+        };
+        assert_eq!(wino_band(&wide, 16 * 4096, WINO8_V), None);
+    }
+}

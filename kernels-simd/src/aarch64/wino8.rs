@@ -18,7 +18,7 @@
 use core::arch::aarch64::*;
 
 use super::rows::store_i8_row;
-use crate::pack::{self, WINO8_CO, WINO8_NT, WINO8_V};
+use crate::pack::{self, WinoBand as Plan, WINO8_CO, WINO8_NT, WINO8_V};
 use crate::quant::{ActQ, ChannelEpilogue, ConvEpilogue, QOut};
 use crate::{Conv2dGeom, Weights};
 
@@ -35,25 +35,10 @@ const PARK: usize = 16 * 8 * 8;
 /// Words of one branch's output stage: `[channel][2 · rows][2 · tw]` for 8 channels, `rows · tw <= WINO8_NT`.
 const STAGE: usize = 8 * 4 * WINO8_NT;
 
-/// The band geometry of a layer: tiles per row, tile rows, tile rows per band.
-#[derive(Clone, Copy)]
-struct Plan {
-    tw: usize,
-    th: usize,
-    rows: usize,
-}
-
-/// The band geometry of `g` with input split `split`, where [`pack::wino8`] picks the layer.
+/// The band geometry of `g` with input split `split`, where [`pack::wino8`] picks the layer: 16 `i16` per input
+/// channel and tile, in [`VBUF`].
 fn plan(g: &Conv2dGeom, split: usize) -> Option<Plan> {
-    if !pack::wino8(g, split) {
-        return None;
-    }
-    let (tw, th) = (g.ow.div_ceil(2), g.oh.div_ceil(2));
-    let mut rows = (WINO8_NT / tw).min(th).max(1);
-    while rows > 1 && 16 * g.cin * (rows * tw).next_multiple_of(8) > VBUF {
-        rows -= 1;
-    }
-    (16 * g.cin * (rows * tw).next_multiple_of(8) <= VBUF).then_some(Plan { tw, th, rows })
+    pack::wino_band(g, 16 * g.cin, VBUF).filter(|_| pack::wino8(g, split))
 }
 
 /// int8 convolution on weights packed for family [`pack::AARCH64_NEON_WINO8`]: the integer Winograd kernel where

@@ -15,7 +15,7 @@
 use core::arch::aarch64::*;
 use core::mem::MaybeUninit;
 
-use crate::pack::{self, WINO8_CO, WINO8_NT, WINO_V};
+use crate::pack::{self, WinoBand as Plan, WINO8_CO, WINO8_NT, WINO_V};
 use crate::scratch::zeroed_prefix;
 use crate::{Conv2dGeom, Weights};
 
@@ -29,25 +29,10 @@ const PARK: usize = 16 * 8 * 8;
 /// Floats of the output stage: `[channel][2 · rows][2 · tw]` for 8 channels, `rows · tw <= WINO8_NT`.
 const STAGE: usize = 8 * 4 * WINO8_NT;
 
-/// The band geometry of a layer: tiles per row, tile rows, tile rows per band.
-#[derive(Clone, Copy)]
-struct Plan {
-    tw: usize,
-    th: usize,
-    rows: usize,
-}
-
-/// The band geometry of `g`, where [`pack::wino_neon`] picks the layer.
+/// The band geometry of `g`, where [`pack::wino_neon`] picks the layer: 16 floats per input channel and tile, in
+/// [`WINO_V`].
 fn plan(g: &Conv2dGeom) -> Option<Plan> {
-    if !pack::wino_neon(g) {
-        return None;
-    }
-    let (tw, th) = (g.ow.div_ceil(2), g.oh.div_ceil(2));
-    let mut rows = (WINO8_NT / tw).min(th).max(1);
-    while rows > 1 && 16 * g.cin * (rows * tw).next_multiple_of(8) > WINO_V {
-        rows -= 1;
-    }
-    (16 * g.cin * (rows * tw).next_multiple_of(8) <= WINO_V).then_some(Plan { tw, th, rows })
+    pack::wino_band(g, 16 * g.cin, WINO_V).filter(|_| pack::wino_neon(g))
 }
 
 /// Float convolution on weights packed for family [`pack::AARCH64_NEON_F32`]: Winograd where [`pack::wino_neon`]

@@ -24,7 +24,7 @@ use core::mem::MaybeUninit;
 
 use super::avx2;
 use super::zeroed_prefix;
-use crate::pack::{self, WINO8_CO, WINO8_NT, WINO8_V};
+use crate::pack::{self, WinoBand as Plan, WINO8_CO, WINO8_NT, WINO8_V};
 use crate::quant::{ActQ, ChannelEpilogue, ConvEpilogue, QOut};
 use crate::{Conv2dGeom, Weights};
 
@@ -40,26 +40,11 @@ const PARK: usize = 16 * WINO8_CO * NV_MAX * 8;
 /// Words of one branch's output stage: `[channel][2 · rows][2 · tw]`, `rows · tw <= WINO8_NT`.
 const STAGE: usize = WINO8_CO * 4 * WINO8_NT;
 
-/// The band geometry of a layer: tiles per row, tile rows, tile rows per band.
-#[derive(Clone, Copy)]
-struct Plan {
-    tw: usize,
-    th: usize,
-    rows: usize,
-}
-
-/// The band geometry of `g` with input split `split`, where [`pack::wino8`] picks the layer.
+/// The band geometry of `g` with input split `split`, where [`pack::wino8`] picks the layer: 16 words per pair of
+/// input channels and tile, in [`WINO8_V`] words.
 fn plan(g: &Conv2dGeom, split: usize) -> Option<Plan> {
-    if !pack::wino8(g, split) {
-        return None;
-    }
-    let (tw, th) = (g.ow.div_ceil(2), g.oh.div_ceil(2));
     let (_, pairs) = pack::wino8_pairs(g.cin, split);
-    let mut rows = (WINO8_NT / tw).min(th).max(1);
-    while rows > 1 && 16 * pairs * (rows * tw).next_multiple_of(8) > WINO8_V {
-        rows -= 1;
-    }
-    Some(Plan { tw, th, rows })
+    pack::wino_band(g, 16 * pairs, WINO8_V).filter(|_| pack::wino8(g, split))
 }
 
 /// int8 convolution on weights packed by [`pack::wino8_pack`] where [`pack::wino8`] picks the layer and the packed
