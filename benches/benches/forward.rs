@@ -35,7 +35,9 @@ fn bench_model(
     });
 }
 
-/// The committed MNIST student, f32 and int8, on every kernel tier this CPU can run (`student_<dtype>/<tier>`).
+/// The committed MNIST student, f32 and int8, on every kernel tier this CPU can run (`student_<dtype>/<tier>`), and
+/// with its convolutions packed for the tier's kernel families as the host runner does at load
+/// (`<dtype>-packed/<tier>`, where the tier reads packed weights).
 fn student(c: &mut Criterion) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/mnist-student");
     let mut g = c.benchmark_group("unet_forward_mnist_student");
@@ -44,30 +46,55 @@ fn student(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3));
     for file in ["student-4.ember", "student-4-int8.ember"] {
         let blob = AlignedBytes::read(&root.join(file)).expect("committed student blob");
-        let model = ember_core::Model::parse(blob.as_slice()).expect("parse");
-        let mut arena = AlignedBytes::zeroed(model.arena_bytes());
-        let mut session = model.bind(arena.as_mut_slice()).expect("bind");
-        let x = pseudo_random(model.info().input_len(), 1);
-        let mut out = vec![0f32; model.info().output_len()];
-        g.throughput(Throughput::Elements(model.info().macs()));
+        let dtype = if file.contains("int8") { "int8" } else { "f32" };
         for name in ember_kernels::registry::all_tiers() {
             let Some(t) = ember_kernels::registry::tier(name) else {
                 eprintln!("forward bench: tier {name} SKIPPED (this CPU cannot run it)");
                 continue;
             };
-            session.set_kernels(t);
-            let id = format!(
-                "{}/{name}",
-                if file.contains("int8") { "int8" } else { "f32" }
-            );
-            g.bench_function(BenchmarkId::from_parameter(id), |b| {
-                b.iter(|| {
-                    session
-                        .forward(black_box(&x), black_box(749.0), Some(3), &mut out)
-                        .expect("forward");
-                    black_box(&out);
-                })
-            });
+            let plain = ember_core::Model::parse(blob.as_slice()).expect("parse");
+            let fams: Vec<u32> = [
+                t.conv2d_packed.map(|p| p.0),
+                t.conv2d_i8_packed.map(|p| p.0),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let packed = quantize_tool::pack::section(&plain, &fams)
+                .expect("pack")
+                .map(|sec| {
+                    quantize_tool::write::add_section(
+                        blob.as_slice(),
+                        ember_core::format::section::PACKED,
+                        &sec,
+                        ember_core::format::SECTION_OPTIONAL,
+                    )
+                    .expect("add the PACKED section")
+                });
+            for (what, b) in [
+                (dtype.to_string(), Some(&blob)),
+                (format!("{dtype}-packed"), packed.as_ref()),
+            ] {
+                let Some(b) = b else { continue };
+                let model = ember_core::Model::parse(b.as_slice()).expect("parse");
+                let mut arena = AlignedBytes::zeroed(model.arena_bytes());
+                let mut session = model.bind(arena.as_mut_slice()).expect("bind");
+                let x = pseudo_random(model.info().input_len(), 1);
+                let mut out = vec![0f32; model.info().output_len()];
+                g.throughput(Throughput::Elements(model.info().macs()));
+                session.set_kernels(t);
+                g.bench_function(
+                    BenchmarkId::from_parameter(format!("{what}/{name}")),
+                    |bch| {
+                        bch.iter(|| {
+                            session
+                                .forward(black_box(&x), black_box(749.0), Some(3), &mut out)
+                                .expect("forward");
+                            black_box(&out);
+                        })
+                    },
+                );
+            }
         }
     }
     g.finish();
