@@ -132,6 +132,32 @@ impl Conv2dGeom {
             * (self.k as u64)
             * (self.k as u64)
     }
+
+    /// A 1×1, stride-1, unpadded layer as the same layer over rows of `m` output rows joined, `m` the most rows
+    /// whose pixels fit `max_row` and that divide the plane's rows: one GEMM over the plane, so a row kernel's
+    /// per-row costs (tile fill, epilogue set-up) are paid a few times per plane instead of once per output row. The
+    /// plane's memory layout is the same. `None` for other layers, or where no rows can be joined.
+    pub fn pointwise_joined(&self, max_row: usize) -> Option<Conv2dGeom> {
+        let pointwise = self.k == 1
+            && self.stride == 1
+            && self.pad_t == 0
+            && self.pad_l == 0
+            && (self.oh, self.ow) == (self.h, self.w)
+            && self.ow > 0;
+        if !pointwise {
+            return None;
+        }
+        let m = (1..=(max_row / self.ow).min(self.oh))
+            .rev()
+            .find(|m| self.oh.is_multiple_of(*m))?;
+        (m > 1).then_some(Conv2dGeom {
+            h: self.oh / m,
+            w: self.ow * m,
+            oh: self.oh / m,
+            ow: self.ow * m,
+            ..*self
+        })
+    }
 }
 
 /// `x · sigmoid(x)`, the SiLU / swish activation (`x / (1 + expf(−x))`, with `libm::expf`'s bits).

@@ -196,6 +196,9 @@ pub(super) unsafe fn conv2d_f32(
     blk: F32BlockFn,
     cvt: F16ToF32Fn,
 ) {
+    // A pointwise layer runs as rows of several output rows joined (one GEMM over the plane, fewer row set-ups).
+    let joined = g.pointwise_joined(MAX_OW);
+    let g = &joined.unwrap_or(*g);
     let kk = g.k * g.k;
     let per_block = g.cin * kk * 4;
     // A short (invalid) input goes to the generic kernel, which defines what it gives.
@@ -366,6 +369,9 @@ pub(super) unsafe fn conv2d_i8(
     no_min_weight: bool,
     blk: I8BlockFn,
 ) {
+    // A pointwise layer runs as rows of several output rows joined (one GEMM over the plane, fewer row set-ups).
+    let joined = g.pointwise_joined(MAX_OW);
+    let g = &joined.unwrap_or(*g);
     let kk = g.k * g.k;
     let split = in_q.split.min(g.cin);
     // Weights packed offline ([`pack::neon4_pack`]): used in place when they have the layer's exact length and

@@ -380,7 +380,7 @@ pub(crate) fn conv2d_i8(
     // A pointwise layer is one GEMM over the plane: run it as rows of up to MAX_OW pixels (whole output rows
     // joined), so the per-row costs (tile fill, epilogue set-up) are paid a few times per plane instead of once
     // per output row. The plane's memory layout is the same, so nothing else changes.
-    let flat = pointwise_rows(g);
+    let flat = g.pointwise_joined(MAX_OW);
     let g = &flat.unwrap_or(*g);
     let class = size_class(g, pairs, pairs * g.k * g.k);
     let Some(large) = class.filter(|_| acc.len() >= quant::conv2d_i8_scratch_len(g)) else {
@@ -423,30 +423,6 @@ pub(crate) fn conv2d_i8(
             )
         }
     }
-}
-
-/// A 1×1, stride-1, unpadded layer as the same layer over rows of `m` output rows joined (`m` the most rows whose
-/// pixels fit [`MAX_OW`] and that divide the plane's rows); `None` for other layers, or where rows are not joined.
-pub(super) fn pointwise_rows(g: &Conv2dGeom) -> Option<Conv2dGeom> {
-    let pointwise = g.k == 1
-        && g.stride == 1
-        && g.pad_t == 0
-        && g.pad_l == 0
-        && (g.oh, g.ow) == (g.h, g.w)
-        && g.ow > 0;
-    if !pointwise {
-        return None;
-    }
-    let m = (1..=(MAX_OW / g.ow).min(g.oh))
-        .rev()
-        .find(|m| g.oh.is_multiple_of(*m))?;
-    (m > 1).then_some(Conv2dGeom {
-        h: g.oh / m,
-        w: g.ow * m,
-        oh: g.oh / m,
-        ow: g.ow * m,
-        ..*g
-    })
 }
 
 /// Channel ranges of the two input branches and the pair index where branch B starts.
