@@ -65,7 +65,7 @@ pub const WINO8_NT: usize = 64;
 pub const WINO8_V: usize = 64 * 1024;
 
 /// Most input channels [`wino8`] takes: the kernel's `i32` sums hold 4 × the convolution's, at most
-/// `4 · 9 · 128 · 127 · cin`, which must stay below `2³¹`.
+/// `4 · 9 · 128² · cin` in magnitude (−128 · −128 is the largest product), which must stay below `2³¹`.
 pub const WINO8_MAX_CIN: usize = 2048;
 
 /// Fewest input channels for which [`wino8`] picks the int8 Winograd kernel.
