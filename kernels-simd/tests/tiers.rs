@@ -1019,11 +1019,14 @@ fn check_i8_packed(t: &KernelTable, rng: &mut Lcg) -> Result<usize, String> {
     }
     for g in all {
         for variant in 0..3 {
-            // The widest layers also with only extreme values (the int8 Winograd kernel's sums wrap in `i32`).
-            let extreme = variant == 2 && g.cin >= 512;
+            // The widest layers also at the extremes: from 1024 channels every input and weight -128 (the largest
+            // product, the same sign everywhere: the integer Winograd kernel's largest sums, about 6e8 in `i32`),
+            // from 512 random -128 / 127.
+            let extreme = (variant == 2 && g.cin >= 512).then_some(g.cin >= 1024);
             let mut val = || match extreme {
-                true => [-128, 127][rng.below(2)],
-                false => rng.i8(),
+                Some(true) => -128,
+                Some(false) => [-128, 127][rng.below(2)],
+                None => rng.i8(),
             };
             let x: Vec<i8> = (0..g.cin * g.h * g.w).map(|_| val()).collect();
             let w: Vec<i8> = (0..g.cout * g.cin * g.k * g.k).map(|_| val()).collect();
