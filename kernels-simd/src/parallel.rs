@@ -482,10 +482,7 @@ impl RawQOut {
         else {
             return Err(out);
         };
-        let out_len = match &out {
-            QOut::I8 { data, .. } => data.len(),
-            QOut::F32(data) => data.len(),
-        };
+        let out_len = out.len();
         if !fits
             || q.len() < total
             || k.len() < total

@@ -188,6 +188,21 @@ pub enum QOut<'a> {
     F32(&'a mut [f32]),
 }
 
+impl QOut<'_> {
+    /// Output elements (of either kind).
+    pub fn len(&self) -> usize {
+        match self {
+            QOut::I8 { data, .. } => data.len(),
+            QOut::F32(data) => data.len(),
+        }
+    }
+
+    /// Whether the output has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// `i32` scratch elements [`conv2d_i8`] needs: `2 · oh · ow` (accumulator planes for the two input branches).
 pub fn conv2d_i8_scratch_len(g: &Conv2dGeom) -> usize {
     2 * g.oh * g.ow
@@ -627,6 +642,35 @@ impl ChannelEpilogue<'_> {
                 .saturating_add(self.mb.apply(b as i64))
                 .saturating_add(self.mr.apply(r));
             *o = y.clamp(-128, 127) as i8;
+        }
+    }
+    /// One output row of this channel from its sums `ra`, `rb` (`ra.len()` pixels, plane position `p0`) into
+    /// `dst[base ..]`: an int8 output through `store_i8` (a tier's vectorized form of [`Self::store_i8`]), a float
+    /// one through [`Self::store_f32`]; nothing where the row does not lie inside `dst`.
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
+    pub(crate) fn store_row(
+        &self,
+        dst: &mut Result<&mut [i8], &mut [f32]>,
+        base: usize,
+        p0: usize,
+        (ra, rb): (&[i32], &[i32]),
+        store_i8: impl FnOnce(&Self, usize, &[i32], &[i32], &mut [i8]),
+    ) {
+        let n = ra.len();
+        match dst {
+            Ok(d) => {
+                if let Some(o) = d.get_mut(base..base + n) {
+                    store_i8(self, p0, ra, rb, o);
+                }
+            }
+            Err(d) => {
+                if let Some(o) = d.get_mut(base..base + n) {
+                    self.store_f32(p0, ra, rb, o);
+                }
+            }
         }
     }
 

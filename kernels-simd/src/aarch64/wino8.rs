@@ -19,7 +19,7 @@ use core::arch::aarch64::*;
 
 use super::rows::store_i8_row;
 use crate::pack::{self, WinoBand as Plan, WINO8_CO, WINO8_NT, WINO8_V};
-use crate::quant::{ActQ, ChannelEpilogue, ConvEpilogue, QOut};
+use crate::quant::{ActQ, ConvEpilogue, QOut};
 use crate::{Conv2dGeom, Weights};
 
 /// `i16` values of the transformed input of one band (256 KiB, the AVX2 kernel's budget: [`pack::wino8`] keeps a
@@ -61,10 +61,7 @@ pub(crate) fn conv2d_i8_packed(
     out: QOut<'_>,
 ) {
     let split = in_q.split.min(g.cin);
-    let out_len = match &out {
-        QOut::I8 { data, .. } => data.len(),
-        QOut::F32(data) => data.len(),
-    };
+    let out_len = out.len();
     let plan = plan(g, split).filter(|_| {
         packed.len() == pack::wino8n_len(g)
             && input.len() >= g.cin * g.h * g.w
@@ -202,47 +199,18 @@ fn conv(
                     let at = (c * 2 * rows + a) * sw;
                     let (ra, rb) = (&stage[0][at..at + g.ow], &stage[1][at..at + g.ow]);
                     let base = co * plane + (oy0 + a) * g.ow;
-                    store_row(
-                        &ch,
-                        (oy0 + a) * g.ow,
-                        ra,
-                        rb,
-                        split < g.cin,
+                    let use_b = split < g.cin;
+                    ch.store_row(
                         &mut dst,
                         base,
-                        g.ow,
+                        (oy0 + a) * g.ow,
+                        (ra, rb),
+                        |c, p0, a, b, o| store_i8_row(c, p0, a, b, use_b, o),
                     );
                 }
             }
         }
         ty0 += rows;
-    }
-}
-
-/// The epilogue of one output row: `ch`'s requantization (or float store) of sums `ra`, `rb` into `dst[base ..
-/// base + n]`.
-#[allow(clippy::too_many_arguments)]
-fn store_row(
-    ch: &ChannelEpilogue<'_>,
-    p0: usize,
-    ra: &[i32],
-    rb: &[i32],
-    use_b: bool,
-    dst: &mut Result<&mut [i8], &mut [f32]>,
-    base: usize,
-    n: usize,
-) {
-    match dst {
-        Ok(d) => {
-            if let Some(o) = d.get_mut(base..base + n) {
-                store_i8_row(ch, p0, ra, rb, use_b, o);
-            }
-        }
-        Err(d) => {
-            if let Some(o) = d.get_mut(base..base + n) {
-                ch.store_f32(p0, ra, rb, o);
-            }
-        }
     }
 }
 

@@ -269,10 +269,7 @@ pub(super) fn conv2d_i8_patch<K: PatchKernel>(
     let plane = g.oh * g.ow;
     let row = g.cin * kk;
     let cpc = K::CH.checked_div(kk).unwrap_or(0); // input channels per chunk
-    let out_len = match &out {
-        QOut::I8 { data, .. } => data.len(),
-        QOut::F32(d) => d.len(),
-    };
+    let out_len = out.len();
     let full = |n: Option<usize>, have: usize| n.is_some_and(|n| have >= n);
     let fast = plane > 0
         && g.h > 0

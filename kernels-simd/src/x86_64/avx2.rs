@@ -1072,10 +1072,7 @@ pub(crate) fn attention_i8(
     out: QOut<'_>,
 ) {
     let total = g.heads * g.head_dim * g.n;
-    let out_len = match &out {
-        QOut::I8 { data, .. } => data.len(),
-        QOut::F32(d) => d.len(),
-    };
+    let out_len = out.len();
     if g.n == 0
         || g.head_dim == 0
         || g.n * g.head_dim > ATT_VT

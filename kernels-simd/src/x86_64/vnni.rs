@@ -76,10 +76,7 @@ fn layout(g: &Conv2dGeom, split: usize) -> Option<Layout> {
 
 /// Whether [`conv2d_i8`] handles this layer (input channels `< split` in branch A) with these slice lengths.
 pub(super) fn fits(g: &Conv2dGeom, split: usize, input: usize, w: usize, out: &QOut<'_>) -> bool {
-    let out_len = match out {
-        QOut::I8 { data, .. } => data.len(),
-        QOut::F32(d) => d.len(),
-    };
+    let out_len = out.len();
     layout(g, split).is_some()
         && input >= g.cin * g.h * g.w
         && w >= g.cout * g.cin * g.k * g.k

@@ -25,7 +25,7 @@ use core::mem::MaybeUninit;
 use super::avx2;
 use super::zeroed_prefix;
 use crate::pack::{self, WinoBand as Plan, WINO8_CO, WINO8_NT, WINO8_V};
-use crate::quant::{ActQ, ChannelEpilogue, ConvEpilogue, QOut};
+use crate::quant::{ActQ, ConvEpilogue, QOut};
 use crate::{Conv2dGeom, Weights};
 
 /// `i32` columns of one even- or odd-column row buffer: `tw` rounded up to 8, plus the 8 columns a group of 8
@@ -66,10 +66,7 @@ pub(crate) fn conv2d_i8_packed(
     out: QOut<'_>,
 ) {
     let split = in_q.split.min(g.cin);
-    let out_len = match &out {
-        QOut::I8 { data, .. } => data.len(),
-        QOut::F32(data) => data.len(),
-    };
+    let out_len = out.len();
     let plan = plan(g, split).filter(|_| {
         packed.len() == pack::wino8_len(g, split)
             && input.len() >= (g.cin * g.h * g.w).max(16)
@@ -232,50 +229,21 @@ unsafe fn conv(
                     let at = (c * 2 * rows + a) * sw;
                     let (ra, rb) = (&stage[0][at..at + g.ow], &stage[1][at..at + g.ow]);
                     let base = co * plane + (oy0 + a) * g.ow;
-                    store_row(
-                        ch,
-                        (oy0 + a) * g.ow,
-                        ra,
-                        rb,
-                        pa < pairs,
+                    let use_b = pa < pairs;
+                    ch.store_row(
                         &mut dst,
                         base,
-                        g.ow,
+                        (oy0 + a) * g.ow,
+                        (ra, rb),
+                        |c, p0, a, b, o| {
+                            // SAFETY: AVX2 (this function's caller checked it; see `conv2d_i8_packed`).
+                            unsafe { avx2::store_i8_row(c, p0, a, b, use_b, o) }
+                        },
                     );
                 }
             }
         }
         ty0 += rows;
-    }
-}
-
-/// The epilogue of one output row: `ch`'s requantization (or float store) of sums `ra`, `rb` into `dst[base ..
-/// base + n]`.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn store_row(
-    ch: &ChannelEpilogue<'_>,
-    p0: usize,
-    ra: &[i32],
-    rb: &[i32],
-    use_b: bool,
-    dst: &mut Result<&mut [i8], &mut [f32]>,
-    base: usize,
-    n: usize,
-) {
-    match dst {
-        Ok(d) => {
-            if let Some(o) = d.get_mut(base..base + n) {
-                // SAFETY: AVX2 (this function's features).
-                avx2::store_i8_row(ch, p0, ra, rb, use_b, o);
-            }
-        }
-        Err(d) => {
-            if let Some(o) = d.get_mut(base..base + n) {
-                ch.store_f32(p0, ra, rb, o);
-            }
-        }
     }
 }
 
